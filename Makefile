@@ -1,0 +1,38 @@
+# The two commands a new user needs:
+#   make demo   set up everything, then fine-tune, tune and serve examples/finetune.yaml on a local Ray
+#   make test   set up everything the tests need (venv, Go-built control plane), then run the whole suite
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export GRAFT_CACHE ?= $(HOME)/.cache/graft
+export TORCH_EXTENSIONS_DIR ?= $(GRAFT_CACHE)/torch-extensions
+export PIP_CACHE_DIR ?= $(GRAFT_CACHE)/pip
+
+.PHONY: venv demo test test-unit test-integration test-e2e controlplane crds check-crds bench lint clean
+
+venv:
+	scripts/venv.sh
+
+demo: venv
+	$(VENV)/bin/graft run examples/finetune.yaml $(DEMO_ARGS)
+
+controlplane:
+	scripts/controlplane.sh
+
+crds: venv
+	$(VENV)/bin/graft crd -o charts/graft/crds/graft.dev.yaml
+
+test: venv controlplane
+	scripts/test.sh
+
+test-unit: venv
+	$(PY) -m pytest -m unit
+
+test-integration: venv controlplane
+	$(PY) -m pytest -m integration
+
+test-e2e: venv controlplane
+	$(PY) -m pytest -m e2e
+
+clean:
+	rm -rf runs .pytest_cache build *.egg-info

@@ -1,0 +1,221 @@
+"""Generate the CustomResourceDefinitions from the pydantic models (never edit the YAML by hand).
+
+Pydantic's JSON schema is not a structural CRD schema as it stands; this module inlines `$ref`s,
+turns `X | None` into `nullable: true`, drops titles and `additionalProperties: false` (the API
+server rejects unknown fields itself with strict field validation), and keeps the
+`x-kubernetes-*` extensions the models declare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from graft.api.base import API_GROUP, API_VERSION
+from graft.api.endpoint import ModelEndpointSpec, ModelEndpointStatus
+from graft.api.spec import FineTuneJobSpec
+from graft.api.status import FineTuneJobStatus
+
+_DROP = {"title", "discriminator", "propertyNames", "examples"}
+
+
+@dataclass(frozen=True)
+class CrdInfo:
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    spec_model: type[BaseModel]
+    status_model: type[BaseModel]
+    scope: str = "Namespaced"
+    categories: list[str] = field(default_factory=lambda: ["graft", "all"])
+    printer_columns: list[dict[str, Any]] = field(default_factory=list)
+    spec_required: bool = True
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    if "allOf" in node and len(node["allOf"]) == 1:
+        merged = {**node["allOf"][0], **{k: v for k, v in node.items() if k != "allOf"}}
+        return _resolve(merged, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        nullable = len(options) != len(node["anyOf"])
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(options) == 1:
+            merged = {**options[0], **rest}
+            if nullable:
+                merged["nullable"] = True
+            return _resolve(merged, defs)
+        types = {o.get("type") for o in options}
+        if types <= {"integer", "number"}:
+            merged = {**rest, "type": "number"}
+        else:
+            merged = {**rest, "x-kubernetes-preserve-unknown-fields": True}
+        if nullable:
+            merged["nullable"] = True
+        return _resolve(merged, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "default" and value is None:
+            continue
+        if key == "properties":
+            out[key] = {k: _resolve(v, defs) for k, v in value.items()}
+        else:
+            out[key] = _resolve(value, defs)
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
+        out.setdefault("type", "object")
+    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if "items" in out and isinstance(out["items"], dict) and not out["items"].get("type"):
+        out["items"].setdefault("x-kubernetes-preserve-unknown-fields", True)
+    return out
+
+
+def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's schema in the form the Kubernetes API server accepts for a CRD."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+    return _resolve(schema, defs)
+
+
+def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = structural_schema(model)
+    schema.pop("required", None)  # the operator writes status piecemeal
+    # Status is written by the operator, not defaulted by the API server.
+    return _strip_defaults(schema)
+
+
+def _strip_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_strip_defaults(v) for v in node]
+    return node
+
+
+FINETUNEJOB = CrdInfo(
+    kind="FineTuneJob",
+    plural="finetunejobs",
+    singular="finetunejob",
+    short_names=["ftj"],
+    spec_model=FineTuneJobSpec,
+    status_model=FineTuneJobStatus,
+    printer_columns=[
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Metric", "type": "string", "jsonPath": ".status.metric", "priority": 1},
+        {"name": "Best", "type": "string", "jsonPath": ".status.bestMetric"},
+        {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+
+MODELENDPOINT = CrdInfo(
+    kind="ModelEndpoint",
+    plural="modelendpoints",
+    singular="modelendpoint",
+    short_names=["mep"],
+    spec_model=ModelEndpointSpec,
+    status_model=ModelEndpointStatus,
+    printer_columns=[
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Version", "type": "integer", "jsonPath": ".status.servedVersion"},
+        {"name": "Score", "type": "number", "jsonPath": ".status.servedScore"},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+
+CRDS: list[CrdInfo] = [FINETUNEJOB, MODELENDPOINT]
+
+
+def register(info: CrdInfo) -> None:
+    """Add a CRD (e.g. the cluster-scoped policy) to the generated set."""
+    if all(c.kind != info.kind for c in CRDS):
+        CRDS.append(info)
+
+
+def build_crd(info: CrdInfo) -> dict[str, Any]:
+    spec_schema = structural_schema(info.spec_model)
+    spec_schema["description"] = f"Desired state of the {info.kind}."
+    status_schema = _status_schema(info.status_model)
+    status_schema["description"] = f"Observed state of the {info.kind}, written by the Graft operator."
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": f"{info.kind} ({API_GROUP}/{API_VERSION}): see docs/spec.md.",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+    }
+    if info.spec_required:
+        root["required"] = ["spec"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{info.plural}.{API_GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "graft"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": info.scope,
+            "names": {
+                "kind": info.kind,
+                "listKind": f"{info.kind}List",
+                "plural": info.plural,
+                "singular": info.singular,
+                "shortNames": info.short_names,
+                "categories": info.categories,
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": info.printer_columns,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
+def render_crds() -> str:
+    """Every Graft CRD as one multi-document YAML, stable byte for byte."""
+    _load_optional_kinds()
+    header = "# Generated by `graft crd` from graft/api; do not edit. Regenerate with `make crds`.\n"
+    docs = [yaml.safe_dump(build_crd(info), sort_keys=True, width=120) for info in CRDS]
+    return header + "---\n".join(docs)
+
+
+def _load_optional_kinds() -> None:
+    """Kinds defined in their own modules register themselves on import."""
+    import importlib
+
+    try:
+        importlib.import_module("graft.api.policy")
+    except ModuleNotFoundError as exc:
+        if exc.name != "graft.api.policy":
+            raise

@@ -1,0 +1,56 @@
+"""ModelEndpoint: a long-lived served model that FineTuneJobs promote into."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from graft.api.base import GROUP_VERSION, ApiModel
+from graft.api.spec import ClusterRef, ObjectMeta, ServingSpec
+from graft.api.status import Condition
+
+
+class ServedModel(ApiModel):
+    uri: str = Field(min_length=1, description="Exported Hugging Face model directory (path or URI).")
+    metric: str | None = Field(default=None, description="Metric the model won with.")
+    score: float | None = None
+    mode: Literal["max", "min"] = "max"
+    source_job: str | None = Field(default=None, description="FineTuneJob that produced the model.")
+    version: int = Field(default=1, ge=1, description="Promotion counter; bumped on every promotion.")
+
+
+class ModelEndpointSpec(ApiModel):
+    model: ServedModel
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    image: str | None = Field(default=None, description="Ray image with graft installed (default: the operator's setting).")
+    cluster: ClusterRef | None = Field(default=None, description="Deploy on a shared Ray cluster instead of a RayService.")
+
+
+class PromotionRecord(ApiModel):
+    version: int
+    uri: str
+    score: float | None = None
+    source_job: str | None = None
+    time: str
+
+
+class ModelEndpointStatus(ApiModel):
+    phase: str = "Pending"
+    url: str | None = None
+    ready_replicas: int = 0
+    served_version: int | None = None
+    served_uri: str | None = None
+    served_score: float | None = None
+    ray_service_name: str | None = None
+    application: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[PromotionRecord] = Field(default_factory=list, max_length=20)
+
+
+class ModelEndpoint(ApiModel):
+    api_version: Literal["graft.dev/v1alpha1"] = Field(default=GROUP_VERSION)
+    kind: Literal["ModelEndpoint"] = Field(default="ModelEndpoint")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ModelEndpointSpec

@@ -1,0 +1,55 @@
+"""The result document: what graft.jobs writes when training and tuning finish.
+
+It is the only contract between the code that runs inside Ray and whatever started it
+(`graft run` locally, the operator on Kubernetes)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from graft.api.base import GROUP_VERSION, ApiModel
+
+
+class EpochMetrics(ApiModel):
+    epoch: int = Field(ge=1)
+    train_loss: float
+    eval_loss: float
+    eval_accuracy: float = Field(ge=0, le=1)
+    eval_f1: float = Field(ge=0, le=1)
+    steps: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+
+class TrialRecord(ApiModel):
+    trial_id: str
+    status: Literal["completed", "stopped_early", "failed"]
+    config: dict[str, float | int | str | bool]
+    epochs_completed: int = Field(ge=0)
+    stopped_at_epoch: int | None = Field(default=None, description="Epoch after which the scheduler stopped the trial.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Metrics of the last completed epoch.")
+    best_score: float | None = None
+    history: list[EpochMetrics] = Field(default_factory=list)
+    error: str | None = None
+
+
+class TrainingResult(ApiModel):
+    api_version: Literal["graft.dev/v1alpha1"] = GROUP_VERSION
+    kind: Literal["TrainingResult"] = "TrainingResult"
+    job_name: str
+    status: Literal["succeeded", "failed"]
+    message: str = ""
+    metric: str
+    mode: Literal["max", "min"]
+    best_trial_id: str | None = None
+    best_config: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    best_metrics: dict[str, float] = Field(default_factory=dict)
+    best_score: float | None = None
+    model_uri: str | None = Field(default=None, description="Exported Hugging Face model directory of the best trial.")
+    checkpoint_uri: str | None = Field(default=None, description="The best trial's Ray Train checkpoint.")
+    label_names: list[str] = Field(default_factory=list)
+    trials: list[TrialRecord] = Field(default_factory=list)
+    started_at: str
+    finished_at: str
+    phase_seconds: dict[str, float] = Field(default_factory=dict)

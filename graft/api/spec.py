@@ -1,0 +1,311 @@
+"""The FineTuneJob spec: the single source of truth for `graft run`, the operator and the CRD."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from graft.api.base import GROUP_VERSION, ApiModel
+from graft.api.quantity import QUANTITY_PATTERN
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Metrics reported by graft.jobs every epoch, usable for tuning and checkpoint scoring.
+METRICS: dict[str, Literal["min", "max"]] = {
+    "eval_accuracy": "max",
+    "eval_f1": "max",
+    "eval_loss": "min",
+    "train_loss": "min",
+}
+
+
+class Task(str, Enum):
+    TEXT_CLASSIFICATION = "text-classification"
+
+
+class Precision(str, Enum):
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class ModelSpec(ApiModel):
+    """Where the pretrained weights come from.
+
+    `source` forms: a local path or `file://` URI to a Hugging Face model directory; `hf://ORG/NAME`
+    for a Hugging Face hub id; `package://PYTHON_PACKAGE[/SUBPATH]` for weights shipped inside an
+    installed Python package; any fsspec URI (`s3://`, `gs://`, `az://`, `https://`) to a model directory.
+    """
+
+    source: str = Field(min_length=1, description="Path or URI of the pretrained model (see docs/spec.md).")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) for hf:// sources.")
+    trust_remote_code: bool = Field(default=False, description="Allow custom model code from the hub.")
+
+
+class ValidationSplit(ApiModel):
+    source: str | None = Field(default=None, description="A separate validation file or URI.")
+    fraction: float = Field(default=0.2, gt=0, lt=1, description="Held-out fraction when no source is given.")
+
+
+class DatasetSpec(ApiModel):
+    source: str = Field(min_length=1, description="Path or URI of the training data (jsonl, csv, parquet) or hf://DATASET.")
+    format: Literal["auto", "jsonl", "csv", "parquet", "hub"] = Field(default="auto")
+    split: str = Field(default="train", description="Split name for hub datasets.")
+    text_field: str = Field(default="text", min_length=1)
+    label_field: str = Field(default="label", min_length=1)
+    label_names: list[str] | None = Field(default=None, description="Names of the labels, in label-id order.")
+    filter: dict[str, str] | None = Field(default=None, description="Keep only rows whose field equals this value (as text).")
+    max_samples: int | None = Field(default=None, ge=2, description="Sample this many rows (seeded) before splitting.")
+    validation: ValidationSplit = Field(default_factory=ValidationSplit)
+    seed: int = Field(default=42)
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct_labels(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None:
+            if len(names) < 2:
+                raise ValueError("list at least 2 label names")
+            if len(set(names)) != len(names):
+                raise ValueError("label names must be distinct")
+        return names
+
+
+class DeepSpeedSpec(ApiModel):
+    enabled: bool = Field(default=True)
+    zero_stage: Literal[0, 1, 2, 3] = Field(default=2, description="ZeRO stage.")
+    offload_optimizer: bool = Field(default=False, description="Offload optimizer state to CPU memory.")
+    offload_parameters: bool = Field(default=False, description="Offload parameters to CPU memory (ZeRO-3 only).")
+
+    @model_validator(mode="after")
+    def _offload_needs_stage(self) -> DeepSpeedSpec:
+        if self.offload_parameters and self.zero_stage != 3:
+            raise ValueError("offloadParameters needs zeroStage: 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offloadOptimizer needs zeroStage 1, 2 or 3")
+        return self
+
+
+class LoraSpec(ApiModel):
+    r: int = Field(default=8, ge=1, le=512)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(default=None, description="Module names to adapt; default: the model's attention projections.")
+
+
+class EarlyStoppingSpec(ApiModel):
+    patience: int = Field(default=2, ge=1, description="Epochs without improvement before a trial stops.")
+    min_delta: float = Field(default=0.0, ge=0)
+
+
+class TrainingSpec(ApiModel):
+    epochs: int = Field(default=3, ge=1, le=1000)
+    batch_size: int = Field(default=16, ge=1, le=4096, description="Per-worker micro-batch size.")
+    learning_rate: float = Field(default=5e-5, gt=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0, le=1)
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    max_seq_length: int = Field(default=128, ge=8, le=8192)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    max_steps_per_epoch: int | None = Field(default=None, ge=1, description="Cap optimizer steps per epoch (smoke tests).")
+    seed: int = Field(default=42)
+    precision: Precision = Field(default=Precision.AUTO)
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    lora: LoraSpec | None = Field(default=None)
+    freeze_base: bool = Field(default=False, description="Train the classification head only.")
+    early_stopping: EarlyStoppingSpec | None = Field(default=None)
+
+    @model_validator(mode="after")
+    def _lora_or_freeze(self) -> TrainingSpec:
+        if self.lora is not None and self.freeze_base:
+            raise ValueError("choose either lora or freezeBase, not both")
+        return self
+
+
+class ResourcesSpec(ApiModel):
+    workers: int = Field(default=1, ge=1, le=1024)
+    cpus_per_worker: float = Field(default=1, gt=0, le=512)
+    gpus_per_worker: int = Field(default=0, ge=0, le=16)
+    memory_per_worker: str | None = Field(default=None, pattern=QUANTITY_PATTERN, description="Memory per worker, e.g. 4Gi.")
+
+
+class SearchParameter(ApiModel):
+    type: Literal["uniform", "loguniform", "choice", "randint"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = Field(default=None, json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}})
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchParameter:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("type choice needs a non-empty values list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("type choice takes values, not low/high")
+            return self
+        if self.values is not None:
+            raise ValueError(f"type {self.type} takes low and high, not values")
+        if self.low is None or self.high is None:
+            raise ValueError(f"type {self.type} needs both low and high")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("type loguniform needs low > 0")
+        return self
+
+
+# Training fields a search space may vary: wire (camelCase) name -> attribute path.
+SEARCHABLE_FIELDS: dict[str, str] = {
+    "learningRate": "learning_rate",
+    "batchSize": "batch_size",
+    "weightDecay": "weight_decay",
+    "warmupRatio": "warmup_ratio",
+    "epochs": "epochs",
+    "gradientAccumulationSteps": "gradient_accumulation_steps",
+    "lora.r": "lora.r",
+    "lora.alpha": "lora.alpha",
+    "lora.dropout": "lora.dropout",
+}
+
+
+SearchableField = Literal[
+    "learningRate", "batchSize", "weightDecay", "warmupRatio", "epochs", "gradientAccumulationSteps",
+    "lora.r", "lora.alpha", "lora.dropout",
+]
+
+
+class SchedulerSpec(ApiModel):
+    type: Literal["asha", "fifo"] = Field(default="asha")
+    grace_period: int = Field(default=1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
+    reduction_factor: float = Field(default=2, gt=1, description="ASHA: keep 1/reductionFactor of trials at each rung.")
+
+
+class TuningSpec(ApiModel):
+    metric: Literal["eval_accuracy", "eval_f1", "eval_loss", "train_loss"] = Field(default="eval_accuracy")
+    mode: Literal["max", "min"] | None = Field(default=None, description="Defaults to the metric's natural direction.")
+    num_trials: int = Field(default=1, ge=1, le=10000)
+    max_concurrent_trials: int = Field(default=1, ge=1, le=1000)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    search_algorithm: Literal["random", "optuna"] = Field(default="random")
+    search_space: dict[SearchableField, SearchParameter] = Field(
+        default_factory=dict, description="Training fields to search over, e.g. learningRate."
+    )
+
+    @property
+    def resolved_mode(self) -> Literal["max", "min"]:
+        return self.mode or METRICS[self.metric]
+
+
+class CheckpointSpec(ApiModel):
+    storage: str | None = Field(default=None, description="Path or URI for checkpoints and the exported model (default: the run directory).")
+    num_to_keep: int = Field(default=2, ge=1, le=100)
+    score_metric: Literal["eval_accuracy", "eval_f1", "eval_loss", "train_loss"] | None = Field(
+        default=None, description="Defaults to tuning.metric."
+    )
+
+
+class ServingResources(ApiModel):
+    cpus: float = Field(default=1, gt=0, le=512)
+    gpus: float = Field(default=0, ge=0, le=16)
+    memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+
+
+class BatchingSpec(ApiModel):
+    max_batch_size: int = Field(default=8, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=10)
+
+
+class ServingSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be <= maxReplicas"}
+            ]
+        }
+    }
+
+    enabled: bool = Field(default=True)
+    endpoint: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63, description="ModelEndpoint to promote the best model to.")
+    promotion: Literal["always", "ifBetter", "manual"] = Field(default="ifBetter")
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    max_replicas: int = Field(default=1, ge=1, le=1000)
+    target_ongoing_requests: float = Field(default=2, gt=0, le=10000)
+    resources: ServingResources = Field(default_factory=ServingResources)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    max_text_length: int = Field(default=20000, ge=1, description="Longest accepted input text, in characters.")
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ServingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})")
+        return self
+
+
+class ClusterRef(ApiModel):
+    """A long-lived Ray cluster to run on instead of a per-job RayJob cluster."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "has(self.name) != has(self.address)", "message": "set exactly one of name or address"}
+            ]
+        }
+    }
+
+    name: str | None = Field(default=None, pattern=NAME_PATTERN, description="A KubeRay RayCluster in the job's namespace.")
+    address: str | None = Field(default=None, description="A Ray dashboard address, e.g. http://ray-head:8265.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClusterRef:
+        if (self.name is None) == (self.address is None):
+            raise ValueError("set exactly one of name or address")
+        return self
+
+
+class RuntimeSpec(ApiModel):
+    image: str | None = Field(default=None, description="Ray image with graft installed (default: the operator's setting).")
+    cluster: ClusterRef | None = Field(default=None, description="Run on a shared Ray cluster instead of a per-job RayJob.")
+    ttl_seconds_after_finished: int = Field(default=300, ge=0, description="Delete the RayJob's cluster this long after it finishes.")
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed RayJob.")
+    queue_name: str | None = Field(default=None, description="Kueue LocalQueue to admit the job through.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the training job.")
+
+
+class FineTuneJobSpec(ApiModel):
+    task: Task = Field(default=Task.TEXT_CLASSIFICATION)
+    model: ModelSpec
+    dataset: DatasetSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tuning: TuningSpec = Field(default_factory=TuningSpec)
+    checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    suspend: bool = Field(default=False, description="Stop (or hold) the job's Ray work while true.")
+
+    @property
+    def score_metric(self) -> str:
+        return self.checkpoints.score_metric or self.tuning.metric
+
+    @property
+    def score_mode(self) -> Literal["max", "min"]:
+        return METRICS[self.score_metric] if self.checkpoints.score_metric else self.tuning.resolved_mode
+
+
+class ObjectMeta(ApiModel):
+    """The part of Kubernetes metadata Graft reads; everything else is kept but ignored."""
+
+    model_config = ApiModel.model_config | {"extra": "allow"}
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)] = "finetune"
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class FineTuneJob(ApiModel):
+    api_version: Literal["graft.dev/v1alpha1"] = Field(default=GROUP_VERSION)
+    kind: Literal["FineTuneJob"] = Field(default="FineTuneJob")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: FineTuneJobSpec

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole suite, in layers: unit, then integration (real control plane), then e2e (real Ray).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export GRAFT_CACHE=${GRAFT_CACHE:-$HOME/.cache/graft}
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$GRAFT_CACHE/torch-extensions}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
