@@ -1,0 +1,122 @@
+"""The Ray Serve application: `POST /predict` and `GET /healthz` over an exported classifier.
+
+Deployed by import path `graft.serving.app:build_app` with `ServeArgs` as args (RayService
+`serveConfigV2`, Serve REST API) or locally by `graft.serving.deploy.deploy_local`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from graft.serving.args import DEPLOYMENT_NAME, ServeArgs, max_ongoing_requests
+from graft.serving.model import LoadedModel, resolve_model_dir
+from graft.serving.protocol import Limits, RequestError, parse_predict_body, prediction
+
+api = FastAPI(title="Graft text classifier")
+
+
+@dataclass
+class BatchStats:
+    """Forward passes run by @serve.batch on this replica: how many, and how full."""
+
+    batches: int = 0
+    texts: int = 0
+    largest_batch: int = 0
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.texts += size
+        self.largest_batch = max(self.largest_batch, size)
+
+
+def replica_threads(args: ServeArgs) -> int:
+    """torch threads: the args' torchThreads, else the CPUs Ray assigned to this replica (at least 1)."""
+    if args.torch_threads is not None:
+        return args.torch_threads
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, math.floor(cpus))
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class TextClassifier:
+    def __init__(self, args: ServeArgs) -> None:
+        self._args = args
+        threads = replica_threads(args)
+        self._model = LoadedModel.load(args, resolve_model_dir(args.model_uri), threads)
+        # One inference thread: forwards run one after another, off the replica's event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, initializer=torch.set_num_threads, initargs=(threads,))
+        self._threads = threads
+        self._limits = Limits(args.max_text_length, args.max_texts_per_request)
+        self._stats = BatchStats()
+        self._classify.set_max_batch_size(args.max_batch_size)
+        self._classify.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def _classify(self, texts: list[str]) -> list[list[float]]:
+        self._stats.record(len(texts))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._model.probabilities, texts)
+
+    @api.post("/predict")
+    async def predict(self, request: Request) -> JSONResponse:
+        try:
+            texts = parse_predict_body(await request.body(), self._limits)
+        except RequestError as err:
+            return JSONResponse({"error": err.message}, status_code=err.status)
+        # Each text joins the batch queue on its own, so texts of concurrent requests share forwards.
+        scores = await asyncio.gather(*(self._classify(t) for t in texts))
+        return JSONResponse(
+            {
+                "predictions": [prediction(p, self._model.label_names) for p in scores],
+                "model_version": self._args.model_version,
+            }
+        )
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model_uri": self._args.model_uri,
+            "model_dir": str(self._model.model_dir),
+            "model_version": self._args.model_version,
+            "labels": self._model.label_names,
+            "device": str(self._model.device),
+            "torch_threads": self._threads,
+            "max_seq_length": self._args.max_seq_length,
+            "max_text_length": self._args.max_text_length,
+            "max_texts_per_request": self._args.max_texts_per_request,
+            "batching": {
+                "max_batch_size": self._args.max_batch_size,
+                "batch_wait_timeout_s": self._args.batch_wait_timeout_s,
+                "batches": self._stats.batches,
+                "texts": self._stats.texts,
+                "largest_batch": self._stats.largest_batch,
+            },
+        }
+
+
+def application(args: ServeArgs | dict[str, Any], deployment_options: dict[str, Any] | None = None) -> serve.Application:
+    """The application with explicit deployment options (the `deployments[0]` entry of `serve_config`)."""
+    parsed = ServeArgs.parse(args)
+    options = {"max_ongoing_requests": max_ongoing_requests(parsed)}
+    options.update({k: v for k, v in (deployment_options or {}).items() if k != "name"})
+    return TextClassifier.options(**options).bind(parsed)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Serve's app builder: `import_path: graft.serving.app:build_app` with `ServeArgs` as `args`.
+
+    Deployment options (autoscaling, resources) come from the Serve config's `deployments` entry.
+    """
+    return application(args)

@@ -1,0 +1,130 @@
+"""Typed arguments of the Serve application and the Serve config entry that deploys it.
+
+`ServeArgs` is what `graft.serving.app:build_app` receives: from `serve.run` locally, from a
+KubeRay RayService `serveConfigV2` `args:` block, or from a config PUT to Serve's REST API.
+Both camelCase (`modelUri`) and snake_case (`model_uri`) keys are accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from graft.api.base import ApiModel
+from graft.api.errors import SpecError, format_validation_error
+from graft.api.quantity import quantity_bytes
+from graft.api.spec import ServingSpec
+
+IMPORT_PATH = "graft.serving.app:build_app"
+DEPLOYMENT_NAME = "TextClassifier"
+
+
+class ServeArgs(ApiModel):
+    """Arguments of the text-classification Serve application."""
+
+    model_uri: str = Field(min_length=1, description="Exported Hugging Face model directory: a local path or URI.")
+    label_names: list[str] | None = Field(
+        default=None, description="Label names in label-id order; default: the model config's id2label."
+    )
+    model_version: int | str | None = Field(default=None, description="Reported with every prediction and by /healthz.")
+    max_batch_size: int = Field(default=8, ge=1, le=1024, description="Most texts in one forward pass (@serve.batch).")
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=10, description="How long a batch waits to fill up.")
+    max_text_length: int = Field(default=20000, ge=1, description="Longest accepted input text, in characters.")
+    max_texts_per_request: int = Field(default=64, ge=1, le=10000, description="Most texts in one `texts` request.")
+    max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per text; longer texts are truncated.")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto: cuda when available, else cpu.")
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=512, description="torch intra-op threads; default: the replica's CPUs (at least 1)."
+    )
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct_labels(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None:
+            if len(names) < 2:
+                raise ValueError("list at least 2 label names")
+            if len(set(names)) != len(names):
+                raise ValueError("label names must be distinct")
+            if any(not n for n in names):
+                raise ValueError("label names must not be empty")
+        return names
+
+    @classmethod
+    def parse(cls, args: ServeArgs | dict[str, Any]) -> ServeArgs:
+        """Validate builder args; a SpecError names every bad field (e.g. `args.maxBatchSize: 0 must be >= 1`)."""
+        if isinstance(args, ServeArgs):
+            return args
+        try:
+            return cls.model_validate(args)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, cls, prefix="args"), source="Serve application args") from exc
+
+    @classmethod
+    def from_serving(
+        cls,
+        model_uri: str,
+        serving: ServingSpec,
+        *,
+        label_names: list[str] | None = None,
+        model_version: int | str | None = None,
+        max_seq_length: int = 128,
+    ) -> ServeArgs:
+        """Args for a model served with a FineTuneJob's or ModelEndpoint's `serving` spec."""
+        return cls(
+            model_uri=model_uri,
+            label_names=label_names,
+            model_version=model_version,
+            max_batch_size=serving.batching.max_batch_size,
+            batch_wait_timeout_s=serving.batching.batch_wait_timeout_s,
+            max_text_length=serving.max_text_length,
+            max_seq_length=max_seq_length,
+            torch_threads=max(1, math.floor(serving.resources.cpus)),
+        )
+
+
+def max_ongoing_requests(args: ServeArgs) -> int:
+    """Enough in-flight requests per replica for a full batch to form (Serve warns below max_batch_size)."""
+    return max(2 * args.max_batch_size, 8)
+
+
+def serve_config(
+    args: ServeArgs,
+    *,
+    app_name: str,
+    route_prefix: str,
+    serving: ServingSpec,
+    import_path: str = IMPORT_PATH,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One application entry of a Serve config (RayService `serveConfigV2.applications[]`, Serve REST API).
+
+    Pure: the same entry is embedded by the operator, PUT to a shared cluster and deployed locally.
+    """
+    if not route_prefix.startswith("/"):
+        raise ValueError(f"route_prefix {route_prefix!r} must start with '/', e.g. /{route_prefix}")
+    actor_options: dict[str, Any] = {"num_cpus": serving.resources.cpus, "num_gpus": serving.resources.gpus}
+    if serving.resources.memory is not None:
+        actor_options["memory"] = quantity_bytes(serving.resources.memory)
+    entry: dict[str, Any] = {
+        "name": app_name,
+        "route_prefix": route_prefix,
+        "import_path": import_path,
+        "args": args.to_wire(),
+        "deployments": [
+            {
+                "name": DEPLOYMENT_NAME,
+                "max_ongoing_requests": max_ongoing_requests(args),
+                "autoscaling_config": {
+                    "min_replicas": serving.min_replicas,
+                    "max_replicas": serving.max_replicas,
+                    "target_ongoing_requests": serving.target_ongoing_requests,
+                },
+                "ray_actor_options": actor_options,
+            }
+        ],
+    }
+    if env:
+        entry["runtime_env"] = {"env_vars": dict(env)}
+    return entry

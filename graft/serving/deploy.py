@@ -1,0 +1,91 @@
+"""Deploy the Serve application on the local Ray that the caller already initialised."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import ray
+from ray import serve
+
+from graft.api.spec import ServingSpec
+from graft.serving.app import application
+from graft.serving.args import ServeArgs, serve_config
+
+HOST = "127.0.0.1"
+
+
+class DeployError(RuntimeError):
+    """The application did not come up; the message says why and what to check."""
+
+
+def endpoint_url(http_port: int, route_prefix: str) -> str:
+    return f"http://{HOST}:{http_port}{route_prefix.rstrip('/')}"
+
+
+def deploy_local(
+    model_uri: str,
+    serving: ServingSpec,
+    *,
+    app_name: str,
+    route_prefix: str = "/",
+    http_port: int,
+    blocking: bool = False,
+    label_names: list[str] | None = None,
+    model_version: int | str | None = None,
+    max_seq_length: int = 128,
+    ready_timeout_s: float = 180.0,
+) -> str:
+    """Deploy `model_uri` as Serve application `app_name`; return its URL once /healthz answers 200.
+
+    Serve's HTTP proxy listens on 127.0.0.1:`http_port` (set the first time Serve starts on this Ray).
+    With `blocking=True`, keep serving until interrupted (Ctrl-C), then return.
+    """
+    if not ray.is_initialized():
+        raise DeployError("Ray is not initialised; call ray.init(...) before deploy_local")
+    args = ServeArgs.from_serving(
+        model_uri, serving, label_names=label_names, model_version=model_version, max_seq_length=max_seq_length
+    )
+    entry = serve_config(args, app_name=app_name, route_prefix=route_prefix, serving=serving)
+    serve.start(http_options={"host": HOST, "port": http_port})
+    try:
+        serve.run(application(args, entry["deployments"][0]), name=app_name, route_prefix=route_prefix)
+    except RuntimeError as exc:
+        raise DeployError(f"Serve application {app_name!r} failed to deploy: {exc}") from exc
+    url = endpoint_url(http_port, route_prefix)
+    wait_healthy(url, app_name, timeout_s=ready_timeout_s)
+    if blocking:
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return url
+
+
+def wait_healthy(url: str, app_name: str, *, timeout_s: float) -> dict[str, object]:
+    """Poll `url`/healthz until it answers 200; fail early if Serve reports the application failed."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    with httpx.Client(timeout=10.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = client.get(f"{url}/healthz")
+                if response.status_code == 200:
+                    return dict(response.json())
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            app = serve.status().applications.get(app_name)
+            if app is not None and app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise DeployError(f"Serve application {app_name!r} is {app.status}: {app.message}")
+            time.sleep(0.5)
+    raise DeployError(f"{url}/healthz did not answer 200 within {timeout_s:.0f} s (last: {last}); see `serve status`")
+
+
+def shutdown_local(app_name: str | None = None) -> None:
+    """Delete one application, or (without a name) shut Serve down on this Ray."""
+    if app_name is not None:
+        serve.delete(app_name)
+    else:
+        serve.shutdown()

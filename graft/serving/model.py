@@ -1,0 +1,100 @@
+"""Load an exported sequence-classification model and classify texts with it (torch, eval mode)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from graft.serving.args import ServeArgs
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory cannot be served; the message names the file or field to fix."""
+
+
+def resolve_model_dir(uri: str) -> Path:
+    """A local directory for a model path or file:// URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+    elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
+        path = Path(uri).expanduser()
+    else:
+        raise ModelLoadError(f"modelUri {uri!r}: scheme {parsed.scheme}:// is not supported here; use a local path or file:// URI")
+    if not path.is_dir():
+        raise ModelLoadError(f"modelUri {uri!r}: {path} is not a directory; point it at an exported Hugging Face model directory")
+    return path
+
+
+def label_names_of(model_dir: Path, override: list[str] | None) -> list[str]:
+    """Label names in label-id order: the override if given, else config.json's id2label."""
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{model_dir} has no config.json; export the model with save_pretrained")
+    config: dict[str, Any] = json.loads(config_file.read_text())
+    id2label: dict[str, str] = config.get("id2label") or {}
+    num_labels = len(id2label) if id2label else int(config.get("num_labels", 0) or 0)
+    if override is not None:
+        if num_labels and len(override) != num_labels:
+            raise ModelLoadError(
+                f"labelNames has {len(override)} names but the model has {num_labels} labels; list exactly {num_labels}"
+            )
+        return list(override)
+    if not id2label:
+        raise ModelLoadError(f"{config_file} has no id2label; export it with label names or pass labelNames in the args")
+    try:
+        by_id = sorted((int(i), name) for i, name in id2label.items())
+    except ValueError as exc:
+        raise ModelLoadError(f"{config_file}: id2label keys must be label ids (0, 1, ...): {exc}") from exc
+    if [i for i, _ in by_id] != list(range(len(by_id))):
+        raise ModelLoadError(f"{config_file}: id2label ids must be 0..{len(by_id) - 1}, got {[i for i, _ in by_id]}")
+    return [name for _, name in by_id]
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {requested!r} was asked for but CUDA is not available; use device: auto or cpu")
+    return torch.device(requested)
+
+
+@dataclass
+class LoadedModel:
+    model_dir: Path
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    label_names: list[str]
+    device: torch.device
+    max_seq_length: int
+
+    @classmethod
+    def load(cls, args: ServeArgs, model_dir: Path, threads: int) -> LoadedModel:
+        torch.set_num_threads(threads)
+        labels = label_names_of(model_dir, args.label_names)
+        device = pick_device(args.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
+        if model.config.num_labels != len(labels):
+            raise ModelLoadError(f"the model has {model.config.num_labels} labels but {len(labels)} label names were given")
+        model.to(device)
+        model.eval()
+        return cls(model_dir, model, tokenizer, labels, device, args.max_seq_length)
+
+    def probabilities(self, texts: list[str]) -> list[list[float]]:
+        """Softmax scores per label for each text, in one forward pass."""
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
+        ).to(self.device)
+        with torch.inference_mode():
+            logits = self.model(**batch).logits
+        return torch.softmax(logits.float(), dim=-1).cpu().tolist()

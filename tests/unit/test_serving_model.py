@@ -1,0 +1,53 @@
+"""Model directory resolution and label names, from files on disk (no weights needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from graft.serving.model import ModelLoadError, label_names_of, resolve_model_dir
+
+pytestmark = pytest.mark.unit
+
+
+def model_dir(tmp_path: Path, config: dict[str, object]) -> Path:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_a_plain_path_and_a_file_uri_resolve_to_the_same_directory(tmp_path: Path) -> None:
+    assert resolve_model_dir(str(tmp_path)) == resolve_model_dir(tmp_path.as_uri()) == tmp_path
+
+
+def test_a_missing_directory_is_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="is not a directory"):
+        resolve_model_dir(str(tmp_path / "nope"))
+
+
+def test_label_names_come_from_id2label_in_id_order(tmp_path: Path) -> None:
+    d = model_dir(tmp_path, {"id2label": {"1": "positive", "0": "negative"}})
+    assert label_names_of(d, None) == ["negative", "positive"]
+
+
+def test_label_names_override_replaces_id2label(tmp_path: Path) -> None:
+    d = model_dir(tmp_path, {"id2label": {"0": "LABEL_0", "1": "LABEL_1"}})
+    assert label_names_of(d, ["neg", "pos"]) == ["neg", "pos"]
+
+
+def test_an_override_with_the_wrong_count_says_how_many_to_list(tmp_path: Path) -> None:
+    d = model_dir(tmp_path, {"id2label": {"0": "a", "1": "b"}})
+    with pytest.raises(ModelLoadError, match="list exactly 2"):
+        label_names_of(d, ["a", "b", "c"])
+
+
+def test_a_directory_without_config_json_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        label_names_of(tmp_path, None)
+
+
+def test_gaps_in_label_ids_are_refused(tmp_path: Path) -> None:
+    d = model_dir(tmp_path, {"id2label": {"0": "a", "2": "b"}})
+    with pytest.raises(ModelLoadError, match="ids must be 0..1"):
+        label_names_of(d, None)
