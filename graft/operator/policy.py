@@ -1,0 +1,219 @@
+"""Tenant guardrails, pure: FineTunePolicy admission and the Kueue rules for RayJobs.
+
+`admit` decides whether a new FineTuneJob may run under the FineTunePolicies that select its
+namespace and returns the job with the policies' runtime defaults filled in; `apply_kueue`
+makes a built RayJob Kueue-managed when the job names a queue. No I/O: the caller lists the
+policies, reads the namespace labels and counts the namespace's unfinished jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from graft.api.policy import FineTunePolicy, source_allowed
+from graft.api.spec import FineTuneJob
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# A Kueue workload has at most 8 PodSets: the head group plus 7 worker groups.
+KUEUE_MAX_WORKER_GROUPS = 7
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of `admit`.
+
+    allowed: the job may run. violations: one message per broken rule, each naming the field,
+    the limit and the policy. job: the job with runtime defaults applied (run this one).
+    policies: names of the policies that selected the namespace. retryable: every violation is
+    a capacity limit (maxConcurrentJobs) that may clear when other jobs finish.
+    """
+
+    allowed: bool
+    violations: list[str]
+    job: FineTuneJob
+    policies: list[str] = field(default_factory=list)
+    retryable: bool = False
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def matching_policies(namespace_labels: dict[str, str], policies: list[FineTunePolicy]) -> list[FineTunePolicy]:
+    """The policies whose namespaceSelector selects a namespace with these labels, by name."""
+    return sorted((p for p in policies if p.spec.selects(namespace_labels)), key=lambda p: p.name)
+
+
+def apply_defaults(job: FineTuneJob, policies: list[FineTunePolicy]) -> tuple[FineTuneJob, dict[str, str]]:
+    """A copy of `job` with runtime defaults filled where the job left them unset; the first
+    policy (by name) that sets a default wins. Returns the job and {wire field: policy name}."""
+    out = job.model_copy(deep=True)
+    runtime = out.spec.runtime
+    origin: dict[str, str] = {}
+    for policy in sorted(policies, key=lambda p: p.name):
+        defaults = policy.spec.runtime_defaults
+        if defaults.image is not None and runtime.image is None:
+            runtime.image = defaults.image
+            origin["image"] = policy.name
+        if defaults.queue_name is not None and runtime.queue_name is None:
+            runtime.queue_name = defaults.queue_name
+            origin["queueName"] = policy.name
+        if defaults.active_deadline_seconds is not None and runtime.active_deadline_seconds is None:
+            runtime.active_deadline_seconds = defaults.active_deadline_seconds
+            origin["activeDeadlineSeconds"] = policy.name
+        if (
+            defaults.ttl_seconds_after_finished is not None
+            and "ttl_seconds_after_finished" not in runtime.model_fields_set
+        ):
+            runtime.ttl_seconds_after_finished = defaults.ttl_seconds_after_finished
+            origin["ttlSecondsAfterFinished"] = policy.name
+    return out, origin
+
+
+def gpus_per_job(job: FineTuneJob) -> int:
+    """GPUs a job's training holds at once: concurrent trials x workers x GPUs per worker."""
+    concurrent = min(job.spec.tuning.max_concurrent_trials, job.spec.tuning.num_trials)
+    return concurrent * job.spec.resources.workers * job.spec.resources.gpus_per_worker
+
+
+def _limit_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
+    limits = policy.spec.limits
+    spec = job.spec
+    by = f"set by FineTunePolicy {policy.name}"
+    out: list[str] = []
+    if limits.max_workers is not None and spec.resources.workers > limits.max_workers:
+        out.append(f"spec.resources.workers: {spec.resources.workers} exceeds maxWorkers {limits.max_workers} {by}")
+    if limits.max_cpus_per_worker is not None and spec.resources.cpus_per_worker > limits.max_cpus_per_worker:
+        out.append(
+            f"spec.resources.cpusPerWorker: {_num(spec.resources.cpus_per_worker)} exceeds "
+            f"maxCpusPerWorker {_num(limits.max_cpus_per_worker)} {by}"
+        )
+    if limits.max_gpus_per_job is not None and gpus_per_job(job) > limits.max_gpus_per_job:
+        concurrent = min(spec.tuning.max_concurrent_trials, spec.tuning.num_trials)
+        out.append(
+            f"spec.resources.gpusPerWorker: the job holds {gpus_per_job(job)} GPUs at once ({concurrent} concurrent "
+            f"trials x {spec.resources.workers} workers x {spec.resources.gpus_per_worker} GPUs per worker), "
+            f"which exceeds maxGpusPerJob {limits.max_gpus_per_job} {by}"
+        )
+    if limits.max_trials is not None and spec.tuning.num_trials > limits.max_trials:
+        out.append(f"spec.tuning.numTrials: {spec.tuning.num_trials} exceeds maxTrials {limits.max_trials} {by}")
+    if limits.max_concurrent_trials is not None and spec.tuning.max_concurrent_trials > limits.max_concurrent_trials:
+        out.append(
+            f"spec.tuning.maxConcurrentTrials: {spec.tuning.max_concurrent_trials} exceeds "
+            f"maxConcurrentTrials {limits.max_concurrent_trials} {by}"
+        )
+    return out
+
+
+def _source_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
+    spec = job.spec
+    rules = policy.spec
+    checks: list[tuple[str, str | None, str, list[str]]] = [
+        ("spec.model.source", spec.model.source, "allowedModelSources", rules.allowed_model_sources),
+        ("spec.dataset.source", spec.dataset.source, "allowedDatasetSources", rules.allowed_dataset_sources),
+        (
+            "spec.dataset.validation.source",
+            spec.dataset.validation.source,
+            "allowedDatasetSources",
+            rules.allowed_dataset_sources,
+        ),
+        # An unset image runs the operator's own default image, which the cluster admin chose.
+        ("spec.runtime.image", spec.runtime.image, "allowedImages", rules.allowed_images),
+    ]
+    out: list[str] = []
+    for path, value, rule, patterns in checks:
+        if value is not None and not source_allowed(value, patterns):
+            out.append(
+                f"{path}: {value!r} is not allowed by {rule} of FineTunePolicy {policy.name} "
+                f"(allowed: {', '.join(patterns)})"
+            )
+    return out
+
+
+def _kueue_violations(job: FineTuneJob, origin: dict[str, str]) -> list[str]:
+    runtime = job.spec.runtime
+    if runtime.queue_name is None or runtime.cluster is None:
+        return []
+    source = f" (default from FineTunePolicy {origin['queueName']})" if "queueName" in origin else ""
+    return [
+        f"spec.runtime.queueName: Kueue queue {runtime.queue_name!r}{source} cannot admit a job that runs on an "
+        "existing Ray cluster (spec.runtime.cluster); remove one of them"
+    ]
+
+
+def admit(
+    job: FineTuneJob,
+    namespace_labels: dict[str, str],
+    policies: list[FineTunePolicy],
+    active_jobs: int,
+) -> Admission:
+    """Check a new FineTuneJob against every FineTunePolicy selecting its namespace.
+
+    `namespace_labels`: the labels of the job's Namespace object. `policies`: all
+    FineTunePolicies in the cluster (non-matching ones are ignored). `active_jobs`: unfinished
+    FineTuneJobs already admitted in the namespace, this job not included. Defaults are applied
+    before the checks, so a policy's default image must pass allowedImages too.
+    """
+    selected = matching_policies(namespace_labels, policies)
+    defaulted, origin = apply_defaults(job, selected)
+    violations: list[str] = []
+    capacity: list[str] = []
+    for policy in selected:
+        violations += _limit_violations(defaulted, policy)
+        violations += _source_violations(defaulted, policy)
+        limit = policy.spec.limits.max_concurrent_jobs
+        if limit is not None and active_jobs >= limit:
+            namespace = defaulted.metadata.namespace or "(unknown)"
+            capacity.append(
+                f"metadata.namespace: {namespace} already has {active_jobs} unfinished FineTuneJobs, "
+                f"the most maxConcurrentJobs {limit} set by FineTunePolicy {policy.name} allows"
+            )
+    violations += _kueue_violations(defaulted, origin)
+    every = violations + capacity
+    return Admission(
+        allowed=not every,
+        violations=every,
+        job=defaulted,
+        policies=[p.name for p in selected],
+        retryable=bool(capacity) and not violations,
+    )
+
+
+def kueue_labels(job: FineTuneJob) -> dict[str, str]:
+    """The labels that hand a RayJob to Kueue: the LocalQueue from spec.runtime.queueName."""
+    queue = job.spec.runtime.queue_name
+    return {KUEUE_QUEUE_LABEL: queue} if queue else {}
+
+
+def apply_kueue(rayjob: dict[str, Any], job: FineTuneJob) -> dict[str, Any]:
+    """A copy of a built RayJob made Kueue-managed when the job names a queue (else unchanged).
+
+    Kueue's RayJob rules: the queue label on the RayJob, created suspended (Kueue unsuspends it
+    on admission, so call this when creating the RayJob only, never to overwrite spec.suspend
+    of an existing one), the cluster deleted when the job finishes, in-tree autoscaling off,
+    at most 7 worker groups, and no existing cluster (clusterSelector).
+    """
+    labels = kueue_labels(job)
+    if not labels:
+        return rayjob
+    spec = dict(rayjob.get("spec") or {})
+    if spec.get("clusterSelector"):
+        raise ValueError(
+            "spec.runtime.queueName: Kueue cannot admit a RayJob that uses an existing cluster "
+            "(clusterSelector); remove spec.runtime.cluster or spec.runtime.queueName"
+        )
+    cluster_spec = dict(spec.get("rayClusterSpec") or {})
+    groups = cluster_spec.get("workerGroupSpecs") or []
+    if len(groups) > KUEUE_MAX_WORKER_GROUPS:
+        raise ValueError(
+            f"Kueue admits at most {KUEUE_MAX_WORKER_GROUPS} worker groups per RayJob; this RayJob has {len(groups)}"
+        )
+    metadata = dict(rayjob.get("metadata") or {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+    spec["suspend"] = True
+    spec["shutdownAfterJobFinishes"] = True
+    if cluster_spec:
+        cluster_spec["enableInTreeAutoscaling"] = False
+        spec["rayClusterSpec"] = cluster_spec
+    return {**rayjob, "metadata": metadata, "spec": spec}
