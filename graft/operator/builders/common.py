@@ -1,0 +1,66 @@
+"""Pieces shared by the RayJob and RayService builders: quantities, containers, pod templates."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from graft.operator.settings import OperatorSettings
+
+STORAGE_VOLUME = "graft-storage"
+
+
+class UnsupportedSpec(ValueError):
+    """A valid spec the operator cannot run; names the field and what to do instead."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def cpu_quantity(cpus: float) -> str:
+    """1 -> "1", 1.5 -> "1500m" (Kubernetes canonical forms)."""
+    milli = int((Decimal(str(cpus)) * 1000).to_integral_value())
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def resources(cpu: str, memory: str, gpus: float = 0) -> dict[str, dict[str, str]]:
+    """Requests equal to limits, as Ray recommends (Ray sizes itself from the limits)."""
+    amounts = {"cpu": cpu, "memory": memory}
+    if gpus:
+        amounts["nvidia.com/gpu"] = str(int(gpus)) if float(gpus).is_integer() else str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def pod_template(
+    *,
+    container_name: str,
+    image: str,
+    settings: OperatorSettings,
+    container_resources: dict[str, dict[str, str]],
+    labels: dict[str, str],
+    volumes: list[dict[str, Any]] | None = None,
+    volume_mounts: list[dict[str, Any]] | None = None,
+    ports: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    vols = list(volumes or [])
+    mounts = list(volume_mounts or [])
+    if settings.storage_pvc:
+        vols.append({"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": settings.storage_pvc}})
+        mounts.append({"name": STORAGE_VOLUME, "mountPath": settings.storage_mount_path})
+    container: dict[str, Any] = {
+        "name": container_name,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "resources": container_resources,
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    if ports:
+        container["ports"] = ports
+    spec: dict[str, Any] = {"containers": [container]}
+    if vols:
+        spec["volumes"] = vols
+    if settings.service_account:
+        spec["serviceAccountName"] = settings.service_account
+    return {"metadata": {"labels": dict(labels)}, "spec": spec}

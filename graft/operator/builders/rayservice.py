@@ -1,0 +1,108 @@
+"""ModelEndpoint -> KubeRay `ray.io/v1` RayService running `graft.serving.app:build_app`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+from graft.api.endpoint import ModelEndpoint
+from graft.operator.builders.common import UnsupportedSpec, cpu_quantity, pod_template, resources
+from graft.operator.names import ANNOTATION_MODEL_VERSION, endpoint_labels, owner_reference, ray_name
+from graft.operator.settings import OperatorSettings
+from graft.serving.args import ServeArgs, serve_config
+
+SERVE_GROUP = "serve"
+
+
+def _meta(endpoint: ModelEndpoint) -> tuple[str, str, str]:
+    extra = endpoint.metadata.model_extra or {}
+    if not endpoint.metadata.namespace:
+        raise ValueError(f"ModelEndpoint {endpoint.metadata.name!r} has no metadata.namespace")
+    return endpoint.metadata.name, endpoint.metadata.namespace, str(extra.get("uid") or "")
+
+
+def build_serve_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict[str, Any]:
+    """The Serve config document (serveConfigV2): one application serving the promoted model."""
+    name, _, _ = _meta(endpoint)
+    spec = endpoint.spec
+    args = ServeArgs.from_serving(spec.model.uri, spec.serving, model_version=spec.model.version)
+    app = serve_config(args, app_name=name, route_prefix="/", serving=spec.serving, env=dict(settings.serve_env))
+    return {"applications": [app]}
+
+
+def _cluster_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict[str, Any]:
+    name, _, _ = _meta(endpoint)
+    serving = endpoint.spec.serving
+    image = endpoint.spec.image or settings.ray_image
+    labels = endpoint_labels(name)
+    # One Serve replica per worker pod: the Ray autoscaler adds pods as Serve adds replicas.
+    pod_cpu = cpu_quantity(max(1.0, float(math.ceil(serving.resources.cpus))))
+    worker = {
+        "groupName": SERVE_GROUP,
+        "replicas": serving.min_replicas,
+        "minReplicas": serving.min_replicas,
+        "maxReplicas": serving.max_replicas,
+        "rayStartParams": {},
+        "template": pod_template(
+            container_name="ray-worker",
+            image=image,
+            settings=settings,
+            container_resources=resources(pod_cpu, serving.resources.memory or settings.serve_memory, serving.resources.gpus),
+            labels=labels,
+        ),
+    }
+    head = {
+        # No replicas on the head: it keeps the GCS, the dashboard and the Serve controller.
+        "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+        "template": pod_template(
+            container_name="ray-head",
+            image=image,
+            settings=settings,
+            container_resources=resources(settings.head_cpu, settings.head_memory),
+            labels=labels,
+            ports=[
+                {"name": "gcs", "containerPort": 6379},
+                {"name": "dashboard", "containerPort": 8265},
+                {"name": "client", "containerPort": 10001},
+                {"name": "serve", "containerPort": settings.serve_port},
+            ],
+        ),
+    }
+    return {
+        "rayVersion": settings.ray_version,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
+        "headGroupSpec": head,
+        "workerGroupSpecs": [worker],
+    }
+
+
+def build_rayservice(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict[str, Any]:
+    """The RayService of an endpoint, owned by it. A promotion changes only `serveConfigV2` (the
+    model URI and version in the app's args), which KubeRay applies in place; a change of the
+    cluster shape rolls out on a new cluster first (`upgradeStrategy: NewCluster`, zero downtime)."""
+    name, namespace, uid = _meta(endpoint)
+    if endpoint.spec.cluster is not None:
+        raise UnsupportedSpec(
+            "spec.cluster",
+            "serving on a shared Ray cluster is not supported by the operator; remove spec.cluster "
+            "and the operator creates a RayService for the endpoint",
+        )
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {
+            "name": ray_name(name),
+            "namespace": namespace,
+            "labels": endpoint_labels(name),
+            "annotations": {ANNOTATION_MODEL_VERSION: str(endpoint.spec.model.version)},
+            "ownerReferences": [owner_reference(endpoint.api_version, endpoint.kind, name, uid)],
+        },
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(build_serve_config(endpoint, settings), sort_keys=False),
+            "upgradeStrategy": {"type": "NewCluster"},
+            "rayClusterConfig": _cluster_config(endpoint, settings),
+        },
+    }

@@ -1,0 +1,45 @@
+"""Operator settings: everything a builder needs that is not in the FineTuneJob/ModelEndpoint spec."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from graft.api.quantity import QUANTITY_PATTERN
+
+DEFAULT_RAY_IMAGE = "ghcr.io/graft-dev/graft-ray:0.1.0-ray2.60.0-py311"
+RAY_VERSION = "2.60.0"
+
+
+class OperatorSettings(BaseModel):
+    """Cluster-wide defaults, set by `graft operator` flags (and the chart's values)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ray_image: str = Field(default=DEFAULT_RAY_IMAGE, min_length=1, description="Ray image with graft installed.")
+    ray_version: str = Field(default=RAY_VERSION)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    head_cpu: str = Field(default="1", pattern=QUANTITY_PATTERN, description="CPU of the Ray head pod.")
+    head_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN)
+    worker_memory: str = Field(default="4Gi", pattern=QUANTITY_PATTERN, description="Used when a spec sets no memory.")
+    serve_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN, description="Serve worker memory when a spec sets none.")
+    submission_mode: Literal["K8sJobMode", "HTTPMode", "SidecarMode"] = "K8sJobMode"
+    driver_resource: str | None = Field(
+        default="tune_driver",
+        description="Custom Ray resource the head advertises (maxConcurrentTrials of it) for Tune trial drivers.",
+    )
+    result_storage: str | None = Field(
+        default=None, description="Where jobs without spec.checkpoints.storage write result.json (shared path or URI)."
+    )
+    storage_pvc: str | None = Field(default=None, description="PVC mounted into every Ray pod at storage_mount_path.")
+    storage_mount_path: str = "/mnt/graft"
+    service_account: str | None = Field(default=None, description="ServiceAccount of the Ray pods.")
+    job_env: dict[str, str] = Field(
+        default_factory=lambda: {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"},
+        description="Environment of every training job (spec.runtime.env overrides it).",
+    )
+    serve_env: dict[str, str] = Field(default_factory=lambda: {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    serve_port: int = Field(default=8000, ge=1, le=65535)
+    history_limit: int = Field(default=20, ge=1, le=20, description="Promotions kept in ModelEndpoint status.")
+    resync_seconds: float = Field(default=30.0, gt=0, description="Safety-net timer that re-reads child status.")

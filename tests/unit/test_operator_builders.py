@@ -1,0 +1,188 @@
+"""Pure builders: FineTuneJob -> RayJob/ConfigMap, ModelEndpoint -> RayService, promotion -> ModelEndpoint."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from graft.api import FineTuneJob, ModelEndpoint, TrainingResult, load_job
+from graft.api.load import parse_as
+from graft.operator.builders import (
+    build_endpoint,
+    build_rayjob,
+    build_rayservice,
+    build_spec_configmap,
+)
+from graft.operator.builders.common import UnsupportedSpec, cpu_quantity
+from graft.operator.names import ray_name, serve_url
+from graft.operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SETTINGS = OperatorSettings(ray_image="example.org/graft-ray:test")
+
+
+def job(**spec: Any) -> FineTuneJob:
+    doc = {
+        "metadata": {"name": "demo", "namespace": "team-a", "uid": "0123456789abcdef"},
+        "spec": {"model": {"source": "/models/m"}, "dataset": {"source": "d.csv"}, **spec},
+    }
+    return parse_as(FineTuneJob, doc)
+
+
+def endpoint(**spec: Any) -> ModelEndpoint:
+    doc = {
+        "metadata": {"name": "sentiment", "namespace": "team-a", "uid": "feedbeef"},
+        "spec": {"model": {"uri": "s3://b/models/v1", "metric": "eval_accuracy", "score": 0.8, "version": 3}, **spec},
+    }
+    return parse_as(ModelEndpoint, doc)
+
+
+def result(**kw: Any) -> TrainingResult:
+    base = dict(job_name="demo", status="succeeded", metric="eval_accuracy", mode="max", best_score=0.9,
+                best_trial_id="t1", model_uri="s3://b/demo/model", started_at="t0", finished_at="t1")
+    return TrainingResult(**{**base, **kw})
+
+
+def test_rayjob_is_owned_by_the_finetunejob_as_controller() -> None:
+    rj = build_rayjob(job(), SETTINGS)
+    assert rj["apiVersion"] == "ray.io/v1" and rj["kind"] == "RayJob"
+    assert rj["metadata"]["ownerReferences"] == [{
+        "apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "name": "demo", "uid": "0123456789abcdef",
+        "controller": True, "blockOwnerDeletion": True,
+    }]
+
+
+def test_rayjob_name_is_deterministic_and_fits_kuberay_limits() -> None:
+    long = "9" + "x" * 62
+    assert ray_name("demo") == "demo"
+    assert ray_name(long) == ray_name(long)
+    assert len(ray_name(long)) <= 47 and ray_name(long)[0].isalpha()
+    assert ray_name(long) != ray_name(long[:-1] + "y")
+
+
+def test_worker_group_is_sized_from_spec_resources() -> None:
+    rj = build_rayjob(job(resources={"workers": 3, "cpusPerWorker": 1.5, "gpusPerWorker": 2, "memoryPerWorker": "6Gi"}), SETTINGS)
+    (group,) = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (3, 3, 3)
+    res = group["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"] == {"cpu": "1500m", "memory": "6Gi", "nvidia.com/gpu": "2"}
+    assert res["requests"] == res["limits"]
+
+
+def test_image_comes_from_the_spec_else_the_operator_default() -> None:
+    def images(rj: dict[str, Any]) -> set[str]:
+        cs = rj["spec"]["rayClusterSpec"]
+        pods = [cs["headGroupSpec"]] + cs["workerGroupSpecs"]
+        return {p["template"]["spec"]["containers"][0]["image"] for p in pods}
+
+    assert images(build_rayjob(job(), SETTINGS)) == {"example.org/graft-ray:test"}
+    assert images(build_rayjob(job(runtime={"image": "mine:1"}), SETTINGS)) == {"mine:1"}
+
+
+def test_entrypoint_runs_graft_jobs_on_the_mounted_spec_with_a_result_uri() -> None:
+    rj = build_rayjob(job(checkpoints={"storage": "s3://bucket/runs"}), SETTINGS)
+    argv = shlex.split(rj["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "graft.jobs"]
+    assert argv[argv.index("--spec") + 1] == "/etc/graft/spec/finetunejob.yaml"
+    assert argv[argv.index("--result") + 1] == "s3://bucket/runs/demo-01234567/result.json"
+    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["volumes"][0]["configMap"]["name"] == "demo-graft-spec"
+    assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/graft/spec"
+
+
+def test_spec_configmap_holds_the_job_with_defaults_and_is_owned() -> None:
+    j = job()
+    cm = build_spec_configmap(j, SETTINGS)
+    doc = yaml.safe_load(cm["data"]["finetunejob.yaml"])
+    assert parse_as(FineTuneJob, doc).spec == j.spec
+    assert doc["spec"]["training"]["deepspeed"]["zeroStage"] == 2
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "0123456789abcdef"
+
+
+def test_runtime_env_merges_operator_defaults_with_spec_env() -> None:
+    rj = build_rayjob(job(runtime={"env": {"HF_HUB_OFFLINE": "0", "EXTRA": "1"}}), SETTINGS)
+    env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert env["HF_HUB_OFFLINE"] == "0" and env["EXTRA"] == "1" and env["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def test_lifecycle_fields_follow_spec_runtime_and_suspend() -> None:
+    spec = build_rayjob(
+        job(suspend=True, runtime={"ttlSecondsAfterFinished": 60, "activeDeadlineSeconds": 3600, "backoffLimit": 2}), SETTINGS
+    )["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert (spec["ttlSecondsAfterFinished"], spec["activeDeadlineSeconds"], spec["backoffLimit"]) == (60, 3600, 2)
+    assert spec["suspend"] is True and spec["submissionMode"] == "K8sJobMode"
+
+
+def test_queue_name_becomes_the_kueue_label() -> None:
+    rj = build_rayjob(job(runtime={"queueName": "team-a-queue"}), SETTINGS)
+    assert rj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a-queue"
+
+
+def test_shared_cluster_is_refused_with_the_field_and_the_fix() -> None:
+    with pytest.raises(UnsupportedSpec, match=r"spec.runtime.cluster: .*remove spec.runtime.cluster"):
+        build_rayjob(job(runtime={"cluster": {"name": "shared"}}), SETTINGS)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_renders_a_rayjob(path: Path) -> None:
+    j = load_job(path)
+    j.metadata.namespace = "ns"
+    j.metadata.uid = "uid-1"  # type: ignore[attr-defined]
+    rj = build_rayjob(j, SETTINGS)
+    assert rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == j.spec.resources.workers
+
+
+def test_cpu_quantities_are_canonical() -> None:
+    assert [cpu_quantity(x) for x in (1, 2.0, 0.5, 1.25)] == ["1", "2", "500m", "1250m"]
+
+
+def test_rayservice_serves_the_promoted_model_through_build_app() -> None:
+    rs = build_rayservice(endpoint(), SETTINGS)
+    cfg = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    (app,) = cfg["applications"]
+    assert app["import_path"] == "graft.serving.app:build_app"
+    assert app["args"]["modelUri"] == "s3://b/models/v1" and app["args"]["modelVersion"] == 3
+    assert app["route_prefix"] == "/" and app["name"] == "sentiment"
+    assert rs["metadata"]["annotations"]["graft.dev/model-version"] == "3"
+    assert rs["metadata"]["ownerReferences"][0]["kind"] == "ModelEndpoint"
+
+
+def test_rayservice_autoscales_serve_replicas_and_pods_together() -> None:
+    rs = build_rayservice(endpoint(serving={"minReplicas": 1, "maxReplicas": 4, "targetOngoingRequests": 3}), SETTINGS)
+    app = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"][0]
+    auto = app["deployments"][0]["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["target_ongoing_requests"]) == (1, 4, 3)
+    cluster = rs["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    (group,) = cluster["workerGroupSpecs"]
+    assert (group["minReplicas"], group["maxReplicas"]) == (1, 4)
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert rs["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+
+
+def test_a_promotion_changes_only_the_serve_config() -> None:
+    a = build_rayservice(endpoint(), SETTINGS)
+    e = endpoint()
+    e.spec.model.uri, e.spec.model.version = "s3://b/models/v2", 4
+    b = build_rayservice(e, SETTINGS)
+    assert a["spec"]["rayClusterConfig"] == b["spec"]["rayClusterConfig"]
+    assert a["spec"]["serveConfigV2"] != b["spec"]["serveConfigV2"]
+
+
+def test_new_endpoint_is_not_owned_by_the_job() -> None:
+    ep = build_endpoint(job(serving={"endpoint": "sentiment"}), result(), "sentiment")
+    assert "ownerReferences" not in ep["metadata"]
+    parsed = parse_as(ModelEndpoint, ep)
+    assert parsed.spec.model.version == 1 and parsed.spec.model.source_job == "demo"
+    assert parsed.spec.model.uri == "s3://b/demo/model" and parsed.spec.model.score == 0.9
+
+
+def test_serve_url_names_the_kuberay_serve_service() -> None:
+    assert serve_url("sentiment", "team-a") == "http://sentiment-serve-svc.team-a.svc:8000/"
