@@ -11,3 +11,8 @@ Lazy = Callable[[str, str], Callable[[argparse.Namespace], int]]
 
 def register(sub: Any, lazy: Lazy) -> None:
     """Each module that adds a subcommand adds its parser here."""
+    from graft.operator.main import add_arguments as operator_arguments
+
+    p = sub.add_parser("operator", help="run the Graft operator (kopf) against a Kubernetes cluster")
+    operator_arguments(p)
+    p.set_defaults(func=lazy("graft.operator.main", "main"))

@@ -34,6 +34,7 @@ RUNNING = "Running"
 SUSPENDED = "Suspended"
 SUCCEEDED = "Succeeded"
 PROMOTED = "Promoted"
+RAYJOB_DELETED = "RayJobDeleted"  # the finished RayJob was deleted after spec.runtime.ttlSecondsAfterFinished
 
 
 def iso(now: datetime) -> str:
@@ -55,6 +56,7 @@ class JobObservation:
     promotion: Promotion | None = None
     endpoint_url: str | None = None
     suspend: bool = False
+    ray_job_deleted: bool = False  # the operator deleted the finished RayJob after its TTL
 
 
 def _set_condition(
@@ -126,6 +128,12 @@ def compute_status(previous: FineTuneJobStatus | None, obs: JobObservation, now:
             conds = _promotion_condition(conds, obs.promotion, ts, gen)
         if obs.endpoint_url:
             st.endpoint = obs.endpoint_url
+        if obs.ray_job_deleted:
+            conds = _set_condition(
+                conds, RAYJOB_DELETED, "True", "TTLExpired",
+                f"RayJob {st.ray_job_name} deleted after spec.runtime.ttlSecondsAfterFinished; the status is kept",
+                ts, gen,
+            )
         st.conditions = conds
         return st
 
@@ -316,3 +324,16 @@ def endpoint_status_patch(old: ModelEndpointStatus | None, new: ModelEndpointSta
         if key not in new_wire:
             patch[key] = None
     return patch
+
+
+def needs_resync(status: dict[str, Any] | None) -> bool:
+    """Whether the safety-net timer still has work on a FineTuneJob (wire status): anything not
+    finished, and a finished job until its result, promotion and RayJob cleanup are done."""
+    status = status or {}
+    phase = status.get("phase") or Phase.PENDING.value
+    if not Phase(phase).is_terminal:
+        return True
+    conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    if conds.get(ACCEPTED) != "True":
+        return False  # refused before running: nothing to clean up
+    return conds.get(RAYJOB_DELETED) != "True"

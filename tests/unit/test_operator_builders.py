@@ -120,11 +120,6 @@ def test_lifecycle_fields_follow_spec_runtime_and_suspend() -> None:
     assert spec["suspend"] is True and spec["submissionMode"] == "K8sJobMode"
 
 
-def test_queue_name_becomes_the_kueue_label() -> None:
-    rj = build_rayjob(job(runtime={"queueName": "team-a-queue"}), SETTINGS)
-    assert rj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a-queue"
-
-
 def test_shared_cluster_is_refused_with_the_field_and_the_fix() -> None:
     with pytest.raises(UnsupportedSpec, match=r"spec.runtime.cluster: .*remove spec.runtime.cluster"):
         build_rayjob(job(runtime={"cluster": {"name": "shared"}}), SETTINGS)

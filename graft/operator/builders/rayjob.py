@@ -136,9 +136,7 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
     """The RayJob that runs `graft.jobs` for this FineTuneJob, owned by it (GC deletes it with the job)."""
     name, namespace, _ = _meta(job)
     rt = job.spec.runtime
-    labels = job_labels(name)
-    if rt.queue_name:
-        labels["kueue.x-k8s.io/queue-name"] = rt.queue_name
+    labels = job_labels(name)  # Kueue's queue label: graft.operator.policy.apply_kueue, at creation
     spec: dict[str, Any] = {
         "entrypoint": entrypoint(job, settings),
         "runtimeEnvYAML": yaml.safe_dump(runtime_env(job, settings), sort_keys=True),

@@ -1,0 +1,78 @@
+"""`graft operator`: run the kopf operator in-process (never `kopf run file.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from graft.operator.settings import DEFAULT_RAY_IMAGE, OperatorSettings
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable; globs allowed)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default without --namespace)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config)")
+    peer = p.add_mutually_exclusive_group()
+    peer.add_argument("--standalone", action="store_true", default=True, help="no peering with other operator replicas (default)")
+    peer.add_argument("--peering", metavar="NAME", help="coordinate replicas through this KopfPeering object")
+    p.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--ray-image", default=os.environ.get("GRAFT_RAY_IMAGE", DEFAULT_RAY_IMAGE), help="default Ray image (with graft)")
+    p.add_argument("--result-storage", help="shared path/URI for result.json of jobs without spec.checkpoints.storage")
+    p.add_argument("--storage-pvc", help="PVC mounted into every Ray pod (at --storage-mount-path)")
+    p.add_argument("--storage-mount-path", default="/mnt/graft")
+    p.add_argument("--service-account", help="ServiceAccount of the Ray pods")
+    p.add_argument("--image-pull-policy", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent")
+    p.add_argument("--resync-seconds", type=float, default=30.0, help="safety-net timer interval")
+    p.add_argument("--verbose", action="store_true")
+
+
+def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
+    fields: dict[str, Any] = {
+        "ray_image": args.ray_image,
+        "result_storage": args.result_storage,
+        "storage_pvc": args.storage_pvc,
+        "storage_mount_path": args.storage_mount_path,
+        "service_account": args.service_account,
+        "image_pull_policy": args.image_pull_policy,
+        "resync_seconds": args.resync_seconds,
+    }
+    return OperatorSettings(**{key: v for key, v in fields.items() if v is not None})
+
+
+def main(args: argparse.Namespace) -> int:
+    import kopf
+
+    from graft.operator.handlers import Operator, build_registry
+    from graft.operator.kube import Kube, api_client
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)  # kopf's login reads it too
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
+    logging.getLogger("graft").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    settings = settings_from_args(args)
+    op = Operator(Kube(api_client(args.kubeconfig)), settings)
+    if args.metrics_port is not None:
+        from graft.operator.metrics import start_metrics_server
+
+        start_metrics_server(args.metrics_port)
+    namespaces = list(args.namespace)
+    print(
+        f"graft operator: watching {', '.join(namespaces) if namespaces else 'all namespaces'}; "
+        f"ray image {settings.ray_image}",
+        file=sys.stderr,
+        flush=True,
+    )
+    kopf.run(
+        registry=build_registry(op),
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
