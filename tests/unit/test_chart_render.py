@@ -1,0 +1,246 @@
+"""The Graft chart rendered by the real helm (built by scripts/controlplane.sh): lint, RBAC rules
+exactly as the operator needs them, hardened pod, and each value combination that matters.
+
+Marked integration: it needs the helm binary from the control plane build (or $GRAFT_HELM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from graft.operator.settings import OperatorSettings
+from tests.integration.rbac import CHART, KUBE_VERSION, HelmError, helm, render_chart
+
+pytestmark = pytest.mark.integration
+
+# The namespaced rules, verbatim: the operator's contract with the API server.
+OPERATOR_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["graft.dev"], "resources": ["finetunejobs"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["graft.dev"], "resources": ["modelendpoints"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/status", "modelendpoints/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/finalizers", "modelendpoints/finalizers"], "verbs": ["update"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayjobs", "rayservices"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+NAMESPACED_PEERING_RULE = {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+                           "verbs": ["get", "list", "watch", "patch"]}
+CLUSTER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["graft.dev"], "resources": ["finetunepolicies"], "verbs": ["get", "list", "watch"]},
+]
+CLUSTER_PEERING_RULE = {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+                        "verbs": ["get", "list", "watch", "patch"]}
+
+COMBINATIONS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "watch-namespaces": {"watchNamespaces": ["team-a", "team-b"]},
+    "metrics-off": {"metrics": {"enabled": False}},
+    "two-replicas": {"replicas": 2},
+    "standalone": {"peering": {"enabled": False}},
+    "everything-on": {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}},
+}
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name
+             and d["metadata"].get("namespace") == namespace]
+    assert len(found) == 1, f"expected one {kind} {namespace}/{name}, found {len(found)}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment", "graft", "graft-system")["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {name: render_chart(values) for name, values in COMBINATIONS.items()}
+
+
+def test_helm_lint_is_clean() -> None:
+    out = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION)
+    assert "0 chart(s) failed" in out and "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+@pytest.mark.parametrize("combination", list(COMBINATIONS))
+def test_lint_is_clean_for_each_combination(combination: str) -> None:
+    out = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, "--values", "-",
+               stdin=yaml.safe_dump(COMBINATIONS[combination]))
+    assert "0 chart(s) failed" in out and "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+def test_default_install_grants_namespaced_rules_cluster_wide(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    assert one(docs, "ClusterRole", "graft-operator")["rules"] == OPERATOR_RULES
+    assert one(docs, "ClusterRole", "graft-operator-cluster")["rules"] == CLUSTER_RULES + [CLUSTER_PEERING_RULE]
+    for name in ("graft-operator", "graft-operator-cluster"):
+        binding = one(docs, "ClusterRoleBinding", name)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "graft", "namespace": "graft-system"}]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    assert "--all-namespaces" in container(docs)["args"]
+
+
+def test_watch_namespaces_get_a_role_each_and_only_cluster_reads(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["watch-namespaces"]
+    for ns in ("team-a", "team-b"):
+        assert one(docs, "Role", "graft-operator", ns)["rules"] == OPERATOR_RULES + [NAMESPACED_PEERING_RULE]
+        binding = one(docs, "RoleBinding", "graft-operator", ns)
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "graft", "namespace": "graft-system"}]
+        one(docs, "KopfPeering", "graft", ns)
+    assert one(docs, "ClusterRole", "graft-operator-cluster")["rules"] == CLUSTER_RULES
+    assert not [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "graft-operator"]
+    assert not [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    args = container(docs)["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
+
+
+@pytest.mark.parametrize("combination", list(COMBINATIONS))
+def test_no_rule_reaches_secrets_or_wildcards(rendered: dict[str, list[dict[str, Any]]], combination: str) -> None:
+    for doc in rendered[combination]:
+        for rule in doc.get("rules", []) if doc["kind"] in ("ClusterRole", "Role") else []:
+            assert "secrets" not in rule["resources"], doc["metadata"]["name"]
+            assert "*" not in rule["resources"] + rule["verbs"] + rule["apiGroups"], doc["metadata"]["name"]
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), doc["metadata"]["name"]
+
+
+def test_operator_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    pod = one(docs, "Deployment", "graft", "graft-system")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "graft"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(docs)["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    resources = container(docs)["resources"]
+    assert set(resources) == {"requests", "limits"} and resources["limits"]["memory"]
+
+
+def test_probes_use_kopf_liveness_endpoint(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    c = container(rendered["defaults"])
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    health = next(p for p in c["ports"] if p["name"] == "health")
+    assert health["containerPort"] == 8080
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_single_replica_peers_and_never_overlaps(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    deployment = one(docs, "Deployment", "graft", "graft-system")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--peering=graft" in container(docs)["args"]
+    assert not any(a.startswith("--priority") for a in container(docs)["args"])
+    one(docs, "ClusterKopfPeering", "graft")
+    env = {e["name"]: e for e in container(docs)["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_two_replicas_peer_with_distinct_random_priorities(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["two-replicas"]
+    assert one(docs, "Deployment", "graft", "graft-system")["spec"]["replicas"] == 2
+    assert {"--peering=graft", "--priority=random"} <= set(container(docs)["args"])
+
+
+def test_two_replicas_without_peering_are_refused() -> None:
+    with pytest.raises(HelmError, match="replicas > 1 needs peering.enabled"):
+        render_chart({"replicas": 2, "peering": {"enabled": False}})
+
+
+def test_peering_disabled_runs_standalone_without_peering_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["standalone"]
+    assert "--standalone" in container(docs)["args"]
+    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
+    assert one(docs, "ClusterRole", "graft-operator-cluster")["rules"] == CLUSTER_RULES
+
+
+def test_metrics_off_drops_service_port_and_flag(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["metrics-off"]
+    assert "Service" not in kinds(docs)
+    c = container(docs)
+    assert not any(a.startswith("--metrics-port") for a in c["args"])
+    assert [p["name"] for p in c["ports"]] == ["health"]
+
+
+def test_metrics_on_by_default_with_service(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    assert "--metrics-port=9090" in container(docs)["args"]
+    service = one(docs, "Service", "graft-metrics", "graft-system")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == one(docs, "Deployment", "graft", "graft-system")["spec"]["selector"]["matchLabels"]
+    assert "ServiceMonitor" not in kinds(docs) and "NetworkPolicy" not in kinds(docs)
+
+
+def test_service_monitor_and_network_policy_toggles(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["everything-on"]
+    monitor = one(docs, "ServiceMonitor", "graft", "graft-system")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    policy = one(docs, "NetworkPolicy", "graft", "graft-system")
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and policy["spec"]["ingress"] == []
+
+
+def test_network_policy_admits_metrics_scrapers_only() -> None:
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render_chart({"networkPolicy": {"enabled": True, "metricsFrom": [scraper]}})
+    ingress = one(docs, "NetworkPolicy", "graft", "graft-system")["spec"]["ingress"]
+    assert ingress == [{"from": [scraper], "ports": [{"port": "metrics", "protocol": "TCP"}]}]
+
+
+def test_tenant_roles_aggregate_into_default_roles(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    edit = one(docs, "ClusterRole", "graft-edit")
+    view = one(docs, "ClusterRole", "graft-view")
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-edit" not in view["metadata"]["labels"]
+    assert edit["rules"] == [{"apiGroups": ["graft.dev"], "resources": ["finetunejobs", "modelendpoints"],
+                              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete",
+                                        "deletecollection"]}]
+    assert view["rules"] == [{"apiGroups": ["graft.dev"], "resources": ["finetunejobs", "modelendpoints"],
+                              "verbs": ["get", "list", "watch"]}]
+
+
+def test_settings_reach_the_operator_as_valid_operator_settings() -> None:
+    settings = {"ray_image": "registry.example.com/graft-ray:0.1.0", "worker_memory": "8Gi"}
+    docs = render_chart({"settings": settings})
+    data = yaml.safe_load(one(docs, "ConfigMap", "graft-settings", "graft-system")["data"]["settings.yaml"])
+    assert OperatorSettings.model_validate(data).worker_memory == "8Gi"
+    assert "--settings=/etc/graft/settings.yaml" in container(docs)["args"]
+    mounts = {m["mountPath"]: m for m in container(docs)["volumeMounts"]}
+    assert mounts["/etc/graft"]["readOnly"] is True and "/tmp" in mounts
+
+
+def test_default_settings_file_is_an_empty_mapping(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    data = one(rendered["defaults"], "ConfigMap", "graft-settings", "graft-system")["data"]["settings.yaml"]
+    assert yaml.safe_load(data) == {}
+
+
+def test_invalid_watch_namespace_is_refused() -> None:
+    with pytest.raises(HelmError, match="not a valid namespace name"):
+        render_chart({"watchNamespaces": ["Team_A"]})
+
+
+def test_release_name_prefixes_cluster_scoped_names() -> None:
+    docs = render_chart(release="ml", namespace="ml-system")
+    names = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"}
+    assert names == {"ml-graft-operator", "ml-graft-operator-cluster", "ml-graft-edit", "ml-graft-view"}
+    assert one(docs, "ClusterRoleBinding", "ml-graft-operator")["subjects"][0] == {
+        "kind": "ServiceAccount", "name": "ml-graft", "namespace": "ml-system"}
