@@ -1,0 +1,24 @@
+# The Graft operator: kopf + the Kubernetes client, no Ray/torch (the operator never imports them).
+#   docker build -f docker/operator.Dockerfile -t ghcr.io/graft-dev/graft-operator:0.1.0 .
+FROM python:3.11.14-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md requirements.lock ./
+COPY graft ./graft
+# graft itself without its training stack (--no-deps), then exactly what graft.operator imports.
+RUN pip install --no-deps . \
+ && pip install -c requirements.lock \
+      "pydantic==2.14.4" "pyyaml==6.0.4" "kopf==1.45.2" "kubernetes==37.0.2" \
+      "fsspec==2026.9.0" "httpx==0.28.1" "prometheus-client==0.26.0" \
+ && python -c "import graft.operator.handlers" \
+ && rm -rf /src
+
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin graft
+USER 10001:10001
+WORKDIR /tmp
+
+EXPOSE 8080 9090
+ENTRYPOINT ["graft", "operator"]
+CMD ["--all-namespaces", "--liveness", "http://0.0.0.0:8080/healthz", "--metrics-port", "9090"]
