@@ -4,7 +4,8 @@ Deployed by import path `graft.serving.app:build_app` with `ServeArgs` as args (
 `serveConfigV2`, Serve REST API) or locally by `graft.serving.deploy.deploy_local`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the real `Request` annotation
+# through Serve's ingress wrapper, or it treats `request` as a query parameter.
 
 import asyncio
 import math
