@@ -6,11 +6,13 @@ Marked integration: it needs the helm binary from the control plane build (or $G
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 import yaml
 
+from graft.operator.main import add_arguments, settings_from_args
 from graft.operator.settings import OperatorSettings
 from tests.integration.rbac import CHART, KUBE_VERSION, HelmError, helm, render_chart
 
@@ -22,11 +24,10 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["graft.dev"], "resources": ["modelendpoints"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/status", "modelendpoints/status"], "verbs": ["get", "patch"]},
     {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/finalizers", "modelendpoints/finalizers"], "verbs": ["update"]},
-    {"apiGroups": ["ray.io"], "resources": ["rayjobs", "rayservices"],
-     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 NAMESPACED_PEERING_RULE = {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
                            "verbs": ["get", "list", "watch", "patch"]}
@@ -218,19 +219,45 @@ def test_tenant_roles_aggregate_into_default_roles(rendered: dict[str, list[dict
                               "verbs": ["get", "list", "watch"]}]
 
 
-def test_settings_reach_the_operator_as_valid_operator_settings() -> None:
-    settings = {"ray_image": "registry.example.com/graft-ray:0.1.0", "worker_memory": "8Gi"}
-    docs = render_chart({"settings": settings})
-    data = yaml.safe_load(one(docs, "ConfigMap", "graft-settings", "graft-system")["data"]["settings.yaml"])
-    assert OperatorSettings.model_validate(data).worker_memory == "8Gi"
-    assert "--settings=/etc/graft/settings.yaml" in container(docs)["args"]
-    mounts = {m["mountPath"]: m for m in container(docs)["volumeMounts"]}
-    assert mounts["/etc/graft"]["readOnly"] is True and "/tmp" in mounts
+def operator_args(docs: list[dict[str, Any]]) -> argparse.Namespace:
+    """The container's arguments parsed by the real `graft operator` parser."""
+    parser = argparse.ArgumentParser(prog="graft operator", exit_on_error=False)
+    add_arguments(parser)
+    args = container(docs)["args"]
+    assert container(docs)["command"] == ["graft"] and args[0] == "operator"
+    try:
+        return parser.parse_args(args[1:])
+    except SystemExit:
+        pytest.fail(f"`graft operator` (graft/operator/main.py) refuses the chart's arguments {args[1:]}")
 
 
-def test_default_settings_file_is_an_empty_mapping(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    data = one(rendered["defaults"], "ConfigMap", "graft-settings", "graft-system")["data"]["settings.yaml"]
-    assert yaml.safe_load(data) == {}
+@pytest.mark.parametrize("combination", list(COMBINATIONS))
+def test_graft_operator_accepts_the_chart_arguments(
+    rendered: dict[str, list[dict[str, Any]]], combination: str
+) -> None:
+    args = operator_args(rendered[combination])
+    assert args.liveness == "http://0.0.0.0:8080/healthz"
+
+
+def test_operator_values_reach_the_operator_as_settings() -> None:
+    values = {"operator": {"rayImage": "registry.example.com/graft-ray:0.2", "rayServiceAccount": "ray",
+                           "storagePvc": "graft-data", "resultStorage": "s3://results/", "resyncSeconds": 10,
+                           "rayImagePullPolicy": "Always", "verbose": True}}
+    args = operator_args(render_chart(values))
+    settings = settings_from_args(args)
+    assert (settings.ray_image, settings.service_account, settings.storage_pvc, settings.result_storage) == (
+        "registry.example.com/graft-ray:0.2", "ray", "graft-data", "s3://results/")
+    assert (settings.resync_seconds, settings.image_pull_policy, args.verbose) == (10, "Always", True)
+
+
+def test_default_operator_values_match_the_operator_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert settings_from_args(operator_args(rendered["defaults"])) == OperatorSettings()
+
+
+def test_root_filesystem_is_read_only_with_a_writable_tmp(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    c = container(rendered["defaults"])
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
+    assert {"name": "HOME", "value": "/tmp"} in c["env"]
 
 
 def test_invalid_watch_namespace_is_refused() -> None:

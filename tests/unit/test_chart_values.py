@@ -66,9 +66,13 @@ def test_chart_app_version_matches_the_package() -> None:
     assert chart["apiVersion"] == "v2"
 
 
-def test_default_settings_are_valid_operator_settings() -> None:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    OperatorSettings.model_validate(values["settings"])
+def test_operator_values_default_to_the_operator_settings_defaults() -> None:
+    operator = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]
+    defaults = OperatorSettings()
+    assert operator["rayImage"] == defaults.ray_image
+    assert operator["rayImagePullPolicy"] == defaults.image_pull_policy
+    assert operator["storageMountPath"] == defaults.storage_mount_path
+    assert operator["resyncSeconds"] == defaults.resync_seconds
 
 
 def test_chart_ships_graft_and_kopf_peering_crds() -> None:

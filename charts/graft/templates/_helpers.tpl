@@ -77,22 +77,22 @@ one Role per namespace otherwise). Argument: the root context.
 - apiGroups: ["graft.dev"]
   resources: ["finetunejobs/finalizers", "modelendpoints/finalizers"]
   verbs: ["update"]
-# KubeRay children: a RayJob per training run, a RayService per endpoint.
+# KubeRay children: a RayJob per training run, deleted after its TTL once the job finishes.
 - apiGroups: ["ray.io"]
-  resources: ["rayjobs", "rayservices"]
+  resources: ["rayjobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Shared clusters (spec.runtime.cluster.name) are only read.
+# A RayService per ModelEndpoint; garbage collection deletes it with its owner.
 - apiGroups: ["ray.io"]
-  resources: ["rayclusters"]
-  verbs: ["get", "list", "watch"]
-# The job spec handed to the training entrypoint.
+  resources: ["rayservices"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The job spec handed to the training entrypoint, deleted with the RayJob.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# kopf posts handler progress and errors as Events on the objects.
+# kopf posts handler progress and errors as Events (it only ever creates them).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if and .Values.peering.enabled .Values.watchNamespaces }}
 # kopf peering for a namespace-restricted operator.
 - apiGroups: ["kopf.dev"]
