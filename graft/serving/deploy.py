@@ -11,6 +11,7 @@ from ray import serve
 from graft.api.spec import ServingSpec
 from graft.serving.app import application
 from graft.serving.args import ServeArgs, serve_config
+from graft.serving.model import label_names_of, resolve_model_dir
 
 HOST = "127.0.0.1"
 
@@ -39,8 +40,11 @@ def deploy_local(
     """Deploy `model_uri` as Serve application `app_name`; return its URL once /healthz answers 200.
 
     Serve's HTTP proxy listens on 127.0.0.1:`http_port` (set the first time Serve starts on this Ray).
+    A model directory that cannot be served raises ModelLoadError before anything is deployed.
     With `blocking=True`, keep serving until interrupted (Ctrl-C), then return.
     """
+    # Fail fast, before Serve retries a replica that cannot load (the replica shares this filesystem).
+    label_names_of(resolve_model_dir(model_uri), label_names)
     if not ray.is_initialized():
         raise DeployError("Ray is not initialised; call ray.init(...) before deploy_local")
     args = ServeArgs.from_serving(

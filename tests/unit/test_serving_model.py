@@ -51,3 +51,12 @@ def test_gaps_in_label_ids_are_refused(tmp_path: Path) -> None:
     d = model_dir(tmp_path, {"id2label": {"0": "a", "2": "b"}})
     with pytest.raises(ModelLoadError, match="ids must be 0..1"):
         label_names_of(d, None)
+
+
+def test_deploy_local_refuses_a_model_without_labels_before_deploying(tmp_path: Path) -> None:
+    from graft.api.spec import ServingSpec
+    from graft.serving.deploy import deploy_local
+
+    d = model_dir(tmp_path, {"num_labels": 2})
+    with pytest.raises(ModelLoadError, match="has no id2label"):
+        deploy_local(str(d), ServingSpec(), app_name="a", http_port=1)
