@@ -21,7 +21,7 @@ from ray import serve
 
 from graft.serving.args import DEPLOYMENT_NAME, ServeArgs, max_ongoing_requests
 from graft.serving.model import LoadedModel, resolve_model_dir
-from graft.serving.protocol import Limits, RequestError, parse_predict_body, prediction
+from graft.serving.protocol import Limits, RequestError, check_body_size, parse_predict_body, prediction
 
 api = FastAPI(title="Graft text classifier")
 
@@ -72,6 +72,9 @@ class TextClassifier:
     @api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
         try:
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit():
+                check_body_size(int(declared), self._limits)  # before reading an oversized body
             texts = parse_predict_body(await request.body(), self._limits)
         except RequestError as err:
             return JSONResponse({"error": err.message}, status_code=err.status)

@@ -17,6 +17,20 @@ class Limits:
     max_text_length: int
     max_texts_per_request: int
 
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body a valid request can be (every character JSON-escaped as a surrogate pair)."""
+        return self.max_texts_per_request * (12 * self.max_text_length + 8) + 1024
+
+
+def check_body_size(size: int, limits: Limits) -> None:
+    if size > limits.max_body_bytes:
+        raise RequestError(
+            413,
+            f"the request body has {size} bytes, more than the {limits.max_body_bytes} that "
+            f"{limits.max_texts_per_request} texts of {limits.max_text_length} characters can take; send fewer or shorter texts",
+        )
+
 
 class RequestError(ValueError):
     """A client error: `status` is 400 (not JSON), 413 (too large) or 422 (wrong shape)."""
@@ -51,6 +65,7 @@ def _type_name(value: Any) -> str:
 
 def parse_predict_body(raw: bytes, limits: Limits) -> list[str]:
     """The texts of a /predict body, in order; raises RequestError for anything else."""
+    check_body_size(len(raw), limits)
     if not raw.strip():
         raise RequestError(400, f"the request body is empty; send JSON such as {EXAMPLE}")
     try:

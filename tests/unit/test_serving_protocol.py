@@ -64,6 +64,17 @@ def test_bad_requests_are_client_errors_that_say_what_to_fix(raw: bytes, status:
     assert fragment in err.message
 
 
+def test_an_oversized_body_is_refused_before_it_is_parsed() -> None:
+    err = rejected(b" " * (LIMITS.max_body_bytes + 1))
+    assert err.status == 413 and "send fewer or shorter texts" in err.message
+
+
+def test_the_body_limit_fits_the_largest_valid_request() -> None:
+    raw = json.dumps({"texts": ["\U0001F600" * 20] * 3}).encode()  # 3 texts at the limit, every character escaped
+    assert len(raw) <= LIMITS.max_body_bytes
+    assert len(parse_predict_body(raw, LIMITS)) == 3
+
+
 def test_prediction_picks_the_highest_score_and_names_every_label() -> None:
     assert prediction([0.2, 0.8], ["negative", "positive"]) == {
         "label": "positive",
