@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +99,12 @@ def apply_operator_rbac(
     cp: ControlPlane,
     values: dict[str, Any] | None = None,
     *,
+    release: str = RELEASE,
     namespace: str = OPERATOR_NAMESPACE,
 ) -> list[dict[str, Any]]:
     """Render the chart and apply its operator ServiceAccount, (Cluster)Roles and bindings (and the
     tenant aggregated ClusterRoles) to the control plane. Returns the applied objects."""
-    objects = rbac_objects(render_chart(values, namespace=namespace))
+    objects = rbac_objects(render_chart(values, release=release, namespace=namespace))
     ensure_namespace(cp, namespace)
     for ns in {o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")}:
         ensure_namespace(cp, ns)
@@ -114,14 +117,46 @@ def operator_kubeconfig(
     tmp_path: Path,
     *,
     values: dict[str, Any] | None = None,
+    release: str = RELEASE,
     namespace: str = OPERATOR_NAMESPACE,
 ) -> Path:
     """Install the chart's CRDs and RBAC on the control plane and return a kubeconfig that
     authenticates as the chart's operator ServiceAccount (``system:serviceaccount:graft-system:graft``
     by default) with a real TokenRequest token. ``values`` are chart values (e.g.
-    ``{"watchNamespaces": ["team-a"]}``); run ``graft operator`` with ``KUBECONFIG`` set to it."""
+    ``{"watchNamespaces": ["team-a"]}``); run ``graft operator`` with ``KUBECONFIG`` set to it.
+    Use another ``release``/``namespace`` for a differently scoped operator in the same session:
+    cluster-scoped names (ClusterRoles) carry the release name."""
     install_graft_crds(control_plane)
-    objects = apply_operator_rbac(control_plane, values, namespace=namespace)
+    objects = apply_operator_rbac(control_plane, values, release=release, namespace=namespace)
     sa = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
     token = control_plane.sa_token(namespace, sa, create=False)
     return control_plane.token_kubeconfig(token, tmp_path / f"{sa}.kubeconfig", user=f"{namespace}-{sa}")
+
+
+def can_i(
+    cp: ControlPlane,
+    token: str,
+    verb: str,
+    resource: str,
+    *,
+    group: str = "",
+    namespace: str | None = None,
+    subresource: str | None = None,
+) -> bool:
+    """Ask the API server's authorizer (a real SelfSubjectAccessReview with ``token``) whether the
+    token's identity may ``verb`` the resource; ``namespace=None`` asks cluster-wide."""
+    attrs: dict[str, str] = {"verb": verb, "resource": resource, "group": group}
+    if namespace:
+        attrs["namespace"] = namespace
+    if subresource:
+        attrs["subresource"] = subresource
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attrs}}
+    req = urllib.request.Request(
+        cp.server + "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    context = ssl.create_default_context(cafile=str(cp.ca_file))
+    with urllib.request.urlopen(req, context=context, timeout=30) as resp:
+        return bool(json.loads(resp.read())["status"]["allowed"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,3 +179,25 @@ def test_rendered_crds_include_the_policy() -> None:
     kinds = {d["spec"]["names"]["kind"] for d in yaml.safe_load_all(render_crds()) if d}
     assert "FineTunePolicy" in kinds
     assert any(c.kind == "FineTunePolicy" for c in CRDS)
+
+
+def policy_examples_in_docs() -> list[dict[str, Any]]:
+    """The FineTunePolicy YAML blocks of docs/policy.md and docs/tenancy.md."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    found = []
+    for name in ("policy.md", "tenancy.md"):
+        path = docs / name
+        if not path.exists():
+            continue
+        for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), flags=re.S):
+            for doc in yaml.safe_load_all(block):
+                if isinstance(doc, dict) and doc.get("kind") == "FineTunePolicy":
+                    found.append(doc)
+    return found
+
+
+def test_docs_policy_examples_are_valid_policies() -> None:
+    examples = policy_examples_in_docs()
+    assert examples, "docs/policy.md has no FineTunePolicy example"
+    for doc in examples:
+        FineTunePolicy.model_validate(doc)
