@@ -1,0 +1,111 @@
+"""`python -m graft.jobs --spec spec.yaml --result result.json [--run-dir DIR] [--address ADDR]`.
+
+The RayJob entrypoint: connects to Ray (`--address`, else RAY_ADDRESS, else a local cluster
+with the custom resources trials need), runs the job, writes the result document, logs one
+line per epoch. Exit status: 0 succeeded, 1 training failed, 2 invalid spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from graft.api.errors import FieldError, SpecError
+from graft.api.load import parse_as, parse_spec
+from graft.api.spec import FineTuneJob
+from graft.jobs.events import JobEvent
+
+
+def load_job_document(path: Path) -> FineTuneJob:
+    """A FineTuneJob from a YAML/JSON file holding either the whole object or only its spec."""
+    import yaml
+
+    if not path.is_file():
+        raise SpecError([FieldError("", f"spec file {str(path)!r} does not exist")], source=str(path))
+    try:
+        doc: Any = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError([FieldError("", f"cannot parse: {exc}")], source=str(path)) from exc
+    if not isinstance(doc, dict):
+        raise SpecError([FieldError("", "must be a mapping")], source=str(path))
+    if "spec" in doc:
+        return parse_as(FineTuneJob, doc, source=str(path))
+    spec = parse_spec(doc, source=str(path))
+    name = os.environ.get("GRAFT_JOB_NAME", "finetune")
+    return FineTuneJob.model_validate({"metadata": {"name": name}, "spec": spec.to_wire()})
+
+
+def log_event(event: JobEvent) -> None:
+    """One plain line per event on stdout (the RayJob's log)."""
+    kind = event.type
+    if kind == "phase":
+        took = f" ({event.previous} took {event.seconds:.1f}s)" if event.previous and event.seconds is not None else ""
+        print(f"[graft] phase {event.phase}{took} {event.message}".rstrip(), flush=True)
+    elif kind == "trial_started":
+        print(f"[graft] trial {event.trial_id} started config={event.config}", flush=True)
+    elif kind == "trial_epoch":
+        m = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items())
+        print(f"[graft] trial {event.trial_id} epoch {event.epoch}/{event.epochs} {m}", flush=True)
+    elif kind == "trial_stopped":
+        print(f"[graft] trial {event.trial_id} stopped after epoch {event.epoch}/{event.epochs} by {event.reason}", flush=True)
+    elif kind == "trial_finished":
+        extra = f" error={event.error.splitlines()[-1]}" if event.error else ""
+        print(f"[graft] trial {event.trial_id} {event.status} epochs={event.epochs_completed} best={event.best_score}{extra}", flush=True)
+    elif kind == "job_finished":
+        print(f"[graft] job {event.status}: {event.message} model={event.model_uri}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m graft.jobs", description="Run a FineTuneJob on Ray and write its result document.")
+    parser.add_argument("--spec", required=True, type=Path, help="FineTuneJob (or its spec) as YAML or JSON")
+    parser.add_argument("--result", required=True, type=Path, help="where to write the TrainingResult JSON")
+    parser.add_argument("--run-dir", type=Path, default=None, help="working directory (default: next to --result)")
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    args = parser.parse_args(argv)
+
+    try:
+        job = load_job_document(args.spec)
+        from graft.jobs import preflight
+
+        preflight.check(job.spec)
+    except SpecError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+
+    import ray
+
+    from graft.jobs.entrypoint import RESULT_FILE, TrainingFailed, run_job
+    from graft.jobs.tune import ray_init_resources
+
+    run_dir = args.run_dir or args.result.resolve().parent
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(address="local", resources=ray_init_resources(job.spec), include_dashboard=False)
+    code = 0
+    try:
+        run_job(job, run_dir, on_event=log_event)
+    except TrainingFailed as exc:
+        print(f"[graft] training failed: {exc}", file=sys.stderr)
+        code = 1
+    except SpecError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    finally:
+        ray.shutdown()
+    produced = Path(run_dir) / RESULT_FILE
+    if produced.resolve() != args.result.resolve() and produced.exists():
+        args.result.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(produced, args.result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Fast checks that a FineTuneJob can run, before any Ray process or model weights are touched.
+
+`graft run` calls `check(spec)` so a wrong path or field fails in a second with a message naming
+the spec field, instead of minutes later inside a Ray worker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from graft.api.errors import FieldError, SpecError
+from graft.api.spec import FineTuneJobSpec
+from graft.jobs.data import DataError, LoadedDataset, load_dataset
+from graft.jobs.sources import SourceError, resolve_source
+
+
+@dataclass
+class Preflight:
+    """What preflight found: the local model directory and the loaded dataset."""
+
+    model_path: Path
+    dataset: LoadedDataset
+
+
+def _model_errors(spec: FineTuneJobSpec) -> tuple[Path | None, list[FieldError]]:
+    try:
+        path = resolve_source(spec.model.source, field="spec.model.source", kind="model", revision=spec.model.revision)
+    except SourceError as exc:
+        return None, [FieldError(exc.field, exc.message)]
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        return None, [FieldError("spec.model.source", f"{str(path)!r} is not a Hugging Face model directory (no config.json in it)")]
+    try:
+        json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, [FieldError("spec.model.source", f"{str(config)!r} is not valid JSON: {exc}")]
+    return path, []
+
+
+def _spec_errors(spec: FineTuneJobSpec) -> list[FieldError]:
+    errors: list[FieldError] = []
+    training = spec.training
+    if training.precision == "fp16" and spec.resources.gpus_per_worker == 0:
+        errors.append(
+            FieldError(
+                "spec.training.precision",
+                "fp16 needs a GPU and spec.resources.gpusPerWorker is 0 (DeepSpeed refuses fp16 on CPUs); "
+                "use bf16, fp32 or auto, or request GPUs",
+            )
+        )
+    for key in spec.tuning.search_space:
+        if key.startswith("lora.") and training.lora is None:
+            errors.append(FieldError(f"spec.tuning.searchSpace.{key}", "searching a LoRA setting needs spec.training.lora to be set"))
+    if spec.tuning.num_trials > 1 and not spec.tuning.search_space:
+        errors.append(FieldError("spec.tuning.numTrials", f"{spec.tuning.num_trials} trials with an empty searchSpace would train the same config repeatedly; add a searchSpace or set numTrials: 1"))
+    return errors
+
+
+def inspect(spec: FineTuneJobSpec) -> Preflight:
+    """Run every check; raise one SpecError listing every problem, or return what was found."""
+    errors = _spec_errors(spec)
+    model_path, model_errors = _model_errors(spec)
+    errors += model_errors
+    dataset: LoadedDataset | None = None
+    try:
+        dataset = load_dataset(spec.dataset)
+    except DataError as exc:
+        errors.append(FieldError(exc.field, exc.message))
+    if errors:
+        raise SpecError(errors)
+    assert model_path is not None and dataset is not None
+    return Preflight(model_path=model_path, dataset=dataset)
+
+
+def check(spec: FineTuneJobSpec) -> None:
+    """Raise `graft.api.SpecError` (with one FieldError per problem) if the job cannot run."""
+    inspect(spec)

@@ -1,0 +1,42 @@
+"""graft.jobs end to end on a real local Ray: Train + Tune + DeepSpeed + real MiniLM, then export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from graft.api import FineTuneJob
+from graft.jobs.entrypoint import RESULT_FILE, read_result, run_job
+from graft.jobs.events import JobEvent, PhaseEvent, TrialEpochEvent
+from tests.e2e.conftest import tiny_job
+
+pytestmark = pytest.mark.e2e
+
+
+def test_run_job_exports_a_model_that_loads_with_label_names(ray_cluster: dict, minilm_path: Path, sentiment_jsonl: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    job = FineTuneJob.model_validate(tiny_job(minilm_path, sentiment_jsonl, name="single", training={"epochs": 2}))
+    events: list[JobEvent] = []
+
+    result = run_job(job, tmp_path / "run", on_event=events.append)
+
+    assert result.status == "succeeded", result.message
+    assert result.label_names == ["negative", "positive"]
+    assert result.best_trial_id and result.model_uri and result.checkpoint_uri
+    assert set(result.best_metrics) == {"train_loss", "eval_loss", "eval_accuracy", "eval_f1"}
+    assert result.best_score == result.best_metrics["eval_accuracy"]
+    assert [t.epochs_completed for t in result.trials] == [2]
+    assert [h.epoch for h in result.trials[0].history] == [1, 2]
+    assert {"preflight", "loading", "tuning", "exporting"} <= set(result.phase_seconds)
+    on_disk = read_result(tmp_path / "run" / RESULT_FILE)
+    assert on_disk.best_trial_id == result.best_trial_id
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_uri)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert (Path(result.model_uri) / "model.safetensors").is_file()
+    assert (Path(result.model_uri) / "tokenizer.json").is_file()
+    assert json.loads((Path(result.model_uri) / "graft_export.json").read_text())["trial_id"] == result.best_trial_id
+    assert [e.phase for e in events if isinstance(e, PhaseEvent)] == ["preflight", "loading", "tuning", "exporting", "done"]
+    assert [e.epoch for e in events if isinstance(e, TrialEpochEvent)] == [1, 2]
