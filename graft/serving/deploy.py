@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -14,6 +15,7 @@ from graft.serving.args import ServeArgs, serve_config
 from graft.serving.model import label_names_of, resolve_model_dir
 
 HOST = "127.0.0.1"
+logger = logging.getLogger(__name__)
 
 
 class DeployError(RuntimeError):
@@ -39,7 +41,8 @@ def deploy_local(
 ) -> str:
     """Deploy `model_uri` as Serve application `app_name`; return its URL once /healthz answers 200.
 
-    Serve's HTTP proxy listens on 127.0.0.1:`http_port` (set the first time Serve starts on this Ray).
+    Serve's HTTP proxy listens on 127.0.0.1:`http_port`; if Serve already runs on this Ray, its proxy
+    keeps the port it started with, and the returned URL has that port.
     A model directory that cannot be served raises ModelLoadError before anything is deployed.
     With `blocking=True`, keep serving until interrupted (Ctrl-C), then return.
     """
@@ -52,6 +55,7 @@ def deploy_local(
     )
     entry = serve_config(args, app_name=app_name, route_prefix=route_prefix, serving=serving)
     serve.start(http_options={"host": HOST, "port": http_port})
+    http_port = proxy_port(http_port)
     try:
         serve.run(application(args, entry["deployments"][0]), name=app_name, route_prefix=route_prefix)
     except RuntimeError as exc:
@@ -65,6 +69,17 @@ def deploy_local(
         except KeyboardInterrupt:
             pass
     return url
+
+
+def proxy_port(requested: int) -> int:
+    """The port Serve's HTTP proxy really listens on: Serve keeps the options it first started with."""
+    from ray.serve.context import _get_global_client  # no public getter for the running HTTP options
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    port = client.http_config.port if client is not None else requested
+    if port != requested:
+        logger.warning("Serve already runs on this Ray with its HTTP proxy on port %d; using it instead of %d", port, requested)
+    return int(port)
 
 
 def wait_healthy(url: str, app_name: str, *, timeout_s: float) -> dict[str, object]:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,16 @@ def predict(url: str, body: Any) -> httpx.Response:
     return httpx.post(f"{url}/predict", json=body, timeout=60)
 
 
+def eventually_status(url: str, status: int, timeout_s: float = 30.0) -> bool:
+    """Poll GET `url` until it answers `status` (the proxy's route table updates asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(url, timeout=10).status_code == status:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def healthz(url: str) -> dict[str, Any]:
     response = httpx.get(f"{url}/healthz", timeout=30)
     assert response.status_code == 200, response.text
@@ -184,3 +195,19 @@ def test_concurrent_requests_share_forward_passes_through_serve_batch(endpoint: 
     assert texts == 16
     assert batches < texts, f"16 single-text requests ran in {batches} forward passes; @serve.batch did not group them"
     assert after["largest_batch"] > 1
+
+
+def test_a_second_application_shares_the_running_proxy_and_is_deleted_alone(endpoint: str, exported_model: Path) -> None:
+    from graft.serving.deploy import deploy_local, shutdown_local
+
+    first_port = httpx.URL(endpoint).port
+    url = deploy_local(str(exported_model), ServingSpec(), app_name=f"{APP}-2", route_prefix="/second",
+                       http_port=free_port(), label_names=["neg", "pos"])
+    try:
+        assert httpx.URL(url).port == first_port and url.endswith("/second")
+        assert healthz(url)["labels"] == ["neg", "pos"]
+        assert predict(url, {"text": "awful terrible film"}).json()["predictions"][0]["label"] == "neg"
+    finally:
+        shutdown_local(f"{APP}-2")
+    assert eventually_status(f"{url}/healthz", 404), "the deleted application still answers"
+    assert healthz(endpoint)["status"] == "ok"
