@@ -79,6 +79,11 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _resolve(value, defs)
     if "const" in out:
         out["enum"] = [out.pop("const")]
+    # JSON Schema 2020 writes exclusive bounds as numbers; OpenAPI v3 (CRDs) wants a bound + a boolean.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(out.get(flag), (int, float)) and not isinstance(out.get(flag), bool):
+            out[bound] = out[flag]
+            out[flag] = True
     if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
         out.setdefault("type", "object")
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:

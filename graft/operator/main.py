@@ -5,10 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import sys
 from typing import Any
 
 from graft.operator.settings import DEFAULT_RAY_IMAGE, OperatorSettings
+
+
+def _priority(value: str) -> int:
+    if value == "random":
+        return random.randint(1, 1_000_000)
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--priority {value!r}: use an integer or 'random'") from exc
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     peer = p.add_mutually_exclusive_group()
     peer.add_argument("--standalone", action="store_true", default=True, help="no peering with other operator replicas (default)")
     peer.add_argument("--peering", metavar="NAME", help="coordinate replicas through this KopfPeering object")
+    p.add_argument("--priority", type=_priority, default=0,
+                   help="peering priority (an integer, or 'random' so replicas of one Deployment differ)")
     p.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--ray-image", default=os.environ.get("GRAFT_RAY_IMAGE", DEFAULT_RAY_IMAGE), help="default Ray image (with graft)")
@@ -73,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
         namespaces=namespaces,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=args.priority,
         liveness_endpoint=args.liveness,
     )
     return 0
