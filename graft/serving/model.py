@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from graft.jobs.sources import SourceError, resolve_source
 from graft.serving.args import ServeArgs
 
 
@@ -19,16 +19,13 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_model_dir(uri: str) -> Path:
-    """A local directory for a model path or file:// URI."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        path = Path(unquote(parsed.path))
-    elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
-        path = Path(uri).expanduser()
-    else:
-        raise ModelLoadError(f"modelUri {uri!r}: scheme {parsed.scheme}:// is not supported here; use a local path or file:// URI")
+    """A local directory for `modelUri`: a path, file://, package://, hf:// or fsspec URI (graft.jobs.sources)."""
+    try:
+        path = resolve_source(uri, field="args.modelUri", kind="model")
+    except SourceError as exc:
+        raise ModelLoadError(str(exc)) from exc
     if not path.is_dir():
-        raise ModelLoadError(f"modelUri {uri!r}: {path} is not a directory; point it at an exported Hugging Face model directory")
+        raise ModelLoadError(f"args.modelUri: {uri!r} resolves to {path}, which is not a directory; point it at an exported Hugging Face model directory")
     return path
 
 

