@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,13 +57,14 @@ from graft.operator.reconcile import (
     JobObservation,
     compute_endpoint_status,
     compute_status,
-    endpoint_status_patch,
     iso,
     needs_resync,
     status_patch,
 )
 from graft.operator.result import ResultSource, ResultUnavailable, read_result
 from graft.operator.settings import OperatorSettings
+from graft.operator.shared.jobs import ClusterUnavailable
+from graft.operator.shared.runtime import SharedRuntime
 
 try:  # written by the chart engineer; optional so the operator runs without policies
     from graft.api.policy import FineTunePolicy
@@ -135,6 +137,7 @@ class Operator:
     def __init__(self, kube: k.Kube, settings: OperatorSettings) -> None:
         self.kube = kube
         self.settings = settings
+        self.shared = SharedRuntime(settings)  # spec.runtime.cluster / spec.cluster: a shared Ray cluster
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -181,6 +184,10 @@ class Operator:
                 return
             job = admitted
 
+        if job.spec.runtime.cluster is not None:
+            self._reconcile_shared_job(raw, job, prev)
+            return
+
         rj_name = ray_name(name)
         obs = JobObservation(generation=gen, ray_job_name=rj_name, suspend=job.spec.suspend)
         rayjob = self.kube.get(k.RAYJOBS, ns, rj_name)
@@ -225,7 +232,7 @@ class Operator:
             if METRICS is not None:
                 METRICS.record_admission("waiting")
             waiting = (prev or FineTuneJobStatus()).model_copy(update={"message": "waiting: " + "; ".join(adm.violations)})
-            self.kube.patch_status(k.FINETUNEJOBS, ns, job.metadata.name, status_patch(prev, waiting))
+            self._patch_job_status(raw, waiting)
             raise kopf.TemporaryError("; ".join(adm.violations), delay=30)
         if METRICS is not None:
             METRICS.record_admission("rejected")
@@ -302,7 +309,8 @@ class Operator:
             return None, None
         ns = job.metadata.namespace or ""
         ep_name = serving.endpoint or job.metadata.name
-        url = serve_url(ray_name(ep_name), ns, self.settings.serve_port)
+        url = (self.shared.endpoint_url(self.shared.job_dashboard(job), ns, ep_name) if job.spec.runtime.cluster
+               else serve_url(ray_name(ep_name), ns, self.settings.serve_port))
         for _ in range(5):  # optimistic concurrency: other jobs may promote into the same endpoint
             existing = self.kube.get(k.MODELENDPOINTS, ns, ep_name)
             current = ServedModel.model_validate(existing["spec"]["model"]) if existing else None
@@ -336,17 +344,58 @@ class Operator:
         self, raw: dict[str, Any], prev: FineTuneJobStatus | None, obs: JobObservation
     ) -> FineTuneJobStatus | None:
         new = compute_status(prev, obs, _now())
-        patch = status_patch(prev, new)
         ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
-        if patch:
-            if self.kube.patch_status(k.FINETUNEJOBS, ns, name, patch) is None:
-                return None
+        if not self._patch_job_status(raw, new):
+            return None
         old_phase = prev.phase if prev else None
         if new.phase != old_phase:
             _phase_event(raw, new)
         if METRICS is not None:
             METRICS.set_job_phase(ns, name, str(new.phase))
         return new
+
+    def _patch_job_status(self, raw: dict[str, Any], new: FineTuneJobStatus) -> bool:
+        """Write `new` over the status `raw` holds; `raw` then holds `new`. False if the job is gone."""
+        patch = status_patch(_known(FineTuneJobStatus, raw.get("status")), new)
+        if patch and self.kube.patch_status(
+            k.FINETUNEJOBS, raw["metadata"]["namespace"], raw["metadata"]["name"], patch
+        ) is None:
+            return False
+        raw["status"] = new.to_wire()
+        return True
+
+    def _reconcile_shared_job(self, raw: dict[str, Any], job: FineTuneJob, prev: FineTuneJobStatus | None) -> None:
+        """spec.runtime.cluster: the job's Ray job on the shared cluster stands in for a RayJob."""
+        try:
+            view = self.shared.observe_job(job, prev)
+        except ClusterUnavailable as exc:
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+        if view.submitted:
+            kopf.info(raw, reason="Submitted", message=f"Ray job {view.submission_id} submitted to {view.dashboard}")
+        if view.stopped:
+            kopf.info(raw, reason="Stopping", message=f"Ray job {view.submission_id} is being stopped (spec.suspend)")
+        obs = JobObservation(generation=raw["metadata"].get("generation"), ray_job=view.ray_job,
+                             suspend=job.spec.suspend, log_uri=view.log_uri)
+        obs = self._with_result(job, prev, obs)
+        new = self._write_job_status(raw, prev, obs)
+        if new is not None and Phase(new.phase).is_terminal:
+            self._finish(raw, job, new)
+
+    def delete_shared_job(self, raw: dict[str, Any], retry: int) -> None:
+        """Finalizer of a FineTuneJob on a shared cluster (nothing in Kubernetes owns its Ray job)."""
+        try:
+            job = parse_job(raw)
+        except SpecError:
+            return
+        try:
+            done = self.shared.cleanup_job(job, previous_job_status(raw))
+        except ClusterUnavailable as exc:
+            if retry >= 10:
+                log.warning("giving up on the Ray job of %s/%s: %s", job.metadata.namespace, job.metadata.name, exc)
+                return
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+        if not done:
+            raise kopf.TemporaryError("waiting for the Ray job to stop", delay=2)
 
     # ================================================================ ModelEndpoint
     def reconcile_endpoint(self, raw: dict[str, Any], *, strict: bool = False) -> None:
@@ -364,9 +413,12 @@ class Operator:
             ep = parse_endpoint(raw)
         except SpecError as exc:
             st = (prev or ModelEndpointStatus()).model_copy(update={"phase": "Failed"})
-            self.kube.patch_status(k.MODELENDPOINTS, ns, name, endpoint_status_patch(prev, st))
+            self.kube.patch_status(k.MODELENDPOINTS, ns, name, status_patch(_known(ModelEndpointStatus, raw.get("status")), st))
             if strict:
                 raise kopf.PermanentError(str(exc)) from exc
+            return
+        if ep.spec.cluster is not None:
+            self._reconcile_shared_endpoint(raw, ep, prev)
             return
         rs_name = ray_name(name)
         base = EndpointObservation(
@@ -390,11 +442,39 @@ class Operator:
             log.info("updated RayService %s/%s to model version %s", ns, rs_name, ep.spec.model.version)
         self._write_endpoint_status(raw, prev, _replace(base, ray_service=rs))
 
+    def _reconcile_shared_endpoint(self, raw: dict[str, Any], ep: ModelEndpoint, prev: ModelEndpointStatus | None) -> None:
+        """spec.cluster: the endpoint is a Serve application on the shared cluster."""
+        try:
+            view = self.shared.observe_endpoint(ep)
+        except ClusterUnavailable as exc:
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+        if view.deployed:
+            kopf.info(raw, reason="Deploying", message=f"Serve application {view.application} set to model version "
+                                                        f"{ep.spec.model.version} ({ep.spec.model.uri})")
+        self._write_endpoint_status(raw, prev, EndpointObservation(
+            generation=raw["metadata"].get("generation"), model=ep.spec.model, application=view.application,
+            url=view.url, ray_service=view.ray_service, history_limit=self.settings.history_limit,
+        ))
+
+    def delete_shared_endpoint(self, raw: dict[str, Any], retry: int) -> None:
+        """Finalizer of a ModelEndpoint on a shared cluster: remove its Serve application."""
+        try:
+            ep = parse_endpoint(raw)
+        except SpecError:
+            return
+        try:
+            self.shared.remove_endpoint(ep)
+        except ClusterUnavailable as exc:
+            if retry >= 10:
+                log.warning("giving up on the Serve application of %s/%s: %s", ep.metadata.namespace, ep.metadata.name, exc)
+                return
+            raise kopf.TemporaryError(str(exc), delay=10) from exc
+
     def _write_endpoint_status(
         self, raw: dict[str, Any], prev: ModelEndpointStatus | None, obs: EndpointObservation
     ) -> None:
         new = compute_endpoint_status(prev, obs, _now())
-        patch = endpoint_status_patch(prev, new)
+        patch = status_patch(_known(ModelEndpointStatus, raw.get("status")), new)
         if patch:
             self.kube.patch_status(k.MODELENDPOINTS, raw["metadata"]["namespace"], raw["metadata"]["name"], patch)
         if prev is None or prev.phase != new.phase:
@@ -449,6 +529,9 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=reg)
     def login(**kwargs: Any) -> Any:
+        # An explicit --kubeconfig ($KUBECONFIG, read now) wins; else in-cluster, else the default kubeconfig.
+        if os.environ.get("KUBECONFIG"):
+            return kopf.login_with_kubeconfig(**kwargs)
         return kopf.login_via_client(**kwargs)
 
     @kopf.on.probe(id="api", registry=reg)
@@ -502,6 +585,35 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         if type == "DELETED" or not owner:
             return
         _counted("ModelEndpoint", op.reconcile_endpoint, {"metadata": {"namespace": namespace, "name": owner}})
+
+    # ---- shared Ray cluster (spec.runtime.cluster / spec.cluster): no child objects to watch, so poll;
+    # a finalizer, because nothing in Kubernetes owns the Ray job or the Serve application.
+    def _shared_job(spec: Any, **_: Any) -> bool:
+        return bool(((spec or {}).get("runtime") or {}).get("cluster"))
+
+    def _shared_endpoint(spec: Any, **_: Any) -> bool:
+        return bool((spec or {}).get("cluster"))
+
+    @kopf.timer(GROUP, VERSION, "finetunejobs", interval=settings.shared_poll_seconds,
+                initial_delay=settings.shared_poll_seconds,
+                when=lambda spec, status, **_: _shared_job(spec) and needs_resync(dict(status)), registry=reg)
+    def shared_job_poll(body: kopf.Body, **_: Any) -> None:
+        _counted("FineTuneJob", op.reconcile_job, copy.deepcopy(dict(body)))
+
+    @kopf.on.delete(GROUP, VERSION, "finetunejobs", when=_shared_job, registry=reg)
+    def shared_job_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+        op.delete_shared_job(copy.deepcopy(dict(body)), retry)
+
+    @kopf.timer(GROUP, VERSION, "modelendpoints", interval=settings.shared_poll_seconds,
+                initial_delay=settings.shared_poll_seconds,
+                when=lambda spec, status, **_: _shared_endpoint(spec) and (status or {}).get("phase") != "Ready",
+                registry=reg)
+    def shared_endpoint_poll(body: kopf.Body, **_: Any) -> None:
+        _counted("ModelEndpoint", op.reconcile_endpoint, copy.deepcopy(dict(body)))
+
+    @kopf.on.delete(GROUP, VERSION, "modelendpoints", when=_shared_endpoint, registry=reg)
+    def shared_endpoint_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+        op.delete_shared_endpoint(copy.deepcopy(dict(body)), retry)
 
     return reg
 

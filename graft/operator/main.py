@@ -57,13 +57,12 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)  # kopf's login reads it too
     import kopf
 
     from graft.operator.handlers import Operator, build_registry
     from graft.operator.kube import Kube, api_client
-
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)  # kopf's login reads it too
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("graft").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     settings = settings_from_args(args)

@@ -57,6 +57,7 @@ class JobObservation:
     endpoint_url: str | None = None
     suspend: bool = False
     ray_job_deleted: bool = False  # the operator deleted the finished RayJob after its TTL
+    log_uri: str | None = None  # where the finished job's log was copied (shared clusters)
 
 
 def _set_condition(
@@ -121,6 +122,8 @@ def compute_status(previous: FineTuneJobStatus | None, obs: JobObservation, now:
 
     accepted = next((c for c in st.conditions if c.type == ACCEPTED), None)
     ran = accepted is not None and accepted.status == "True"
+    if obs.log_uri:
+        st.log_uri = obs.log_uri
     if Phase(st.phase).is_terminal and ran:
         # Sticky terminal phase; only promotion and the endpoint may still change.
         if obs.promotion is not None:
@@ -229,10 +232,12 @@ def _promotion_condition(conds: list[Condition], p: Promotion, ts: str, gen: int
     return _set_condition(conds, PROMOTED, status, p.decision.capitalize(), f"{p.endpoint}: {p.reason}", ts, gen)
 
 
-def status_patch(old: FineTuneJobStatus | None, new: FineTuneJobStatus) -> dict[str, Any]:
-    """A merge patch for `status`: the new wire document, with fields that disappeared set to null."""
+def status_patch(server: dict[str, Any] | None, new: FineTuneJobStatus | ModelEndpointStatus) -> dict[str, Any]:
+    """A merge patch turning the status on the server (its wire dict) into `new`: changed fields,
+    and null for fields that disappeared. Diffing against the server's document (not a parsed
+    model with defaults) makes sure defaults such as phase Pending are written too."""
     new_wire = new.to_wire()
-    old_wire = old.to_wire() if old is not None else {}
+    old_wire = server or {}
     patch: dict[str, Any] = {k: v for k, v in new_wire.items() if old_wire.get(k) != v}
     for key in old_wire:
         if key not in new_wire:
@@ -316,15 +321,6 @@ def compute_endpoint_status(
     return st
 
 
-def endpoint_status_patch(old: ModelEndpointStatus | None, new: ModelEndpointStatus) -> dict[str, Any]:
-    new_wire = new.to_wire()
-    old_wire = old.to_wire() if old is not None else {}
-    patch: dict[str, Any] = {k: v for k, v in new_wire.items() if old_wire.get(k) != v}
-    for key in old_wire:
-        if key not in new_wire:
-            patch[key] = None
-    return patch
-
 
 def needs_resync(status: dict[str, Any] | None) -> bool:
     """Whether the safety-net timer still has work on a FineTuneJob (wire status): anything not
@@ -336,4 +332,6 @@ def needs_resync(status: dict[str, Any] | None) -> bool:
     conds = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     if conds.get(ACCEPTED) != "True":
         return False  # refused before running: nothing to clean up
+    if status.get("jobSubmissionId") and not status.get("rayJobName"):  # shared cluster: no RayJob to delete
+        return phase == Phase.SUCCEEDED.value and not status.get("promotion")
     return conds.get(RAYJOB_DELETED) != "True"

@@ -43,3 +43,8 @@ class OperatorSettings(BaseModel):
     serve_port: int = Field(default=8000, ge=1, le=65535)
     history_limit: int = Field(default=20, ge=1, le=20, description="Promotions kept in ModelEndpoint status.")
     resync_seconds: float = Field(default=30.0, gt=0, description="Safety-net timer that re-reads child status.")
+    shared_dashboard_url: str = Field(
+        default="http://{name}-head-svc.{namespace}.svc:8265",
+        description="Dashboard of a shared RayCluster named by spec.runtime.cluster.name ({name}, {namespace} filled in).",
+    )
+    shared_poll_seconds: float = Field(default=5.0, gt=0, description="How often jobs on a shared Ray cluster are polled.")

@@ -131,9 +131,13 @@ def test_unchanged_condition_keeps_its_transition_time() -> None:
 def test_status_patch_nulls_removed_fields_and_skips_equal_ones() -> None:
     a = step(None, ray_job=rayjob("Running", "RUNNING"))
     b = a.model_copy(update={"message": "x", "dashboard_url": None})
-    a2 = a.model_copy(update={"dashboard_url": "http://d:8265"})
-    patch = status_patch(a2, b)
+    server = {**a.to_wire(), "dashboardUrl": "http://d:8265"}
+    patch = status_patch(server, b)
     assert patch["message"] == "x" and patch["dashboardUrl"] is None and "phase" not in patch
+
+
+def test_status_patch_writes_defaults_missing_on_the_server() -> None:
+    assert status_patch({}, FineTuneJobStatus())["phase"] == "Pending"
 
 
 # ------------------------------------------------------------------ promotion

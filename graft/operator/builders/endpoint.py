@@ -34,6 +34,8 @@ def build_endpoint(job: FineTuneJob, result: TrainingResult, name: str) -> dict[
     }
     if job.spec.runtime.image:
         spec["image"] = job.spec.runtime.image
+    if job.spec.runtime.cluster is not None:  # serve where it trained: the same shared Ray cluster
+        spec["cluster"] = job.spec.runtime.cluster.to_wire()
     return {
         "apiVersion": job.api_version,
         "kind": "ModelEndpoint",

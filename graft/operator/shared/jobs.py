@@ -1,0 +1,239 @@
+"""Training on a shared Ray cluster through Ray's Job Submission API.
+
+Submission uses `ray.job_submission.JobSubmissionClient` (it uploads the spec as the job's
+`working_dir` package); status, logs, stop and delete use the same REST endpoints directly with
+timeouts, so a slow dashboard never blocks an operator thread for good.
+
+The job's Ray status is translated into the shape of a KubeRay RayJob status (`as_rayjob`), the
+input `graft.operator.reconcile.compute_status` already maps onto Graft phases.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from graft.api.spec import FineTuneJob
+from graft.operator.builders.rayjob import job_result_uri, runtime_env, spec_document
+from graft.operator.settings import OperatorSettings
+
+SPEC_FILE = "finetunejob.yaml"
+LOCAL_RESULT = "result.json"  # in the job's working dir when no storage is configured
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+META_NAMESPACE = "graft.dev/namespace"
+META_NAME = "graft.dev/finetunejob"
+META_UID = "graft.dev/uid"
+
+
+class ClusterUnavailable(RuntimeError):
+    """The shared cluster's dashboard could not be reached or refused a request; says which and why."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What the Job Submission API reports about one job."""
+
+    submission_id: str
+    status: str  # PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    message: str = ""
+    start_time_ms: int | None = None
+    end_time_ms: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything `submit_job` receives for a FineTuneJob (pure, built from spec and settings)."""
+
+    submission_id: str
+    entrypoint: str
+    env_vars: dict[str, str]
+    spec_yaml: str
+    metadata: dict[str, str]
+    entrypoint_num_cpus: float = 0.0
+    entrypoint_num_gpus: float = 0.0
+
+
+def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: str) -> Submission:
+    """The Ray job of a FineTuneJob: `python -m graft.jobs --spec finetunejob.yaml --result URI`.
+
+    The spec travels as the job's working_dir package (no shared volume needed for it). The driver
+    reserves no CPU: Ray Train's workers request spec.resources themselves and a driver holding a
+    CPU would starve them on a small cluster."""
+    name = job.metadata.name
+    namespace = job.metadata.namespace or ""
+    uid = str((job.metadata.model_extra or {}).get("uid") or "")
+    result = job_result_uri(job, settings) or LOCAL_RESULT
+    argv = ["python", "-m", "graft.jobs", "--spec", SPEC_FILE, "--result", result]
+    env = {**runtime_env(job, settings)["env_vars"], "GRAFT_JOB_NAME": name}
+    return Submission(
+        submission_id=submission,
+        entrypoint=shlex.join(argv),
+        env_vars=env,
+        spec_yaml=yaml.safe_dump(spec_document(job), sort_keys=False),
+        metadata={META_NAMESPACE: namespace, META_NAME: name, META_UID: uid},
+    )
+
+
+def _iso_ms(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def as_rayjob(
+    info: JobInfo | None,
+    *,
+    suspend: bool,
+    dashboard: str,
+    submission: str,
+    cluster_name: str | None = None,
+    error: str | None = None,
+) -> dict[str, Any] | None:
+    """A RayJob-shaped document (`status.jobDeploymentStatus`/`jobStatus`) for `compute_status`.
+
+    Ray PENDING/RUNNING map to a running deployment, SUCCEEDED/FAILED to Complete, STOPPED to
+    Suspended while spec.suspend is true (else Complete: someone stopped it). `error` replaces
+    Ray's long failure message (which embeds 20 kB of log) with the line that matters."""
+    if info is None:
+        return None
+    status = info.status
+    if suspend and status in ("PENDING", "RUNNING"):
+        deploy, job_status = "Suspending", status
+    elif suspend and status == "STOPPED":
+        deploy, job_status = "Suspended", status
+    elif status in ("PENDING", "RUNNING"):
+        deploy, job_status = "Running", status
+    else:
+        deploy, job_status = "Complete", status
+    message = error or info.message or ""
+    st: dict[str, Any] = {
+        "jobDeploymentStatus": deploy,
+        "jobStatus": job_status,
+        "jobId": submission,
+        "dashboardURL": dashboard,
+        "message": message if deploy == "Complete" and status != "SUCCEEDED" else "",
+    }
+    if cluster_name:
+        st["rayClusterName"] = cluster_name
+    if info.start_time_ms and status != "PENDING":
+        st["startTime"] = _iso_ms(info.start_time_ms)
+    if info.end_time_ms and info.terminal:
+        st["endTime"] = _iso_ms(info.end_time_ms)
+    return {"status": st}
+
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)|error|Error|ERROR)\b.*")
+_NOISE = re.compile(r"^\s*(\(\w+ pid=\d+.*\)\s*)?$|^-{3,}|^Traceback \(most recent call last\)|^\s+File \"")
+
+
+def error_summary(log: str, limit: int = 1500) -> str:
+    """The lines of a failed job's log that say what went wrong.
+
+    The last Python exception line when there is a traceback; else the last non-empty lines
+    (graft.jobs prints spec problems as `path: message` lines before exiting with status 2)."""
+    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line) and not _NOISE.match(line):
+            return line.strip()[:limit]
+    tail: list[str] = []
+    for line in reversed(lines):
+        if _NOISE.match(line) or "job_manager.py" in line or line.startswith("Running entrypoint for job"):
+            continue
+        tail.insert(0, line.strip())
+        if len(tail) >= 6 or sum(len(t) for t in tail) > limit:
+            break
+    return "\n".join(tail)[-limit:]
+
+
+class RayJobs:
+    """The Job Submission API of one Ray dashboard."""
+
+    def __init__(self, dashboard: str, timeout: float = 15.0) -> None:
+        self.dashboard = dashboard.rstrip("/")
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str) -> httpx.Response:
+        url = f"{self.dashboard}{path}"
+        try:
+            return httpx.request(method, url, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise ClusterUnavailable(f"cannot reach the Ray dashboard at {self.dashboard} ({method} {path}): {exc}") from exc
+
+    def _fail(self, resp: httpx.Response, what: str) -> ClusterUnavailable:
+        return ClusterUnavailable(f"{what} on {self.dashboard}: HTTP {resp.status_code}: {resp.text[:500]}")
+
+    def info(self, submission: str) -> JobInfo | None:
+        """The job's status; None when the cluster has no job of this id."""
+        resp = self._request("GET", f"/api/jobs/{submission}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._fail(resp, f"reading Ray job {submission}")
+        doc = resp.json()
+        return JobInfo(
+            submission_id=submission,
+            status=str(doc.get("status") or "PENDING"),
+            message=str(doc.get("message") or ""),
+            start_time_ms=doc.get("start_time") or None,
+            end_time_ms=doc.get("end_time") or None,
+        )
+
+    def logs(self, submission: str) -> str | None:
+        """The job's whole log (driver stdout and stderr); None when there is no such job."""
+        resp = self._request("GET", f"/api/jobs/{submission}/logs")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._fail(resp, f"reading the log of Ray job {submission}")
+        return str(resp.json().get("logs") or "")
+
+    def stop(self, submission: str) -> bool:
+        """Ask Ray to stop the job (SIGTERM, then SIGKILL); False when it was not running."""
+        resp = self._request("POST", f"/api/jobs/{submission}/stop")
+        if resp.status_code == 404:
+            return False
+        if resp.status_code != 200:
+            raise self._fail(resp, f"stopping Ray job {submission}")
+        return bool(resp.json().get("stopped"))
+
+    def delete(self, submission: str) -> bool:
+        """Forget a finished job (its record and log pointer); False when there is no such job."""
+        resp = self._request("DELETE", f"/api/jobs/{submission}")
+        if resp.status_code == 404:
+            return False
+        if resp.status_code != 200:
+            raise self._fail(resp, f"deleting Ray job {submission}")
+        return bool(resp.json().get("deleted"))
+
+    def submit(self, sub: Submission) -> str:
+        """Submit through JobSubmissionClient (it packages and uploads the working dir)."""
+        from ray.job_submission import JobSubmissionClient
+
+        with tempfile.TemporaryDirectory(prefix="graft-submit-") as tmp:
+            (Path(tmp) / SPEC_FILE).write_text(sub.spec_yaml)
+            try:
+                client = JobSubmissionClient(self.dashboard)
+                return client.submit_job(
+                    entrypoint=sub.entrypoint,
+                    submission_id=sub.submission_id,
+                    runtime_env={"working_dir": tmp, "env_vars": dict(sub.env_vars)},
+                    metadata=dict(sub.metadata),
+                    entrypoint_num_cpus=sub.entrypoint_num_cpus,
+                    entrypoint_num_gpus=sub.entrypoint_num_gpus,
+                )
+            except (ConnectionError, RuntimeError, OSError) as exc:  # requests' errors subclass OSError
+                raise ClusterUnavailable(
+                    f"submitting Ray job {sub.submission_id} to {self.dashboard} failed: {exc}"
+                ) from exc
