@@ -63,6 +63,7 @@ class FineTuneJobStatus(ApiModel):
     best_config: dict[str, str] | None = None
     model_uri: str | None = None
     endpoint: str | None = Field(default=None, description="URL of the endpoint serving this job's model.")
+    log_uri: str | None = Field(default=None, description="Copy of the finished job's training log (shared Ray clusters).")
     trials: list[TrialSummary] = Field(default_factory=list)
     promotion: Promotion | None = None
     result: dict[str, Any] | None = Field(

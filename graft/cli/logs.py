@@ -1,0 +1,138 @@
+"""`graft logs NAME [-n NS]`: the training log of a FineTuneJob, live or after it finished.
+
+Where the log comes from, in order:
+1. the Ray job itself, through the Job Submission API of the dashboard in the job's status
+   (`status.dashboardUrl` + `status.jobSubmissionId`; on a shared cluster the Ray job is kept
+   until the FineTuneJob is deleted; a RayJob's cluster lives until its TTL);
+2. the copy the operator wrote next to the result when the job ended (`status.logUri`).
+
+The dashboard of a KubeRay cluster is an in-cluster address: from outside, port-forward it
+(`kubectl port-forward svc/CLUSTER-head-svc 8265`) and pass `--dashboard http://127.0.0.1:8265`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+TERMINAL_PHASES = ("Succeeded", "Failed", "Rejected")
+
+
+def add_parser(sub: Any, lazy: Any) -> None:
+    p = sub.add_parser("logs", help="print the training log of a FineTuneJob (also after it finished)")
+    p.add_argument("name", help="FineTuneJob name")
+    p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG / ~/.kube/config, else in-cluster)")
+    p.add_argument("--dashboard", help="Ray dashboard URL to read from instead of status.dashboardUrl (e.g. a port-forward)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the Ray job ends")
+    p.add_argument("--tail", type=int, default=None, metavar="N", help="print only the last N lines")
+    p.set_defaults(func=lazy("graft.cli.logs", "main"))
+
+
+def _namespace(args: argparse.Namespace) -> str:
+    if args.namespace:
+        return str(args.namespace)
+    import kubernetes
+
+    try:
+        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
+    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
+        return "default"
+    return str(((active or {}).get("context") or {}).get("namespace") or "default")
+
+
+def _http(url: str) -> str:
+    return url if "://" in url else f"http://{url}"
+
+
+def _tail(text: str, n: int | None) -> str:
+    if n is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-n:]) if n > 0 else ""
+
+
+def _read_copy(uri: str) -> str | None:
+    import fsspec
+
+    try:
+        with fsspec.open(uri, "r") as fh:
+            return str(fh.read())
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def main(args: argparse.Namespace) -> int:
+    from kubernetes.client import ApiException
+
+    from graft.operator import kube as k
+    from graft.operator.shared.jobs import ClusterUnavailable, RayJobs
+
+    ns = _namespace(args)
+    client = k.Kube(k.api_client(args.kubeconfig))
+    try:
+        obj = client.get(k.FINETUNEJOBS, ns, args.name)
+    except ApiException as exc:
+        print(f"graft logs: cannot read FineTuneJob {ns}/{args.name}: {exc.reason} ({exc.status})", file=sys.stderr)
+        return 1
+    if obj is None:
+        print(f"graft logs: FineTuneJob {ns}/{args.name} not found (check -n NAMESPACE)", file=sys.stderr)
+        return 1
+    st = obj.get("status") or {}
+    sid = st.get("jobSubmissionId")
+    dashboard = args.dashboard or st.get("dashboardUrl")
+    problems: list[str] = []
+    if sid and dashboard:
+        api = RayJobs(_http(dashboard))
+        try:
+            text = api.logs(sid)
+        except ClusterUnavailable as exc:
+            text = None
+            problems.append(str(exc))
+        if text is not None:
+            sys.stdout.write(_tail(text, args.tail))
+            sys.stdout.flush()
+            if args.follow:
+                return _follow(api, sid, len(text))
+            return 0
+        if not problems:
+            problems.append(f"the Ray cluster at {dashboard} has no job {sid} (any more)")
+    elif not sid:
+        problems.append(f"no Ray job yet (phase {st.get('phase') or 'Pending'}: {st.get('message') or 'not started'})")
+    else:
+        problems.append("status.dashboardUrl is empty: pass --dashboard URL")
+    copy = st.get("logUri")
+    if copy:
+        text = _read_copy(copy)
+        if text is not None:
+            sys.stdout.write(_tail(text, args.tail))
+            return 0
+        problems.append(f"the log copy {copy} is not readable from here")
+    hint = ""
+    if st.get("rayClusterName") and not args.dashboard:
+        hint = (f"\n  hint: kubectl -n {ns} port-forward svc/{st['rayClusterName']}-head-svc 8265 &&"
+                f" graft logs {args.name} -n {ns} --dashboard http://127.0.0.1:8265")
+    print(f"graft logs: no log for FineTuneJob {ns}/{args.name}: " + "; ".join(problems) + hint, file=sys.stderr)
+    return 1
+
+
+def _follow(api: Any, sid: str, printed: int, interval: float = 2.0) -> int:
+    """Print what the log gained since `printed` characters, until the Ray job is finished."""
+    from graft.operator.shared.jobs import ClusterUnavailable
+
+    while True:
+        try:
+            info = api.info(sid)
+            text = api.logs(sid) or ""
+        except ClusterUnavailable as exc:
+            print(f"graft logs: {exc}", file=sys.stderr)
+            return 1
+        if len(text) > printed:
+            sys.stdout.write(text[printed:])
+            sys.stdout.flush()
+            printed = len(text)
+        if info is None or info.terminal:
+            return 0
+        time.sleep(interval)

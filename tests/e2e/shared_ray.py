@@ -1,0 +1,203 @@
+"""A real local Ray head for the shared-cluster tests: own temp dir, own ports, stopped by killing
+only the processes it started (never `ray stop`, which stops every Ray of the user on the machine).
+
+    head = RayHead(resources={"tune_driver": 2}).start()
+    head.dashboard_url   # http://127.0.0.1:PORT, for the Job Submission and Serve REST APIs
+    head.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
+
+# Environment of the head and so of every job driver, worker and Serve replica it starts.
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # a token left in ~/.ray by a local ray.init() must not apply here
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DS_ACCELERATOR": "cpu",
+    "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(_CACHE / "torch-extensions")),
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_range(size: int = 100) -> tuple[int, int]:
+    """A block of `size` ports that are free now (for Ray worker processes)."""
+    for _ in range(50):
+        low = random.randrange(20000, 29000, size)
+        taken = False
+        for port in range(low, low + size, 10):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    taken = True
+                    break
+        if not taken:
+            return low, low + size - 1
+    raise OSError("no free block of worker ports between 20000 and 29000")
+
+
+def _children(pids: set[int]) -> set[int]:
+    """`pids` and all their descendants (from /proc)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        parent[int(entry.name)] = int(fields[1])
+    found = set(pids)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def _pids_with(marker: str) -> set[int]:
+    """Processes whose command line or environment names `marker` (our temp dir)."""
+    out: set[int] = set()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmd:
+            out.add(int(entry.name))
+    return out
+
+
+class RayHead:
+    """`ray start --head --block` in its own session, on loopback, with its own ports and temp dir."""
+
+    def __init__(self, num_cpus: int = 2, resources: dict[str, float] | None = None) -> None:
+        self.num_cpus = num_cpus
+        self.resources = dict(resources or {})
+        # Short: Ray puts unix sockets under it (108-byte limit).
+        self.temp_dir = tempfile.mkdtemp(prefix="gsr-", dir="/tmp")
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.client_port = free_port()
+        self.serve_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self.temp_dir) / "ray-start.log"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **RAY_ENV, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def start(self, timeout: float = 120.0) -> "RayHead":
+        low, high = _free_range()
+        argv = [
+            str(VENV_BIN / "ray"), "start", "--head", "--block",
+            "--temp-dir", self.temp_dir,
+            "--node-ip-address", "127.0.0.1",
+            "--port", str(self.port),
+            "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(self.dashboard_port),
+            "--ray-client-server-port", str(self.client_port),
+            "--node-manager-port", str(free_port()),
+            "--object-manager-port", str(free_port()),
+            "--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()),
+            "--metrics-export-port", str(free_port()),
+            "--min-worker-port", str(low), "--max-worker-port", str(high),
+            "--num-cpus", str(self.num_cpus),
+            "--disable-usage-stats",
+        ]
+        if self.resources:
+            argv += ["--resources", json.dumps(self.resources)]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.temp_dir,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self._jobs_api_up():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"the Ray dashboard at {self.dashboard_url} did not come up in {timeout:.0f}s:\n{self.log_tail()}")
+
+    def _jobs_api_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.dashboard_url}/api/jobs/", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def own_pids(self) -> set[int]:
+        """Every process of this head: its session, whatever names its temp dir, and their children."""
+        roots = _pids_with(self.temp_dir)
+        if self.proc is not None and self.proc.poll() is None:
+            roots.add(self.proc.pid)
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if os.getsid(int(entry.name)) == self.proc.pid:
+                            roots.add(int(entry.name))
+                    except (ProcessLookupError, PermissionError):
+                        continue
+        return _children(roots) - {os.getpid()}
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM `ray start --block` (it stops its node), then SIGKILL whatever of ours is left."""
+        pids = self.own_pids()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in pids | self.own_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
