@@ -16,3 +16,7 @@ def register(sub: Any, lazy: Lazy) -> None:
     p = sub.add_parser("operator", help="run the Graft operator (kopf) against a Kubernetes cluster")
     operator_arguments(p)
     p.set_defaults(func=lazy("graft.operator.main", "main"))
+
+    from graft.cli.logs import add_parser as logs_parser
+
+    logs_parser(sub, lazy)
