@@ -40,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-account", help="ServiceAccount of the Ray pods")
     p.add_argument("--image-pull-policy", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent")
     p.add_argument("--resync-seconds", type=float, default=30.0, help="safety-net timer interval")
+    p.add_argument("--serve-port", type=int, help="Serve HTTP port: of RayService clusters, and the one Graft starts Serve on "
+                   "on a shared Ray cluster where Serve is not running yet (default 8000)")
+    p.add_argument("--shared-poll-seconds", type=float, help="how often jobs and endpoints on shared Ray clusters are polled (default 5)")
+    p.add_argument("--shared-dashboard-url", help="dashboard URL template of a RayCluster named by spec.runtime.cluster.name "
+                   "(default http://{name}-head-svc.{namespace}.svc:8265)")
     p.add_argument("--verbose", action="store_true")
 
 
@@ -52,6 +57,9 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "service_account": args.service_account,
         "image_pull_policy": args.image_pull_policy,
         "resync_seconds": args.resync_seconds,
+        "serve_port": getattr(args, "serve_port", None),
+        "shared_poll_seconds": getattr(args, "shared_poll_seconds", None),
+        "shared_dashboard_url": getattr(args, "shared_dashboard_url", None),
     }
     return OperatorSettings(**{key: v for key, v in fields.items() if v is not None})
 
