@@ -15,12 +15,14 @@ import os
 import ssl
 import subprocess
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.controlplane import ControlPlane, ensure_binaries
+from tests.controlplane import ControlPlane, ensure_binaries, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "graft"
@@ -160,3 +162,39 @@ def can_i(
     context = ssl.create_default_context(cafile=str(cp.ca_file))
     with urllib.request.urlopen(req, context=context, timeout=30) as resp:
         return bool(json.loads(resp.read())["status"]["allowed"])
+
+
+@contextmanager
+def aggregation_controller(cp: ControlPlane, workdir: Path) -> Iterator[Path]:
+    """Run kube-controller-manager's clusterrole-aggregation-controller (alone, next to the session's
+    controller manager) while the block runs; yields its log file. Does nothing extra when the
+    session's controller manager already runs that controller."""
+    log = workdir / "kcm-aggregation.log"
+    if "clusterrole-aggregation-controller" in cp.controllers:
+        yield log
+        return
+    assert cp.bin_dir is not None, "control plane not started"
+    args = [
+        str(cp.bin_dir / "kube-controller-manager"),
+        f"--kubeconfig={cp.kubeconfig}",
+        f"--authentication-kubeconfig={cp.kubeconfig}",
+        f"--authorization-kubeconfig={cp.kubeconfig}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={free_port()}",
+        f"--cert-dir={workdir / 'kcm-aggregation-certs'}",
+        "--controllers=clusterrole-aggregation-controller",
+        "--use-service-account-credentials=false",
+        "--v=1",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)

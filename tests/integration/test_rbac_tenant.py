@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.controlplane import ControlPlane, wait_until
-from tests.integration.rbac import REPO, apply_operator_rbac, can_i, install_graft_crds
+from tests.integration.rbac import REPO, aggregation_controller, apply_operator_rbac, can_i, install_graft_crds
 
 pytestmark = pytest.mark.integration
 
@@ -129,17 +129,28 @@ def test_viewer_reads_but_cannot_create(control_plane: ControlPlane, tenants: tu
     assert p.returncode != 0 and "Forbidden" in p.stderr, p.stderr
 
 
-def test_builtin_edit_role_aggregates_graft_edit(control_plane: ControlPlane, tenants: tuple[Tenant, Tenant]) -> None:
-    """The clusterrole-aggregation-controller folds graft-edit into the built-in edit role."""
-    if "clusterrole-aggregation-controller" not in control_plane.controllers:
-        pytest.skip("the session control plane runs kube-controller-manager without "
-                    "clusterrole-aggregation-controller (tests/controlplane.py DEFAULT_CONTROLLERS)")
+def test_builtin_roles_aggregate_graft_roles(
+    control_plane: ControlPlane, tenants: tuple[Tenant, Tenant], tmp_path: Path
+) -> None:
+    """kube-controller-manager's clusterrole-aggregation-controller folds graft-edit into the
+    built-in edit (and admin) role and graft-view into view: a user bound to plain `edit` creates
+    FineTuneJobs, one bound to plain `view` reads them."""
+    a, _ = tenants
 
-    def aggregated() -> bool:
-        rules = control_plane.kubectl_json("get", "clusterrole", "edit").get("rules") or []
+    def has(role: str, verb: str) -> bool:
+        rules = control_plane.kubectl_json("get", "clusterrole", role).get("rules") or []
         return any("graft.dev" in r.get("apiGroups", []) and "finetunejobs" in r.get("resources", [])
-                   and "create" in r.get("verbs", []) for r in rules)
+                   and verb in r.get("verbs", []) for r in rules)
 
-    wait_until(aggregated, timeout=60, what="graft-edit rules aggregated into clusterrole/edit")
-    view = control_plane.kubectl_json("get", "clusterrole", "view").get("rules") or []
-    assert any("finetunejobs" in r.get("resources", []) and set(r["verbs"]) == {"get", "list", "watch"} for r in view)
+    with aggregation_controller(control_plane, tmp_path) as log:
+        try:
+            wait_until(lambda: has("edit", "create") and has("admin", "create") and has("view", "list"),
+                       timeout=90, what="graft roles aggregated into edit, admin and view")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-3000:] if log.exists() else ''}") from exc
+    assert not has("view", "create")
+    token = control_plane.sa_token(a.namespace, "carol")
+    control_plane.kubectl("create", "rolebinding", "carol-edit", "-n", a.namespace, "--clusterrole=edit",
+                          f"--serviceaccount={a.namespace}:carol")
+    assert can_i(control_plane, token, "create", "finetunejobs", group="graft.dev", namespace=a.namespace)
+    assert can_i(control_plane, token, "create", "modelendpoints", group="graft.dev", namespace=a.namespace)
