@@ -11,7 +11,10 @@ Lazy = Callable[[str, str], Callable[[argparse.Namespace], int]]
 
 def register(sub: Any, lazy: Lazy) -> None:
     """Each module that adds a subcommand adds its parser here."""
+    from graft.cli.run import add_parser as run_parser
     from graft.operator.main import add_arguments as operator_arguments
+
+    run_parser(sub, lazy)
 
     p = sub.add_parser("operator", help="run the Graft operator (kopf) against a Kubernetes cluster")
     operator_arguments(p)

@@ -1,0 +1,167 @@
+"""`graft run FILE`: the whole FineTuneJob on a local Ray that this command starts and stops.
+
+Preflight (before Ray starts) -> local Ray -> train + tune (live trial table) -> export the best
+model -> serve it with Ray Serve -> one sample prediction -> keep serving until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from graft.api import FineTuneJob, load_job
+from graft.api.result import TrainingResult
+from graft.cli.console import RunConsole
+
+# Environment for every Ray worker and replica: offline model loading, cached DeepSpeed ops.
+_CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
+LOCAL_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(_CACHE / "torch-extensions")),
+}
+
+
+def add_parser(sub: Any, lazy: Any) -> None:
+    p = sub.add_parser("run", help="fine-tune, tune and serve a FineTuneJob on a local Ray")
+    p.add_argument("file", help="FineTuneJob YAML")
+    p.add_argument("--run-dir", help="where to keep checkpoints, the model, result.json and the plot (default: runs/NAME-TIME)")
+    p.add_argument("--no-serve", action="store_true", help="stop after training; do not start an endpoint")
+    p.add_argument("--exit-after-sample", action="store_true", help="serve, send one sample request, then exit")
+    p.add_argument("--port", type=int, default=None, help="HTTP port for the endpoint (default: 8000, or a free port if taken; 0: any free port)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--sample", default=None, help="text for the sample prediction (default: a validation example)")
+    p.add_argument("--plain", action="store_true", help="line-by-line progress instead of a live table")
+    p.set_defaults(func=lazy("graft.cli.run", "main"))
+
+
+def free_port(preferred: int = 0) -> int:
+    """`preferred` if it is free on loopback, else (or for 0) any free port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free TCP port on 127.0.0.1")
+
+
+def default_run_dir(job: FineTuneJob) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{job.metadata.name}-{stamp}"
+
+
+def main(args: argparse.Namespace) -> int:
+    job = load_job(args.file)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(job)
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console = RunConsole(plain=args.plain or not os.isatty(1))
+    console.phase("preflight", f"checking {args.file}")
+
+    from graft.jobs.preflight import check
+
+    check(job.spec)  # raises SpecError (exit 2) before any Ray work
+    (run_dir / "spec.json").write_text(json.dumps(job.to_wire(), indent=2))
+
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+    ray_dir = Path(tempfile.mkdtemp(prefix="graft-ray-", dir="/tmp"))
+    console.phase("ray", f"starting a local Ray (temp dir {ray_dir})")
+    import ray
+
+    from graft.jobs.tune import ray_init_resources
+
+    ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        resources=ray_init_resources(job.spec),
+        _temp_dir=str(ray_dir),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": dict(LOCAL_ENV)},
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+    try:
+        result = _train(job, run_dir, console)
+        if result.status != "succeeded" or not result.model_uri:
+            console.error(f"training failed: {result.message}")
+            return 1
+        if args.no_serve or not job.spec.serving.enabled:
+            console.done(f"model exported to {result.model_uri}; serving skipped")
+            return 0
+        return _serve(job, result, args, console)
+    finally:
+        _shutdown_ray(ray_dir)
+
+
+def _train(job: FineTuneJob, run_dir: Path, console: RunConsole) -> TrainingResult:
+    from graft.jobs.entrypoint import run_job
+    from graft.jobs.plot import plot_trials
+
+    started = time.monotonic()
+    with console.trials(job) as table:
+        result = run_job(job, run_dir, on_event=table.on_event)
+    console.summary(result, seconds=time.monotonic() - started)
+    if result.trials:
+        plot = run_dir / "trials.png"
+        plot_trials(result, plot)
+        console.info(f"learning curves: {plot}")
+    console.info(f"result document: {run_dir / 'result.json'}")
+    return result
+
+
+def _serve(job: FineTuneJob, result: TrainingResult, args: argparse.Namespace, console: RunConsole) -> int:
+    import httpx
+
+    from graft.serving.deploy import deploy_local, shutdown_local
+
+    assert result.model_uri is not None
+    port = free_port(8000 if args.port is None else args.port)
+    console.phase("serving", f"deploying the best model ({result.best_trial_id}) with Ray Serve")
+    url = deploy_local(result.model_uri, job.spec.serving, app_name=job.metadata.name, route_prefix="/", http_port=port)
+    text, expected = (args.sample, None) if args.sample else _validation_example(job)
+    response = httpx.post(f"{url.rstrip('/')}/predict", json={"text": text}, timeout=60)
+    response.raise_for_status()
+    prediction = response.json()["predictions"][0]
+    console.endpoint(url, text, prediction, expected)
+    if args.exit_after_sample:
+        shutdown_local()
+        return 0
+    console.info("serving; press Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.info("stopping the endpoint")
+    finally:
+        shutdown_local()
+    return 0
+
+
+def _validation_example(job: FineTuneJob) -> tuple[str, str]:
+    """A held-out example and its true label, for the sample prediction."""
+    from graft.jobs.data import load_dataset
+
+    data = load_dataset(job.spec.dataset)
+    return data.val_texts[0], data.label_names[data.val_labels[0]]
+
+
+def _shutdown_ray(ray_dir: Path) -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    shutil.rmtree(ray_dir, ignore_errors=True)
