@@ -1,0 +1,58 @@
+"""ASHA on a real local Ray stops a trial whose learning rate cannot learn, and the result says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graft.api import FineTuneJob
+from graft.jobs.entrypoint import run_job
+from graft.jobs.events import JobEvent, TrialStoppedEvent
+from graft.jobs.plot import plot_trials
+from tests.e2e.conftest import tiny_job
+
+pytestmark = pytest.mark.e2e
+
+GOOD_LR = 3e-4
+BAD_LR = 1e-12  # the weights do not move: eval_loss stays at the untrained model's
+
+
+def test_asha_stops_a_trial_that_cannot_learn_and_records_where(ray_cluster: dict, minilm_path: Path, sentiment_jsonl: Path, tmp_path: Path) -> None:
+    # How this guarantees a stop: trials run one at a time (maxConcurrentTrials 1); ASHA's first
+    # rung is epoch 1 (gracePeriod 1) and with reductionFactor 2 a trial continues only if its
+    # epoch-1 eval_loss is no worse than the median of the epoch-1 results recorded so far.
+    # Random search is seeded by training.seed; with seed 1 the sampled order is GOOD, BAD, BAD,
+    # BAD, so the second trial meets a better recorded result and must be stopped after epoch 1.
+    doc = tiny_job(
+        minilm_path,
+        sentiment_jsonl,
+        name="asha",
+        training={"epochs": 2, "seed": 1, "maxStepsPerEpoch": 4},
+        tuning={
+            "metric": "eval_loss",
+            "numTrials": 4,
+            "maxConcurrentTrials": 1,
+            "scheduler": {"type": "asha", "gracePeriod": 1, "reductionFactor": 2},
+            "searchSpace": {"learningRate": {"type": "choice", "values": [GOOD_LR, BAD_LR]}},
+        },
+    )
+    job = FineTuneJob.model_validate(doc)
+    events: list[JobEvent] = []
+
+    result = run_job(job, tmp_path / "run", on_event=events.append)
+
+    trials = sorted(result.trials, key=lambda t: t.trial_id)
+    order = [t.config["learningRate"] for t in trials]
+    assert order[0] == GOOD_LR and BAD_LR in order[1:], f"precondition: the seeded search order changed ({order})"
+    stopped = [t for t in trials if t.status == "stopped_early"]
+    assert stopped, [(t.trial_id, t.config, t.status, [h.eval_loss for h in t.history]) for t in trials]
+    for t in stopped:
+        assert t.config["learningRate"] == BAD_LR
+        assert t.stopped_at_epoch == 1 and t.epochs_completed == 1 and len(t.history) == 1
+    assert {e.trial_id for e in events if isinstance(e, TrialStoppedEvent) and e.reason == "scheduler"} == {t.trial_id for t in stopped}
+    assert result.best_config["learningRate"] == GOOD_LR
+    assert result.best_trial_id == trials[0].trial_id
+
+    png = plot_trials(result, tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
