@@ -1,0 +1,101 @@
+"""The real `graft operator` run with nothing but the chart's RBAC: the ServiceAccount token of a
+namespace-restricted install, the chart's own arguments, kopf peering. A job goes through its
+whole life (RayJob, status, result, promotion to a ModelEndpoint and RayService, TTL deletion) and a
+FineTunePolicy rejects another, without a single Forbidden."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.controlplane import ControlPlane
+from tests.integration.helpers import (
+    OperatorProcess,
+    apply,
+    finetunejob,
+    get,
+    names,
+    phase_is,
+    set_rayjob_status,
+    status,
+    wait_for,
+    write_result,
+)
+from tests.integration.rbac import apply_objects, operator_kubeconfig, render_chart
+
+pytestmark = pytest.mark.integration
+
+RELEASE, RELEASE_NS = "runas", "runas-system"
+FTJ, RJ, MEP, RS = "finetunejobs.graft.dev", "rayjobs.ray.io", "modelendpoints.graft.dev", "rayservices.ray.io"
+# Arguments the test harness sets itself (free ports, a fast resync, the namespace).
+HARNESS_FLAGS = ("--liveness", "--metrics-port", "--resync-seconds", "--namespace")
+
+
+def chart_arguments(docs: list[dict[str, Any]]) -> list[str]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "operator"
+    return [a for a in args[1:] if not a.startswith(HARNESS_FLAGS)]
+
+
+@pytest.fixture
+def chart_operator(graft_crds: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """`graft operator` with the chart's arguments for watchNamespaces=[namespace], authenticated as
+    the chart's ServiceAccount (runas-system/runas-graft), with the chart's KopfPeering."""
+    cp = graft_crds
+    values = {"watchNamespaces": [namespace]}
+    kubeconfig = operator_kubeconfig(cp, tmp_path, values=values, release=RELEASE, namespace=RELEASE_NS)
+    docs = render_chart(values, release=RELEASE, namespace=RELEASE_NS)
+    apply_objects(cp, [d for d in docs if d["kind"] == "KopfPeering"])
+    op = OperatorProcess(cp, namespace, tmp_path, *chart_arguments(docs), "--kubeconfig", str(kubeconfig)).start()
+    yield op
+    op.stop()
+    log = op.log_path.read_text(errors="replace")
+    assert "Forbidden" not in log and "403" not in log, f"the operator hit RBAC refusals:\n{op.log_tail(80)}"
+
+
+def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: OperatorProcess, namespace: str,
+                                                       tmp_path: Path) -> None:
+    cp, storage = chart_operator.cp, str(tmp_path / "storage")
+    job = finetunejob("runas", storage=storage, serving={"endpoint": "runas", "promotion": "always"},
+                      runtime={"ttlSecondsAfterFinished": 0})
+    apply(cp, job, namespace)
+    wait_for(lambda: get(cp, RJ, "runas", namespace), timeout=60, what="the RayJob")
+    set_rayjob_status(cp, "runas", namespace, "Running", "RUNNING", jobId="runas-1", rayClusterName="runas-abcde",
+                      startTime="2026-01-01T00:00:00Z")
+    wait_for(phase_is(cp, FTJ, "runas", namespace, "Running"), what="Running")
+    uid = cp.kubectl_json("get", FTJ, "runas", "-n", namespace)["metadata"]["uid"]
+    write_result(storage, "runas", uid, score=0.9)
+    set_rayjob_status(cp, "runas", namespace, "Complete", "SUCCEEDED")
+    wait_for(phase_is(cp, FTJ, "runas", namespace, "Succeeded"), timeout=90, what="Succeeded")
+    wait_for(lambda: get(cp, MEP, "runas", namespace), timeout=60, what="the promoted ModelEndpoint")
+    wait_for(lambda: names(cp, RS, namespace), timeout=60, what="the endpoint's RayService")
+    wait_for(lambda: get(cp, RJ, "runas", namespace) is None, timeout=60, what="TTL deletion of the RayJob")
+    peers = (get(cp, "kopfpeerings.kopf.dev", "graft", namespace) or {}).get("status") or {}
+    assert peers, "the operator never recorded itself in the chart's KopfPeering"
+    reasons = cp.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=runas",
+                         "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert "Succeeded" in reasons
+
+
+def test_policy_rejection_needs_only_the_chart_rbac(chart_operator: OperatorProcess, namespace: str) -> None:
+    cp = chart_operator.cp
+    tenant = f"rbac-{uuid.uuid4().hex[:6]}"
+    cp.kubectl("label", "namespace", namespace, f"graft.dev/tenant={tenant}")
+    policy = {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTunePolicy", "metadata": {"name": tenant},
+              "spec": {"namespaceSelector": {"matchLabels": {"graft.dev/tenant": tenant}},
+                       "limits": {"maxWorkers": 1}}}
+    apply_objects(cp, [policy])
+    try:
+        apply(cp, finetunejob("too-big", resources={"workers": 2}), namespace)
+        wait_for(phase_is(cp, FTJ, "too-big", namespace, "Rejected"), timeout=60, what="Rejected")
+        message = status(cp, FTJ, "too-big", namespace).get("message", "")
+        conditions = " ".join(c.get("message", "") for c in status(cp, FTJ, "too-big", namespace).get("conditions", []))
+        assert f"spec.resources.workers: 2 exceeds maxWorkers 1 set by FineTunePolicy {tenant}" in message + conditions
+        assert names(cp, RJ, namespace) == []
+    finally:
+        cp.kubectl("delete", "finetunepolicy", tenant, "--ignore-not-found")
