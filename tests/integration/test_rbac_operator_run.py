@@ -5,14 +5,17 @@ FineTunePolicy rejects another, without a single Forbidden."""
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.controlplane import ControlPlane
+from tests.controlplane import ControlPlane, free_port
 from tests.integration.helpers import (
     OperatorProcess,
     apply,
@@ -42,8 +45,28 @@ def chart_arguments(docs: list[dict[str, Any]]) -> list[str]:
     return [a for a in args[1:] if not a.startswith(HARNESS_FLAGS)]
 
 
+@dataclass
+class ChartOperator:
+    process: OperatorProcess
+    metrics_url: str
+
+    @property
+    def cp(self) -> ControlPlane:
+        return self.process.cp
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample from the operator's /metrics, or None when absent."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return sample.value
+        return None
+
+
 @pytest.fixture
-def chart_operator(graft_crds: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+def chart_operator(graft_crds: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[ChartOperator]:
     """`graft operator` with the chart's arguments for watchNamespaces=[namespace], authenticated as
     the chart's ServiceAccount (runas-system/runas-graft), with the chart's KopfPeering."""
     cp = graft_crds
@@ -51,14 +74,16 @@ def chart_operator(graft_crds: ControlPlane, namespace: str, tmp_path: Path) -> 
     kubeconfig = operator_kubeconfig(cp, tmp_path, values=values, release=RELEASE, namespace=RELEASE_NS)
     docs = render_chart(values, release=RELEASE, namespace=RELEASE_NS)
     apply_objects(cp, [d for d in docs if d["kind"] == "KopfPeering"])
-    op = OperatorProcess(cp, namespace, tmp_path, *chart_arguments(docs), "--kubeconfig", str(kubeconfig)).start()
-    yield op
+    port = free_port()
+    op = OperatorProcess(cp, namespace, tmp_path, *chart_arguments(docs), "--kubeconfig", str(kubeconfig),
+                         "--metrics-port", str(port)).start()
+    yield ChartOperator(op, f"http://127.0.0.1:{port}/metrics")
     op.stop()
     log = op.log_path.read_text(errors="replace")
     assert "Forbidden" not in log and "403" not in log, f"the operator hit RBAC refusals:\n{op.log_tail(80)}"
 
 
-def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: OperatorProcess, namespace: str,
+def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: ChartOperator, namespace: str,
                                                        tmp_path: Path) -> None:
     cp, storage = chart_operator.cp, str(tmp_path / "storage")
     job = finetunejob("runas", storage=storage, serving={"endpoint": "runas", "promotion": "always"},
@@ -80,9 +105,11 @@ def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: OperatorP
     reasons = cp.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=runas",
                          "-o", "jsonpath={.items[*].reason}").stdout.split()
     assert "Succeeded" in reasons
+    assert chart_operator.metric("graft_finetunejobs", namespace=namespace, phase="Succeeded") == 1
+    assert (chart_operator.metric("graft_reconciles_total", kind="FineTuneJob", result="success") or 0) >= 1
 
 
-def test_policy_rejection_needs_only_the_chart_rbac(chart_operator: OperatorProcess, namespace: str) -> None:
+def test_policy_rejection_needs_only_the_chart_rbac(chart_operator: ChartOperator, namespace: str) -> None:
     cp = chart_operator.cp
     tenant = f"rbac-{uuid.uuid4().hex[:6]}"
     cp.kubectl("label", "namespace", namespace, f"graft.dev/tenant={tenant}")
@@ -97,5 +124,6 @@ def test_policy_rejection_needs_only_the_chart_rbac(chart_operator: OperatorProc
         conditions = " ".join(c.get("message", "") for c in status(cp, FTJ, "too-big", namespace).get("conditions", []))
         assert f"spec.resources.workers: 2 exceeds maxWorkers 1 set by FineTunePolicy {tenant}" in message + conditions
         assert names(cp, RJ, namespace) == []
+        assert (chart_operator.metric("graft_policy_admissions_total", result="rejected") or 0) >= 1
     finally:
         cp.kubectl("delete", "finetunepolicy", tenant, "--ignore-not-found")
