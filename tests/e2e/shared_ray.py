@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,7 +122,8 @@ class RayHead:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, **RAY_ENV, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # never join someone else's cluster
+        return {**env, **RAY_ENV, "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"}
 
     def start(self, timeout: float = 120.0) -> "RayHead":
         low, high = _free_range()
@@ -195,6 +197,8 @@ class RayHead:
                 continue
         if self.proc is not None and self.proc.poll() is None:
             self.proc.wait(timeout=10)
+        if not os.environ.get("GRAFT_KEEP_RAY"):
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -86,6 +86,13 @@ def test_submission_runs_graft_jobs_with_spec_result_and_env() -> None:
     assert sub.entrypoint_num_cpus == 0
 
 
+def test_each_run_checkpoints_and_exports_under_its_own_directory() -> None:
+    import yaml
+
+    doc = yaml.safe_load(build_submission(_job(), SETTINGS, "sid").spec_yaml)
+    assert doc["spec"]["checkpoints"]["storage"] == "/data/graft/sentiment-01234567"
+
+
 def _status_of(info: JobInfo | None, suspend: bool = False, error: str | None = None):  # type: ignore[no-untyped-def]
     ray_job = as_rayjob(info, suspend=suspend, dashboard="http://d:8265", submission="sid", error=error)
     return compute_status(None, JobObservation(generation=1, ray_job=ray_job, suspend=suspend), NOW)

@@ -68,7 +68,8 @@ class Submission:
 def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: str) -> Submission:
     """The Ray job of a FineTuneJob: `python -m graft.jobs --spec finetunejob.yaml --result URI`.
 
-    The spec travels as the job's working_dir package (no shared volume needed for it). The driver
+    The spec travels as the job's working_dir package (no shared volume needed for it), with
+    `checkpoints.storage` narrowed to the run's directory `<storage>/<name>-<uid8>`. The driver
     reserves no CPU: Ray Train's workers request spec.resources themselves and a driver holding a
     CPU would starve them on a small cluster."""
     name = job.metadata.name
@@ -77,11 +78,16 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     result = job_result_uri(job, settings) or LOCAL_RESULT
     argv = ["python", "-m", "graft.jobs", "--spec", SPEC_FILE, "--result", result]
     env = {**runtime_env(job, settings)["env_vars"], "GRAFT_JOB_NAME": name}
+    doc = spec_document(job)
+    if result != LOCAL_RESULT:
+        # Checkpoints and the exported model go under this run's own directory, so two tenants (or
+        # two runs) with the same job name never write into, or serve from, the same place.
+        doc["spec"].setdefault("checkpoints", {})["storage"] = result.rsplit("/", 1)[0]
     return Submission(
         submission_id=submission,
         entrypoint=shlex.join(argv),
         env_vars=env,
-        spec_yaml=yaml.safe_dump(spec_document(job), sort_keys=False),
+        spec_yaml=yaml.safe_dump(doc, sort_keys=False),
         metadata={META_NAMESPACE: namespace, META_NAME: name, META_UID: uid},
     )
 
