@@ -73,6 +73,7 @@ def main(args: argparse.Namespace) -> int:
     from graft.operator.kube import Kube, api_client
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("graft").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # one line per Ray API call otherwise
     settings = settings_from_args(args)
     op = Operator(Kube(api_client(args.kubeconfig)), settings)
     if args.metrics_port is not None:
