@@ -98,6 +98,9 @@ def _known(model: type, status: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def previous_job_status(raw: dict[str, Any]) -> FineTuneJobStatus | None:
+    """The status the operator wrote last (None before its first write: no phase yet)."""
+    if not (raw.get("status") or {}).get("phase"):
+        return None
     try:
         return FineTuneJobStatus.model_validate(_known(FineTuneJobStatus, raw.get("status")))
     except ValidationError:
@@ -105,6 +108,8 @@ def previous_job_status(raw: dict[str, Any]) -> FineTuneJobStatus | None:
 
 
 def previous_endpoint_status(raw: dict[str, Any]) -> ModelEndpointStatus | None:
+    if not (raw.get("status") or {}).get("phase"):
+        return None
     try:
         return ModelEndpointStatus.model_validate(_known(ModelEndpointStatus, raw.get("status")))
     except ValidationError:

@@ -153,9 +153,11 @@ def test_deleting_the_job_cascades_to_its_rayjob_and_keeps_the_endpoint(
     write_result(storage, "gone", uid(cp, "gone", namespace), score=0.8)
     set_rayjob_status(cp, "gone", namespace, "Complete", "SUCCEEDED")
     wait_for(lambda: get(cp, MEP, "keep", namespace), what="ModelEndpoint keep")
-    cp.kubectl("delete", FTJ, "gone", "-n", namespace, "--wait=true", "--timeout=60s")
-    wait_for(lambda: get(cp, RJ, "gone", namespace) is None, timeout=90, what="garbage collection of the RayJob")
-    wait_for(lambda: get(cp, "configmap", "gone-graft-spec", namespace) is None, timeout=90, what="GC of the spec ConfigMap")
+    cp.kubectl("delete", FTJ, "gone", "-n", namespace, "--wait=false")
+    wait_for(lambda: get(cp, FTJ, "gone", namespace) is None, timeout=60, what="the FineTuneJob to be deleted")
+    # The garbage collector of kube-controller-manager (not the operator) deletes the children.
+    wait_for(lambda: get(cp, RJ, "gone", namespace) is None, timeout=180, what="garbage collection of the RayJob")
+    wait_for(lambda: get(cp, "configmap", "gone-graft-spec", namespace) is None, timeout=180, what="GC of the spec ConfigMap")
     assert get(cp, MEP, "keep", namespace) is not None
 
 
