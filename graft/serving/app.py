@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -40,6 +39,12 @@ class BatchStats:
         self.largest_batch = max(self.largest_batch, size)
 
 
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def replica_threads(args: ServeArgs) -> int:
     """torch threads: the args' torchThreads, else the CPUs Ray assigned to this replica (at least 1)."""
     if args.torch_threads is not None:
@@ -56,7 +61,7 @@ class TextClassifier:
         threads = replica_threads(args)
         self._model = LoadedModel.load(args, resolve_model_dir(args.model_uri), threads)
         # One inference thread: forwards run one after another, off the replica's event loop.
-        self._executor = ThreadPoolExecutor(max_workers=1, initializer=torch.set_num_threads, initargs=(threads,))
+        self._executor = ThreadPoolExecutor(max_workers=1, initializer=_set_torch_threads, initargs=(threads,))
         self._threads = threads
         self._limits = Limits(args.max_text_length, args.max_texts_per_request)
         self._stats = BatchStats()

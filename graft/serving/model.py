@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from graft.jobs.sources import SourceError, resolve_source
 from graft.serving.args import ServeArgs
+
+# torch and transformers are imported where the model is loaded, so that importing the app (Serve's
+# build step, which runs in a fresh worker process for every deploy) stays fast.
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 class ModelLoadError(RuntimeError):
@@ -55,6 +58,8 @@ def label_names_of(model_dir: Path, override: list[str] | None) -> list[str]:
 
 
 def pick_device(requested: str) -> torch.device:
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -73,6 +78,9 @@ class LoadedModel:
 
     @classmethod
     def load(cls, args: ServeArgs, model_dir: Path, threads: int) -> LoadedModel:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
         torch.set_num_threads(threads)
         labels = label_names_of(model_dir, args.label_names)
         device = pick_device(args.device)
@@ -89,6 +97,8 @@ class LoadedModel:
 
     def probabilities(self, texts: list[str]) -> list[list[float]]:
         """Softmax scores per label for each text, in one forward pass."""
+        import torch
+
         batch = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
         ).to(self.device)

@@ -196,3 +196,42 @@ def test_a_second_application_shares_the_running_proxy_and_is_deleted_alone(endp
         shutdown_local(f"{APP}-2")
     assert eventually_status(f"{url}/healthz", 404), "the deleted application still answers"
     assert healthz(endpoint)["status"] == "ok"
+
+
+def wait_app_status(app_name: str, wanted: set[str], timeout_s: float = 180.0) -> Any:
+    """Poll serve.status() until the application reaches one of `wanted`; return its status overview."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    app = None
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(app_name)
+        if app is not None and app.status in wanted:
+            return app
+        time.sleep(0.5)
+    raise AssertionError(f"{app_name} did not reach {wanted} in {timeout_s:.0f} s: {app}")
+
+
+def test_the_serve_config_entry_deploys_declaratively_like_the_rest_api_and_rayservice(endpoint: str, exported_model: Path) -> None:
+    """What `PUT /api/serve/applications/` does (serve_start + deploy_apps) with a serve_config entry:
+    Serve imports `graft.serving.app:build_app`, passes the camelCase args, applies the deployment options."""
+    from ray import serve
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    from graft.serving.args import ServeArgs, serve_config
+
+    port = httpx.URL(endpoint).port
+    serving = ServingSpec.model_validate({"minReplicas": 1, "maxReplicas": 1})
+    good = serve_config(ServeArgs.from_serving(exported_model.as_uri(), serving, model_version="cfg-1"),
+                        app_name=f"{APP}-cfg", route_prefix="/cfg", serving=serving, env={"HF_HUB_OFFLINE": "1"})
+    client = serve_start(http_options={"host": "127.0.0.1", "port": port})
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [good]}))
+    try:
+        wait_app_status(f"{APP}-cfg", {"RUNNING"})
+        url = f"http://127.0.0.1:{port}/cfg"
+        assert eventually_status(f"{url}/healthz", 200)
+        body = predict(url, {"text": "a wonderful, excellent story"}).json()
+        assert body["predictions"][0]["label"] == "positive" and body["model_version"] == "cfg-1"
+    finally:
+        serve.delete(f"{APP}-cfg")
