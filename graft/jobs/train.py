@@ -7,6 +7,10 @@ DeepSpeed shards of that rank, and on rank 0 also a plain Hugging Face export un
 (consolidated weights as safetensors, tokenizer, config with id2label). Ray merges the
 directories into one checkpoint and keeps the N best by the score metric.
 
+Timing in every epoch's metrics: `train_seconds` (the optimizer steps only, so throughput is
+`steps / train_seconds`), `seconds` (steps plus evaluation) and `checkpoint_seconds` (the local
+DeepSpeed save and Hugging Face export; Ray's upload to storage follows).
+
 All ranks run the same number of steps and the same number of `report` calls; early stopping
 decisions are taken from metrics that are identical on every rank, so collectives never hang.
 """
@@ -237,10 +241,17 @@ class _Worker:
         if self.rank == 0:
             print(
                 f"[graft] trial {self.cfg.trial_id}: {self.world} worker(s), precision {precision}, ZeRO-{self.zero_stage}, "
+                f"{torch.get_num_threads()} torch thread(s), "
                 f"{len(self.data.train_texts)} train / {len(self.data.val_texts)} validation rows, {steps_per_epoch} steps/epoch",
                 flush=True,
             )
 
+        # Reported with every epoch so the driver can free this trial's workers if the scheduler
+        # kills the trial (Ray's own cleanup needs the state API, see graft.jobs.tune).
+        import ray.util
+
+        pg = ray.util.get_current_placement_group()
+        self.placement_group = pg.id.hex() if pg is not None else ""
         best: float | None = None
         stale = 0
         for epoch in range(1, t.epochs + 1):
@@ -257,15 +268,17 @@ class _Worker:
                 engine.backward(out.loss)
                 engine.step()
                 loss_sum += torch.tensor([float(out.loss.detach().float()), 1.0], dtype=torch.float64)
+            train_seconds = time.monotonic() - started  # the optimizer steps only: throughput = steps / train_seconds
             dist.all_reduce(loss_sum)
             train_loss = float(loss_sum[0] / max(1.0, float(loss_sum[1])))
-            metrics = self._evaluate(engine, val_loader, device)
+            metrics: dict[str, Any] = dict(self._evaluate(engine, val_loader, device))
             metrics.update(
                 {
                     "epoch": epoch,
                     "epochs": t.epochs,
                     "train_loss": train_loss,
                     "steps": steps_per_epoch,
+                    "train_seconds": train_seconds,
                     "seconds": time.monotonic() - started,
                 }
             )
@@ -280,6 +293,7 @@ class _Worker:
             if is_improvement(score, best, self.cfg.mode):
                 best = score
             metrics["early_stopped"] = 1 if early else 0
+            metrics["placement_group"] = self.placement_group
             self._report(engine, tokenizer, epoch, metrics)
             if self.rank == 0:
                 print(
@@ -320,13 +334,15 @@ class _Worker:
 
     # -- checkpoints -----------------------------------------------------------------------------
 
-    def _report(self, engine: Any, tokenizer: Any, epoch: int, metrics: dict[str, float]) -> None:
+    def _report(self, engine: Any, tokenizer: Any, epoch: int, metrics: dict[str, Any]) -> None:
         import ray.train
 
         tmp = Path(tempfile.mkdtemp(prefix=f"graft-ckpt-r{self.rank}-"))
         try:
+            started = time.monotonic()
             engine.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag=f"epoch-{epoch}")
             self._export_hf(engine, tokenizer, tmp / HF_EXPORT_DIR)
+            metrics["checkpoint_seconds"] = time.monotonic() - started  # local save; Ray's upload comes after
             if self.rank == 0:
                 meta = {
                     "trial_id": self.cfg.trial_id,

@@ -94,7 +94,8 @@ def make_search_alg(spec: FineTuneJobSpec) -> Any:
         return OptunaSearch(seed=seed)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=seed)
+    # Passing a generator instance makes Tune ignore TuneConfig.max_concurrent_trials: set it here too.
+    return BasicVariantGenerator(random_state=seed, max_concurrent=spec.tuning.max_concurrent_trials)
 
 
 @dataclass
@@ -164,8 +165,13 @@ class _TrialState:
     checkpoints: dict[int, str] = field(default_factory=dict)
     scores: dict[int, float] = field(default_factory=dict)
     early_stopped: bool = False
+    placement_group: str = ""
     status: str = "running"
     error: str | None = None
+
+
+def _discard(_event: JobEvent) -> None:
+    """The event sink of a TrialTracker restored from Tune's experiment state."""
 
 
 class TrialTracker(Callback):
@@ -177,6 +183,13 @@ class TrialTracker(Callback):
         self.mode = spec.score_mode
         self.emit = emit
         self.trials: dict[str, _TrialState] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into the experiment state; the event sink (a live console,
+        # a queue) stays with the driver's own instance and is not part of that state.
+        state = dict(self.__dict__)
+        state["emit"] = _discard
+        return state
 
     def _state(self, trial: Trial) -> _TrialState:
         state = self.trials.get(trial.trial_id)
@@ -210,6 +223,7 @@ class TrialTracker(Callback):
         if result.get("checkpoint_path"):
             state.checkpoints[epoch] = str(result["checkpoint_path"])
         state.early_stopped = bool(result.get("early_stopped"))
+        state.placement_group = str(result.get("placement_group") or state.placement_group)
         metrics = {k: float(result[k]) for k in EPOCH_METRICS}
         self.emit(TrialEpochEvent(trial_id=state.trial_id, epoch=epoch, epochs=state.epochs, metrics=metrics, config=state.config, score=state.scores[epoch]))
 
@@ -219,6 +233,8 @@ class TrialTracker(Callback):
         if done < state.epochs:
             state.status = "stopped_early"
             reason = "early_stopping" if state.early_stopped else "scheduler"
+            if reason == "scheduler":
+                release_placement_group(state.placement_group)
             self.emit(TrialStoppedEvent(trial_id=state.trial_id, epoch=done, epochs=state.epochs, reason=reason))
         else:
             state.status = "completed"
@@ -228,6 +244,7 @@ class TrialTracker(Callback):
         state = self._state(trial)
         state.status = "failed"
         state.error = _trial_error(trial)
+        release_placement_group(state.placement_group)
         self.emit(TrialFinishedEvent(trial_id=state.trial_id, status="failed", epochs_completed=len(state.history), best_score=self.best_score(state), error=state.error))
 
     # -- summaries ---------------------------------------------------------------------------------
@@ -272,6 +289,27 @@ class TrialTracker(Callback):
         pick = max if self.mode == "max" else min
         score, trial_id, epoch, path = pick(candidates, key=lambda c: c[0])
         return trial_id, epoch, path
+
+
+def release_placement_group(pg_hex: str) -> bool:
+    """Remove a stopped trial's Train worker placement group if it is still held.
+
+    When Tune stops a trial (ASHA) it kills the trial's actor, and with it the Train controller;
+    the controller's placement group outlives it (placement groups belong to the job). Ray Train's
+    detached PlacementGroupCleaner frees it only if the Ray state API answers, which needs the
+    dashboard and, on a machine with several Ray clusters, RAY_ADDRESS. Without this the stopped
+    trial's CPUs stay reserved and the next trials never start.
+    """
+    if not pg_hex:
+        return False
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex)))
+    state = ray.util.placement_group_table(pg).get("state")
+    if state in (None, "REMOVED"):
+        return False
+    remove_placement_group(pg)
+    return True
 
 
 def _exists(path: str) -> bool:
