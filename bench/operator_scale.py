@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kubernetes.client import CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiException, CoreV1Api, CustomObjectsApi
+from urllib3.exceptions import ProtocolError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -62,14 +63,18 @@ class RayJobWatch:
     def _run(self, rv: str) -> None:
         w = kubernetes.watch.Watch()
         while not self._stop.is_set():
-            for ev in w.stream(self.custom.list_namespaced_custom_object, "ray.io", "v1", self.namespace, "rayjobs",
-                               resource_version=rv, timeout_seconds=30):
-                obj = ev["object"]
-                rv = obj["metadata"]["resourceVersion"]
-                if ev["type"] == "ADDED":
-                    self.seen.setdefault(obj["metadata"]["name"], time.monotonic())
+            try:
+                for ev in w.stream(self.custom.list_namespaced_custom_object, "ray.io", "v1", self.namespace,
+                                   "rayjobs", resource_version=rv, timeout_seconds=30):
+                    obj = ev["object"]
+                    rv = obj["metadata"]["resourceVersion"]
+                    if ev["type"] == "ADDED":
+                        self.seen.setdefault(obj["metadata"]["name"], time.monotonic())
+                    if self._stop.is_set():
+                        break
+            except (ProtocolError, ApiException):
                 if self._stop.is_set():
-                    break
+                    return
 
     def stop(self) -> None:
         self._stop.set()

@@ -153,6 +153,8 @@ def test_deleting_the_job_cascades_to_its_rayjob_and_keeps_the_endpoint(
     write_result(storage, "gone", uid(cp, "gone", namespace), score=0.8)
     set_rayjob_status(cp, "gone", namespace, "Complete", "SUCCEEDED")
     wait_for(lambda: get(cp, MEP, "keep", namespace), what="ModelEndpoint keep")
+    job = get(cp, FTJ, "gone", namespace)
+    assert job is not None and not job["metadata"].get("finalizers")  # deletion never waits for the operator
     cp.kubectl("delete", FTJ, "gone", "-n", namespace, "--wait=false")
     wait_for(lambda: get(cp, FTJ, "gone", namespace) is None, timeout=60, what="the FineTuneJob to be deleted")
     # The garbage collector of kube-controller-manager (not the operator) deletes the children.
