@@ -10,6 +10,9 @@ computed by `graft.operator.reconcile`.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -196,7 +199,7 @@ class Operator:
         rj_name = ray_name(name)
         obs = JobObservation(generation=gen, ray_job_name=rj_name, suspend=job.spec.suspend)
         rayjob = self.kube.get(k.RAYJOBS, ns, rj_name)
-        if rayjob is None and not (prev and prev.ray_job_name == rj_name and prev_phase and prev_phase.is_terminal):
+        if rayjob is None:
             if prev is None or prev.ray_job_name != rj_name:
                 prev = self._write_job_status(raw, prev, obs)  # the child's name is in status before the child exists
             try:
@@ -280,14 +283,14 @@ class Operator:
         if st.get("jobDeploymentStatus") != "Complete" or st.get("jobStatus") != "SUCCEEDED":
             return obs
         if prev is not None and prev.result:
-            return _replace(obs, result=TrainingResult.model_validate(prev.result))
+            return dataclasses.replace(obs, result=TrainingResult.model_validate(prev.result))
         source = ResultSource(
             uri=job_result_uri(job, self.settings), dashboard_url=st.get("dashboardURL"), job_id=st.get("jobId")
         )
         try:
-            return _replace(obs, result=read_result(source))
+            return dataclasses.replace(obs, result=read_result(source))
         except ResultUnavailable as exc:
-            return _replace(obs, result_error=str(exc))
+            return dataclasses.replace(obs, result_error=str(exc))
 
     def _finish(self, raw: dict[str, Any], job: FineTuneJob, status: FineTuneJobStatus) -> None:
         """After a terminal phase: promote once, then delete the RayJob after its TTL."""
@@ -296,7 +299,7 @@ class Operator:
         if status.phase == Phase.SUCCEEDED and status.promotion is None and status.result:
             promotion, url = self._promote(job, TrainingResult.model_validate(status.result))
             if promotion is not None:
-                obs = _replace(obs, promotion=promotion, endpoint_url=url)
+                obs = dataclasses.replace(obs, promotion=promotion, endpoint_url=url)
         done = any(c.type == "RayJobDeleted" and c.status == "True" for c in status.conditions)
         end = _parse_time(status.completion_time)
         ttl = job.spec.runtime.ttl_seconds_after_finished
@@ -304,7 +307,7 @@ class Operator:
             ns = job.metadata.namespace or ""
             self.kube.delete(k.RAYJOBS, ns, status.ray_job_name)
             self.kube.delete_configmap(ns, spec_configmap_name(job.metadata.name))
-            obs = _replace(obs, ray_job_deleted=True)
+            obs = dataclasses.replace(obs, ray_job_deleted=True)
         if obs.promotion is not None or obs.ray_job_deleted:
             self._write_job_status(raw, status, obs)
 
@@ -434,7 +437,7 @@ class Operator:
         try:
             desired = build_rayservice(ep, self.settings)
         except UnsupportedSpec as exc:
-            self._write_endpoint_status(raw, prev, _replace(base, error=str(exc)))
+            self._write_endpoint_status(raw, prev, dataclasses.replace(base, error=str(exc)))
             return
         desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = _hash(desired["spec"])
         rs = self.kube.get(k.RAYSERVICES, ns, rs_name)
@@ -445,7 +448,7 @@ class Operator:
                 "metadata": {"annotations": desired["metadata"]["annotations"]}, "spec": desired["spec"],
             })
             log.info("updated RayService %s/%s to model version %s", ns, rs_name, ep.spec.model.version)
-        self._write_endpoint_status(raw, prev, _replace(base, ray_service=rs))
+        self._write_endpoint_status(raw, prev, dataclasses.replace(base, ray_service=rs))
 
     def _reconcile_shared_endpoint(self, raw: dict[str, Any], ep: ModelEndpoint, prev: ModelEndpointStatus | None) -> None:
         """spec.cluster: the endpoint is a Serve application on the shared cluster."""
@@ -486,16 +489,7 @@ class Operator:
             kopf.info(raw, reason=new.phase, message=(new.conditions[-1].message if new.conditions else new.phase))
 
 
-def _replace(obj: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
-
-
 def _hash(doc: dict[str, Any]) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
