@@ -117,6 +117,10 @@ class RayHead:
         self.log_path = Path(self.temp_dir) / "ray-start.log"
 
     @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 

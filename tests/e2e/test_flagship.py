@@ -123,7 +123,9 @@ def finetunejob(name: str, workdir: Path, head: RayHead, *, endpoint: str | None
             "tuning": {"numTrials": 1, "maxConcurrentTrials": 1},
             "checkpoints": {"storage": str(workdir / "storage"), "numToKeep": 1},
             "serving": serving,
-            "runtime": {"cluster": {"address": head.dashboard_url}, "env": dict(RAY_ENV)},
+            # RAY_ADDRESS: Ray Train's workers look their cluster up through the state API; on a machine
+            # running several Ray clusters (other tests) auto-detection may pick the wrong one.
+            "runtime": {"cluster": {"address": head.dashboard_url}, "env": {**RAY_ENV, "RAY_ADDRESS": head.gcs_address}},
         },
     }
 

@@ -122,6 +122,17 @@ def test_error_summary_prefers_the_exception_line() -> None:
     assert error_summary(log) == "ValueError: bad label 7"
 
 
+def test_error_summary_prefers_graft_jobs_own_failure_line() -> None:
+    log = ("Error file: /tmp/x/error.txt\n\x1b[36m(RayTrainWorker pid=7)\x1b[0m ValueError: boom\n"
+           "[graft] training failed: every trial failed; first error: ValueError: boom\n")
+    assert error_summary(log) == "every trial failed; first error: ValueError: boom"
+
+
+def test_error_summary_skips_lines_that_only_start_with_error() -> None:
+    log = "Traceback (most recent call last):\nKeyError: 'label'\nError file: /tmp/x/error.txt\n"
+    assert error_summary(log) == "KeyError: 'label'"
+
+
 def test_error_summary_without_traceback_keeps_the_last_lines() -> None:
     log = "Running entrypoint for job x: python -m graft.jobs\nthe spec has 1 problem:\n  spec.dataset.source: cannot read /nope.jsonl\n"
     assert error_summary(log).endswith("spec.dataset.source: cannot read /nope.jsonl")

@@ -140,18 +140,31 @@ def as_rayjob(
     return {"status": st}
 
 
-_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)|error|Error|ERROR)\b.*")
-_NOISE = re.compile(r"^\s*(\(\w+ pid=\d+.*\)\s*)?$|^-{3,}|^Traceback \(most recent call last\)|^\s+File \"")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ACTOR_PREFIX = re.compile(r"^\(\w+ pid=\d+(, ip=[^)]*)?\)\s*")
+_GRAFT_FAILURE = re.compile(r"\[graft\] (?:training failed|job failed): (.+)")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?:: .+|$)")
+_NOISE = re.compile(r"^-{3,}|^Traceback \(most recent call last\)|^\s+File \"|^\s*\^+\s*$")
+
+
+def _clean(line: str) -> str:
+    return _ACTOR_PREFIX.sub("", _ANSI.sub("", line)).rstrip()
 
 
 def error_summary(log: str, limit: int = 1500) -> str:
     """The lines of a failed job's log that say what went wrong.
 
-    The last Python exception line when there is a traceback; else the last non-empty lines
-    (graft.jobs prints spec problems as `path: message` lines before exiting with status 2)."""
-    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
+    graft.jobs' own `[graft] training failed: ...` line when there is one; else the last Python
+    exception line (`ValueError: ...`); else the last non-empty lines (graft.jobs prints spec
+    problems as `path: message` lines before exiting with status 2)."""
+    lines = [_clean(ln) for ln in log.splitlines()]
+    lines = [ln for ln in lines if ln.strip()]
     for line in reversed(lines):
-        if _ERROR_LINE.match(line) and not _NOISE.match(line):
+        found = _GRAFT_FAILURE.search(line)
+        if found:
+            return found.group(1).strip()[:limit]
+    for line in reversed(lines):
+        if _EXCEPTION.match(line.strip()):
             return line.strip()[:limit]
     tail: list[str] = []
     for line in reversed(lines):
