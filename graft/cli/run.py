@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -141,6 +142,8 @@ def _serve(job: FineTuneJob, result: TrainingResult, args: argparse.Namespace, c
         shutdown_local()
         return 0
     console.info("serving; press Ctrl-C to stop")
+    # Ray Tune leaves its own SIGINT handler installed after fit(); Ctrl-C must stop serving.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             time.sleep(3600)
