@@ -61,7 +61,7 @@ def default_env(use_gpu: bool, extra: dict[str, str] | None = None) -> dict[str,
     }
     if not use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
-    for key in ("HF_HUB_OFFLINE", "HF_HOME", "HF_TOKEN", "TRANSFORMERS_OFFLINE", "GRAFT_CACHE_DIR", "DS_ACCELERATOR"):
+    for key in ("HF_HUB_OFFLINE", "HF_HOME", "HF_TOKEN", "TRANSFORMERS_OFFLINE", "GRAFT_CACHE_DIR", "GRAFT_DS_SHM_COMM", "DS_ACCELERATOR"):
         if key in os.environ and key not in env:
             env[key] = os.environ[key]
     env.update(extra or {})
@@ -235,6 +235,12 @@ class _Worker:
 
         optimizer, scheduler = self._optimizer(model, total_steps)
         ds_cfg = deepspeed_config(t, world_size=self.world, precision=precision, use_gpu=self.use_gpu)  # type: ignore[arg-type]
+        if not self.use_gpu and os.environ.get("GRAFT_DS_SHM_COMM", "0") != "1":
+            # DeepSpeed's CPU shared-memory allreduce is a C++ op compiled on first use (and again
+            # whenever its build config changes); gloo needs no build. GRAFT_DS_SHM_COMM=1 opts in.
+            import deepspeed.ops
+
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
         device = engine.device
         self.zero_stage = engine.zero_optimization_stage()

@@ -15,6 +15,7 @@ trial's own Train workers. Trial drivers instead ask for one unit of a custom re
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.experiment import Trial
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from graft.api.result import EpochMetrics, TrialRecord
 from graft.api.spec import FineTuneJob, FineTuneJobSpec
@@ -36,6 +38,7 @@ from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
 
 TRIAL_DRIVER_RESOURCE = "graft_trial_driver"
 FALLBACK_DRIVER_CPU = 0.01
+SWEEP_INTERVAL_S = 2.0
 EPOCH_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_f1")
 
 
@@ -92,8 +95,6 @@ def make_search_alg(spec: FineTuneJobSpec) -> Any:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return OptunaSearch(seed=seed)
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     # Passing a generator instance makes Tune ignore TuneConfig.max_concurrent_trials: set it here too.
     return BasicVariantGenerator(random_state=seed, max_concurrent=spec.tuning.max_concurrent_trials)
 
@@ -183,6 +184,7 @@ class TrialTracker(Callback):
         self.mode = spec.score_mode
         self.emit = emit
         self.trials: dict[str, _TrialState] = {}
+        self._last_sweep = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into the experiment state; the event sink (a live console,
@@ -199,6 +201,12 @@ class TrialTracker(Callback):
             state = _TrialState(trial.trial_id, config, epochs)
             self.trials[trial.trial_id] = state
         return state
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep >= SWEEP_INTERVAL_S:
+            self._last_sweep = now
+            release_orphaned_placement_groups()
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         state = self._state(trial)
@@ -312,6 +320,33 @@ def release_placement_group(pg_hex: str) -> bool:
     return True
 
 
+def release_orphaned_placement_groups() -> list[str]:
+    """Remove this job's placement groups whose creating actor is dead (e.g. a killed Train controller).
+
+    The same rule as Ray Train's PlacementGroupCleaner, read from the GCS instead of the state API:
+    a stopped trial's controller can start a new worker group (and placement group) in the moment
+    between losing its workers and being killed itself. Detached groups and other jobs' groups are
+    never touched. Returns the ids removed.
+    """
+    from ray._private.state import state as global_state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job_id = ray.get_runtime_context().get_job_id()
+    removed = []
+    for raw in global_state._connect_and_get_accessor().get_placement_group_table():
+        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if info.is_detached or info.state == gcs_pb2.PlacementGroupTableData.REMOVED:
+            continue
+        if not info.creator_actor_dead or info.creator_job_id.hex() != job_id:
+            continue
+        if not info.creator_actor_id or ray.ActorID(info.creator_actor_id).is_nil():
+            continue  # created by a driver (e.g. Tune's own trial groups), not by an actor
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
+        removed.append(info.placement_group_id.hex())
+    return removed
+
+
 def _exists(path: str) -> bool:
     if "://" in path:
         import fsspec
@@ -321,12 +356,18 @@ def _exists(path: str) -> bool:
     return Path(path).exists()
 
 
-def _trial_error(trial: Trial) -> str:
-    err = trial.get_error()
-    text = str(err) if err is not None else "trial failed (no error recorded)"
+NO_ERROR_RECORDED = "trial failed (no error recorded)"
+
+
+def _short(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     # The last lines of the traceback name the real cause; keep the message short.
     return "\n".join(lines[-6:])[:2000]
+
+
+def _trial_error(trial: Trial) -> str:
+    err = trial.get_error()
+    return _short(str(err)) if err is not None else NO_ERROR_RECORDED
 
 
 @dataclass
@@ -355,6 +396,7 @@ def run_tuning(
         env=default_env(use_gpu, spec.runtime.env),
     )
     tracker = TrialTracker(spec, emit)
+    search_alg = make_search_alg(spec)
     trainable = tune.with_resources(tune.with_parameters(_trial, plan=plan), trial_driver_resources())
     tuner = tune.Tuner(
         trainable,
@@ -363,9 +405,10 @@ def run_tuning(
             metric=spec.score_metric,
             mode=spec.score_mode,
             num_samples=spec.tuning.num_trials,
-            max_concurrent_trials=spec.tuning.max_concurrent_trials,
+            # The random search generator limits concurrency itself (Tune ignores this for it).
+            max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator) else spec.tuning.max_concurrent_trials,
             scheduler=make_scheduler(spec),
-            search_alg=make_search_alg(spec),
+            search_alg=search_alg,
             trial_name_creator=lambda t: f"trial-{t.trial_id}",
             trial_dirname_creator=lambda t: f"trial-{t.trial_id}",
         ),
@@ -377,7 +420,15 @@ def run_tuning(
         ),
     )
     grid = tuner.fit()
-    errors = [str(r.error) for r in grid if r.error is not None]
+    errors = []
+    for r in grid:
+        if r.error is None:
+            continue
+        errors.append(str(r.error))
+        # The error file may not exist yet when on_trial_error runs; the result grid has it.
+        state = tracker.trials.get(Path(r.path).name.removeprefix("trial-"))
+        if state is not None and (state.error is None or state.error == NO_ERROR_RECORDED):
+            state.error = _short(str(r.error))
     return TuneOutcome(run_name=run_name, tracker=tracker, errors=errors)
 
 

@@ -23,15 +23,15 @@ def test_asha_stops_a_trial_that_cannot_learn_and_records_where(ray_cluster: dic
     # rung is epoch 1 (gracePeriod 1) and with reductionFactor 2 a trial continues only if its
     # epoch-1 eval_loss is no worse than the median of the epoch-1 results recorded so far.
     # Random search is seeded by training.seed; with seed 1 the sampled order is GOOD, BAD, BAD,
-    # BAD, so the second trial meets a better recorded result and must be stopped after epoch 1.
+    # so the second trial meets a better recorded result and must be stopped after epoch 1.
     doc = tiny_job(
         minilm_path,
         sentiment_jsonl,
         name="asha",
-        training={"epochs": 2, "seed": 1, "maxStepsPerEpoch": 4},
+        training={"epochs": 2, "seed": 1, "maxStepsPerEpoch": 3},
         tuning={
             "metric": "eval_loss",
-            "numTrials": 4,
+            "numTrials": 3,
             "maxConcurrentTrials": 1,
             "scheduler": {"type": "asha", "gracePeriod": 1, "reductionFactor": 2},
             "searchSpace": {"learningRate": {"type": "choice", "values": [GOOD_LR, BAD_LR]}},

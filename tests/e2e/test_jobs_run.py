@@ -40,3 +40,24 @@ def test_run_job_exports_a_model_that_loads_with_label_names(ray_cluster: dict, 
     assert json.loads((Path(result.model_uri) / "graft_export.json").read_text())["trial_id"] == result.best_trial_id
     assert [e.phase for e in events if isinstance(e, PhaseEvent)] == ["preflight", "loading", "tuning", "exporting", "done"]
     assert [e.epoch for e in events if isinstance(e, TrialEpochEvent)] == [1, 2]
+
+
+def test_a_failing_trial_writes_a_failed_result_naming_the_error_then_raises(ray_cluster: dict, minilm_path: Path, sentiment_jsonl: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from graft.jobs.entrypoint import TrainingFailed
+
+    broken = tmp_path / "config-only-model"
+    broken.mkdir()
+    shutil.copy(minilm_path / "config.json", broken / "config.json")  # passes preflight, has no weights
+    job = FineTuneJob.model_validate(tiny_job(broken, sentiment_jsonl, name="broken"))
+
+    with pytest.raises(TrainingFailed) as info:
+        run_job(job, tmp_path / "run")
+
+    on_disk = read_result(tmp_path / "run" / RESULT_FILE)
+    assert on_disk.status == "failed" and info.value.result.status == "failed"
+    assert [t.status for t in on_disk.trials] == ["failed"]
+    assert on_disk.trials[0].error and on_disk.trials[0].error != "trial failed (no error recorded)"
+    assert on_disk.message.startswith("every trial failed")
+    assert on_disk.model_uri is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ray.tune.search.sample import Categorical, Float, Integer
 
-from graft.api.spec import TrainingSpec, TuningSpec
+from graft.api.spec import FineTuneJobSpec, TrainingSpec, TuningSpec
 from graft.jobs.search_space import apply_config, describe, param_space
 
 pytestmark = pytest.mark.unit
@@ -65,3 +65,41 @@ def test_describe_keeps_only_searched_scalars() -> None:
     import numpy as np
 
     assert describe({"learningRate": np.float64(1e-4), "lora.r": np.int64(4), "other": 1}) == {"learningRate": 1e-4, "lora.r": 4}
+
+
+def _spec(**tuning: object) -> FineTuneJobSpec:
+    return FineTuneJobSpec.model_validate({"model": {"source": "m"}, "dataset": {"source": "d.csv"}, "training": {"epochs": 3}, "tuning": tuning})
+
+
+def test_asha_uses_epochs_as_time_and_the_configured_rungs() -> None:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from graft.jobs.tune import make_scheduler
+
+    sched = make_scheduler(_spec(scheduler={"type": "asha", "gracePeriod": 1, "reductionFactor": 3}))
+    assert isinstance(sched, ASHAScheduler)
+    assert sched._time_attr == "epoch" and sched._max_t == 3 and sched._reduction_factor == 3
+
+
+def test_asha_max_t_follows_a_searched_epoch_count() -> None:
+    from graft.jobs.tune import max_epochs
+
+    assert max_epochs(_spec(searchSpace={"epochs": {"type": "choice", "values": [2, 5]}})) == 5
+
+
+def test_optuna_search_is_seeded_and_random_search_keeps_the_concurrency_limit() -> None:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from graft.jobs.tune import make_search_alg
+
+    space = {"learningRate": {"type": "loguniform", "low": 1e-5, "high": 1e-3}}
+    assert isinstance(make_search_alg(_spec(searchAlgorithm="optuna", searchSpace=space)), OptunaSearch)
+    random_search = make_search_alg(_spec(searchSpace=space, maxConcurrentTrials=2))
+    assert isinstance(random_search, BasicVariantGenerator) and random_search.max_concurrent == 2
+
+
+def test_trial_drivers_get_one_unit_each_of_the_custom_resource() -> None:
+    from graft.jobs.tune import TRIAL_DRIVER_RESOURCE, ray_init_resources
+
+    assert ray_init_resources(_spec(maxConcurrentTrials=3)) == {TRIAL_DRIVER_RESOURCE: 3.0}
