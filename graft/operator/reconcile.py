@@ -94,7 +94,7 @@ def _phase_of_rayjob(ray_job: dict[str, Any], suspend: bool) -> tuple[Phase, str
     if deploy == "Running" and job == "RUNNING":
         return Phase.RUNNING, "JobRunning", "the Ray job is running"
     if deploy == "Running":
-        return Phase.PENDING, "JobPending", "the Ray cluster is up; the Ray job is being submitted"
+        return Phase.PENDING, "JobPending", message or "the Ray cluster is up; the Ray job is being submitted"
     return Phase.PENDING, "RayClusterInitializing" if deploy == "Initializing" else "RayJobCreated", (
         "waiting for the Ray cluster" if deploy == "Initializing" else "the RayJob was created"
     )

@@ -92,6 +92,14 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     )
 
 
+_WAITING = {
+    ("Running", "PENDING"): "the Ray job is submitted and waits to start (runtime environment, resources)",
+    ("Suspending", "PENDING"): "stopping the Ray job (spec.suspend)",
+    ("Suspending", "RUNNING"): "stopping the Ray job (spec.suspend)",
+    ("Suspended", "STOPPED"): "the Ray job is stopped while spec.suspend is true; setting it to false submits it again",
+}
+
+
 def _iso_ms(ms: int | None) -> str | None:
     if not ms:
         return None
@@ -123,13 +131,16 @@ def as_rayjob(
         deploy, job_status = "Running", status
     else:
         deploy, job_status = "Complete", status
-    message = error or info.message or ""
+    if deploy == "Complete":
+        message = (error or info.message or "") if status != "SUCCEEDED" else ""
+    else:
+        message = _WAITING.get((deploy, job_status), "")
     st: dict[str, Any] = {
         "jobDeploymentStatus": deploy,
         "jobStatus": job_status,
         "jobId": submission,
         "dashboardURL": dashboard,
-        "message": message if deploy == "Complete" and status != "SUCCEEDED" else "",
+        "message": message,
     }
     if cluster_name:
         st["rayClusterName"] = cluster_name
