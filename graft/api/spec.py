@@ -262,14 +262,24 @@ class ClusterRef(ApiModel):
         return self
 
 
+DEFAULT_TTL_SECONDS = 300
+
+
 class RuntimeSpec(ApiModel):
     image: str | None = Field(default=None, description="Ray image with graft installed (default: the operator's setting).")
     cluster: ClusterRef | None = Field(default=None, description="Run on a shared Ray cluster instead of a per-job RayJob.")
-    ttl_seconds_after_finished: int = Field(default=300, ge=0, description="Delete the RayJob's cluster this long after it finishes.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description=f"Delete the RayJob this long after it finishes (default {DEFAULT_TTL_SECONDS}, or the policy's default)."
+    )
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed RayJob.")
     queue_name: str | None = Field(default=None, description="Kueue LocalQueue to admit the job through.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the training job.")
+
+    @property
+    def ttl_after_finished(self) -> int:
+        """The TTL in force: the spec's, else the built-in default (policies fill the field first)."""
+        return DEFAULT_TTL_SECONDS if self.ttl_seconds_after_finished is None else self.ttl_seconds_after_finished
 
 
 class FineTuneJobSpec(ApiModel):

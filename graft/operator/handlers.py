@@ -302,7 +302,7 @@ class Operator:
                 obs = dataclasses.replace(obs, promotion=promotion, endpoint_url=url)
         done = any(c.type == "RayJobDeleted" and c.status == "True" for c in status.conditions)
         end = _parse_time(status.completion_time)
-        ttl = job.spec.runtime.ttl_seconds_after_finished
+        ttl = job.spec.runtime.ttl_after_finished
         if not done and status.ray_job_name and end is not None and _now() >= end + timedelta(seconds=ttl):
             ns = job.metadata.namespace or ""
             self.kube.delete(k.RAYJOBS, ns, status.ray_job_name)
@@ -486,7 +486,8 @@ class Operator:
         if patch:
             self.kube.patch_status(k.MODELENDPOINTS, raw["metadata"]["namespace"], raw["metadata"]["name"], patch)
         if prev is None or prev.phase != new.phase:
-            kopf.info(raw, reason=new.phase, message=(new.conditions[-1].message if new.conditions else new.phase))
+            kopf.event(raw, type="Warning" if new.phase == "Failed" else "Normal", reason=new.phase,
+                       message=(new.conditions[-1].message if new.conditions else new.phase))
 
 
 def _hash(doc: dict[str, Any]) -> str:
@@ -500,10 +501,9 @@ def _strip_meta(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 def _phase_event(raw: dict[str, Any], st: FineTuneJobStatus) -> None:
-    if st.phase in (Phase.FAILED, Phase.REJECTED):
-        kopf.warn(raw, reason=str(st.phase), message=st.message)
-    else:
-        kopf.info(raw, reason=str(st.phase), message=st.message)
+    """One Kubernetes Event per phase change (kopf.event: posted whatever settings.posting.level is)."""
+    warning = st.phase in (Phase.FAILED, Phase.REJECTED)
+    kopf.event(raw, type="Warning" if warning else "Normal", reason=str(st.phase), message=st.message)
 
 
 # ==================================================================== kopf registry
@@ -521,7 +521,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=PREFIX, key="last-handled-configuration"
         )
-        settings.posting.level = logging.INFO
+        settings.posting.level = logging.WARNING  # handler chatter stays in the log; phase Events are explicit
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 16

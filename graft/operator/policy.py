@@ -64,7 +64,7 @@ def apply_defaults(job: FineTuneJob, policies: list[FineTunePolicy]) -> tuple[Fi
             origin["activeDeadlineSeconds"] = policy.name
         if (
             defaults.ttl_seconds_after_finished is not None
-            and "ttl_seconds_after_finished" not in runtime.model_fields_set
+            and runtime.ttl_seconds_after_finished is None
         ):
             runtime.ttl_seconds_after_finished = defaults.ttl_seconds_after_finished
             origin["ttlSecondsAfterFinished"] = policy.name

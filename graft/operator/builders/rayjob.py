@@ -153,7 +153,7 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
         )
     spec["rayClusterSpec"] = _cluster_spec(job, settings)
     spec["shutdownAfterJobFinishes"] = True
-    spec["ttlSecondsAfterFinished"] = rt.ttl_seconds_after_finished
+    spec["ttlSecondsAfterFinished"] = rt.ttl_after_finished
     spec["suspend"] = job.spec.suspend
     return {
         "apiVersion": "ray.io/v1",
