@@ -379,9 +379,9 @@ class Operator:
         except ClusterUnavailable as exc:
             raise kopf.TemporaryError(str(exc), delay=10) from exc
         if view.submitted:
-            kopf.info(raw, reason="Submitted", message=f"Ray job {view.submission_id} submitted to {view.dashboard}")
+            kopf.event(raw, type="Normal", reason="Submitted", message=f"Ray job {view.submission_id} submitted to {view.dashboard}")
         if view.stopped:
-            kopf.info(raw, reason="Stopping", message=f"Ray job {view.submission_id} is being stopped (spec.suspend)")
+            kopf.event(raw, type="Normal", reason="Stopping", message=f"Ray job {view.submission_id} is being stopped (spec.suspend)")
         obs = JobObservation(generation=raw["metadata"].get("generation"), ray_job=view.ray_job,
                              suspend=job.spec.suspend, log_uri=view.log_uri)
         obs = self._with_result(job, prev, obs)
@@ -457,7 +457,7 @@ class Operator:
         except ClusterUnavailable as exc:
             raise kopf.TemporaryError(str(exc), delay=10) from exc
         if view.deployed:
-            kopf.info(raw, reason="Deploying", message=f"Serve application {view.application} set to model version "
+            kopf.event(raw, type="Normal", reason="Deploying", message=f"Serve application {view.application} set to model version "
                                                         f"{ep.spec.model.version} ({ep.spec.model.uri})")
         self._write_endpoint_status(raw, prev, EndpointObservation(
             generation=raw["metadata"].get("generation"), model=ep.spec.model, application=view.application,
