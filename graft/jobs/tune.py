@@ -320,6 +320,25 @@ def release_placement_group(pg_hex: str) -> bool:
     return True
 
 
+def _actor_placement_groups() -> list[Any]:
+    """This job's live placement groups that an actor (not a driver) created, as GCS records."""
+    from ray._private.state import state as global_state
+    from ray.core.generated import gcs_pb2
+
+    job_id = ray.get_runtime_context().get_job_id()
+    out = []
+    for raw in global_state._connect_and_get_accessor().get_placement_group_table():
+        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if info.is_detached or info.state == gcs_pb2.PlacementGroupTableData.REMOVED:
+            continue
+        if info.creator_job_id.hex() != job_id:
+            continue
+        if not info.creator_actor_id or ray.ActorID(info.creator_actor_id).is_nil():
+            continue  # created by a driver (e.g. Tune's own trial groups), not by an actor
+        out.append(info)
+    return out
+
+
 def release_orphaned_placement_groups() -> list[str]:
     """Remove this job's placement groups whose creating actor is dead (e.g. a killed Train controller).
 
@@ -328,23 +347,24 @@ def release_orphaned_placement_groups() -> list[str]:
     between losing its workers and being killed itself. Detached groups and other jobs' groups are
     never touched. Returns the ids removed.
     """
-    from ray._private.state import state as global_state
-    from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    job_id = ray.get_runtime_context().get_job_id()
     removed = []
-    for raw in global_state._connect_and_get_accessor().get_placement_group_table():
-        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if info.is_detached or info.state == gcs_pb2.PlacementGroupTableData.REMOVED:
-            continue
-        if not info.creator_actor_dead or info.creator_job_id.hex() != job_id:
-            continue
-        if not info.creator_actor_id or ray.ActorID(info.creator_actor_id).is_nil():
-            continue  # created by a driver (e.g. Tune's own trial groups), not by an actor
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
-        removed.append(info.placement_group_id.hex())
+    for info in _actor_placement_groups():
+        if info.creator_actor_dead:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
+            removed.append(info.placement_group_id.hex())
     return removed
+
+
+def final_sweep(timeout_s: float = 15.0) -> None:
+    """After tuning, wait (briefly) for every trial's actor-created placement group to go, freeing orphans."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        release_orphaned_placement_groups()
+        if not _actor_placement_groups() or time.monotonic() >= deadline:
+            return
+        time.sleep(0.5)
 
 
 def _exists(path: str) -> bool:
@@ -420,6 +440,7 @@ def run_tuning(
         ),
     )
     grid = tuner.fit()
+    final_sweep()
     errors = []
     for r in grid:
         if r.error is None:
