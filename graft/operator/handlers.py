@@ -148,6 +148,7 @@ class Operator:
         self.shared = SharedRuntime(settings)  # spec.runtime.cluster / spec.cluster: a shared Ray cluster
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        self._rayjob_status: dict[tuple[str, str], str] = {}  # RayJob status last reconciled, per RayJob
 
     @contextmanager
     def locked(self, kind: str, namespace: str, name: str) -> Iterator[None]:
@@ -158,7 +159,9 @@ class Operator:
 
     # ================================================================ FineTuneJob
     def reconcile_job(self, raw: dict[str, Any], *, strict: bool = False) -> None:
-        """Level-based: look at the job and its RayJob, act, write status. Safe to replay."""
+        """Level-based: look at the job and its RayJob, act, write status. Safe to replay.
+        strict: a create/update handler (its body is current; a bad spec raises kopf.PermanentError).
+        Otherwise the job is read again under the lock: event and resync callers may hold a stale copy."""
         ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
         with self.locked("FineTuneJob", ns, name):
             fresh = self.kube.get(k.FINETUNEJOBS, ns, name) if not strict else raw
@@ -211,11 +214,28 @@ class Operator:
                 return
         if rayjob is not None:
             rayjob = self._sync_suspend(job, rayjob)
+            self._remember_rayjob(rayjob)
         obs = JobObservation(generation=gen, ray_job_name=rj_name, ray_job=rayjob, suspend=job.spec.suspend)
         obs = self._with_result(job, prev, obs)
         new = self._write_job_status(raw, prev, obs)
         if new is not None and Phase(new.phase).is_terminal:
             self._finish(raw, job, new)
+
+    @staticmethod
+    def _rayjob_key(rayjob: Any) -> tuple[tuple[str, str], str]:
+        md = rayjob.get("metadata") or {}
+        status = json.dumps(rayjob.get("status") or {}, sort_keys=True, default=str)
+        return (md.get("namespace", ""), md.get("name", "")), status
+
+    def _remember_rayjob(self, rayjob: dict[str, Any]) -> None:
+        key, status = self._rayjob_key(rayjob)
+        self._rayjob_status[key] = status
+
+    def rayjob_changed(self, rayjob: Any) -> bool:
+        """Whether a RayJob event carries a status this operator has not reconciled yet (always
+        true after a restart: the memory is per process, so nothing is ever skipped for good)."""
+        key, status = self._rayjob_key(rayjob)
+        return self._rayjob_status.get(key) != status
 
     def _admit(
         self, raw: dict[str, Any], job: FineTuneJob, prev: FineTuneJobStatus | None, *, strict: bool
@@ -357,7 +377,7 @@ class Operator:
             return None
         old_phase = prev.phase if prev else None
         if new.phase != old_phase:
-            _phase_event(raw, new)
+            _phase_event(self.kube, raw, new)
         if METRICS is not None:
             METRICS.set_job_phase(ns, name, str(new.phase))
         return new
@@ -486,8 +506,8 @@ class Operator:
         if patch:
             self.kube.patch_status(k.MODELENDPOINTS, raw["metadata"]["namespace"], raw["metadata"]["name"], patch)
         if prev is None or prev.phase != new.phase:
-            kopf.event(raw, type="Warning" if new.phase == "Failed" else "Normal", reason=new.phase,
-                       message=(new.conditions[-1].message if new.conditions else new.phase))
+            self.kube.post_event(raw, "Warning" if new.phase == "Failed" else "Normal", new.phase,
+                                 new.conditions[-1].message if new.conditions else new.phase)
 
 
 def _hash(doc: dict[str, Any]) -> str:
@@ -500,15 +520,69 @@ def _strip_meta(policy: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _phase_event(raw: dict[str, Any], st: FineTuneJobStatus) -> None:
-    """One Kubernetes Event per phase change (kopf.event: posted whatever settings.posting.level is)."""
+def _phase_event(kube: k.Kube, raw: dict[str, Any], st: FineTuneJobStatus) -> None:
+    """One Kubernetes Event per phase change."""
     warning = st.phase in (Phase.FAILED, Phase.REJECTED)
-    kopf.event(raw, type="Warning" if warning else "Normal", reason=str(st.phase), message=st.message)
+    kube.post_event(raw, "Warning" if warning else "Normal", str(st.phase), st.message)
+
+
+class Resync:
+    """Every `interval` seconds, reconcile each FineTuneJob that still has work (`needs_resync`) and
+    each ModelEndpoint: catches anything a missed watch event would leave behind (a result file that
+    appeared, a TTL that expired). One LIST per kind per namespace per interval."""
+
+    def __init__(self, op: Operator, namespaces: list[str] | None, interval: float) -> None:
+        self.op, self.namespaces, self.interval = op, list(namespaces or []), interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="graft-resync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _list(self, kind: k.Kind) -> list[dict[str, Any]]:
+        if not self.namespaces or any(("*" in n or "?" in n) for n in self.namespaces):
+            return self.op.kube.list(kind)  # cluster-wide (globs are matched by kopf's own watches)
+        return [obj for ns in self.namespaces for obj in self.op.kube.list(kind, ns)]
+
+    def once(self) -> None:
+        for raw in self._list(k.FINETUNEJOBS):
+            if not _shared_spec(raw) and needs_resync(raw.get("status")) and not raw["metadata"].get("deletionTimestamp"):
+                self._guarded("FineTuneJob", self.op.reconcile_job, raw)
+        for raw in self._list(k.MODELENDPOINTS):
+            if not (raw.get("spec") or {}).get("cluster") and not raw["metadata"].get("deletionTimestamp"):
+                self._guarded("ModelEndpoint", self.op.reconcile_endpoint, raw)
+
+    def _guarded(self, kind: str, fn: Any, raw: dict[str, Any]) -> None:
+        ref = f"{kind} {raw['metadata'].get('namespace')}/{raw['metadata']['name']}"
+        try:
+            fn(raw)
+        except (ApiException, kopf.TemporaryError, kopf.PermanentError, ValueError, OSError) as exc:
+            # One object's trouble never stops the loop; its handlers report it on the object.
+            log.warning("resync of %s failed: %s", ref, exc)
+            if METRICS is not None:
+                METRICS.record_error(kind, exc)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.once()
+            except ApiException as exc:
+                log.warning("resync listing failed (retrying in %ss): %s", self.interval, exc)
+
+
+def _shared_spec(raw: dict[str, Any]) -> bool:
+    return bool(((raw.get("spec") or {}).get("runtime") or {}).get("cluster"))
 
 
 # ==================================================================== kopf registry
 
-def build_registry(op: Operator) -> kopf.OperatorRegistry:
+def build_registry(op: Operator, namespaces: list[str] | None = None) -> kopf.OperatorRegistry:
     """All handlers, bound to `op`, in a fresh registry (no module-level state)."""
     reg = kopf.OperatorRegistry()
     settings = op.settings
@@ -525,6 +599,18 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.execution.max_workers = 16
+
+    # The safety net is one resync loop, not a kopf timer per object: kopf puts a finalizer on every
+    # object with a timer, and deleting a FineTuneJob must never wait for the operator (GC does it).
+    resync = Resync(op, namespaces, settings.resync_seconds)
+
+    @kopf.on.startup(id="resync", registry=reg)
+    def start_resync(**_: Any) -> None:
+        resync.start()
+
+    @kopf.on.cleanup(registry=reg)
+    def stop_resync(**_: Any) -> None:
+        resync.stop()
 
     @kopf.on.login(registry=reg)
     def login(**kwargs: Any) -> Any:
@@ -550,10 +636,6 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     def job_changed(body: kopf.Body, **_: Any) -> None:
         _counted("FineTuneJob", op.reconcile_job, copy.deepcopy(dict(body)), strict=True)
 
-    @kopf.timer(GROUP, VERSION, "finetunejobs", interval=settings.resync_seconds, initial_delay=settings.resync_seconds,
-                when=lambda status, **_: needs_resync(dict(status)), registry=reg)
-    def job_resync(body: kopf.Body, **_: Any) -> None:
-        _counted("FineTuneJob", op.reconcile_job, copy.deepcopy(dict(body)))
 
     @kopf.on.delete(GROUP, VERSION, "finetunejobs", optional=True, registry=reg)
     def job_deleted(namespace: str, name: str, **_: Any) -> None:
@@ -565,6 +647,8 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_JOB)
         if type == "DELETED" or not owner:
             return
+        if not op.rayjob_changed(dict(body)):  # our own create/patch echoing back: nothing new to mirror
+            return
         _counted("FineTuneJob", op.reconcile_job, {"metadata": {"namespace": namespace, "name": owner}})
 
     @kopf.on.resume(GROUP, VERSION, "modelendpoints", registry=reg)
@@ -573,10 +657,6 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     def endpoint_changed(body: kopf.Body, **_: Any) -> None:
         _counted("ModelEndpoint", op.reconcile_endpoint, copy.deepcopy(dict(body)), strict=True)
 
-    @kopf.timer(GROUP, VERSION, "modelendpoints", interval=settings.resync_seconds,
-                initial_delay=settings.resync_seconds, registry=reg)
-    def endpoint_resync(body: kopf.Body, **_: Any) -> None:
-        _counted("ModelEndpoint", op.reconcile_endpoint, copy.deepcopy(dict(body)))
 
     @kopf.on.event("ray.io", "v1", "rayservices", labels=managed, registry=reg)
     def rayservice_event(body: kopf.Body, type: str | None, namespace: str, **_: Any) -> None:

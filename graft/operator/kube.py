@@ -4,7 +4,10 @@ the real CRD does not have fails loudly instead of being pruned."""
 
 from __future__ import annotations
 
+import logging
+import socket
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
@@ -13,6 +16,7 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsA
 from graft.api.base import API_GROUP, API_VERSION
 
 FIELD_MANAGER = "graft-operator"
+log = logging.getLogger("graft.operator")
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,34 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on `obj` (best effort: a failure is logged, never raised). Posted directly,
+        not through kopf, so it works from any thread (kopf.event only works inside its handlers)."""
+        md = obj["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": md["name"],
+                "namespace": md["namespace"], "uid": md.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(md["namespace"], body)
+        except ApiException as exc:
+            log.warning("could not post Event %s on %s/%s: %s", reason, md["namespace"], md["name"], exc.reason)
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         ns = self.core.read_namespace(namespace)

@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     kopf.run(
-        registry=build_registry(op),
+        registry=build_registry(op, namespaces),
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=args.peering is None,

@@ -37,6 +37,11 @@ PROMOTED = "Promoted"
 RAYJOB_DELETED = "RayJobDeleted"  # the finished RayJob was deleted after spec.runtime.ttlSecondsAfterFinished
 
 
+# Before KubeRay has acted, and just before the operator creates the RayJob: the same status, so the
+# create path writes status once (with the child's name) and the RayJob's first event changes nothing.
+WAITING = ("WaitingForRayJob", "the RayJob is created; waiting for KubeRay to start its Ray cluster")
+
+
 def iso(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -95,9 +100,9 @@ def _phase_of_rayjob(ray_job: dict[str, Any], suspend: bool) -> tuple[Phase, str
         return Phase.RUNNING, "JobRunning", "the Ray job is running"
     if deploy == "Running":
         return Phase.PENDING, "JobPending", message or "the Ray cluster is up; the Ray job is being submitted"
-    return Phase.PENDING, "RayClusterInitializing" if deploy == "Initializing" else "RayJobCreated", (
-        "waiting for the Ray cluster" if deploy == "Initializing" else "the RayJob was created"
-    )
+    if deploy == "Initializing":
+        return Phase.PENDING, "RayClusterInitializing", "the Ray cluster is starting"
+    return Phase.PENDING, WAITING[0], WAITING[1]
 
 
 def _summaries(result: TrainingResult) -> list[TrialSummary]:
@@ -168,7 +173,7 @@ def compute_status(previous: FineTuneJobStatus | None, obs: JobObservation, now:
         phase, reason, message = (
             (Phase.SUSPENDED, "Suspended", "spec.suspend is true")
             if obs.suspend
-            else (Phase.PENDING, "CreatingRayJob", "creating the RayJob")
+            else (Phase.PENDING, WAITING[0], WAITING[1])
         )
     else:
         phase, reason, message = _phase_of_rayjob(obs.ray_job, obs.suspend)
