@@ -238,6 +238,21 @@ def test_apply_trains_on_ray_promotes_and_the_endpoint_answers(
     if os.environ.get("GRAFT_E2E_TIMINGS"):
         Path(os.environ["GRAFT_E2E_TIMINGS"]).write_text(json.dumps(timings, indent=1))
 
+    # A new promotion (here: version 2 of the same model) rolls out while version 1 keeps answering.
+    cp.kubectl("patch", "modelendpoint", ENDPOINT, "-n", ns, "--type=merge", "-p",
+               json.dumps({"spec": {"model": {"version": 2}}}))
+    answers: list[int | str] = []
+
+    def rolled_out() -> bool:
+        try:
+            answers.append(httpx.post(f"{url}/predict", json={"text": NEGATIVE_PROBE}, timeout=60).json()["model_version"])
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            answers.append(f"error: {exc!r}")
+        st = status(cp, "modelendpoint", ENDPOINT, ns)
+        return st.get("phase") == "Ready" and st.get("servedVersion") == 2 and answers[-1] == 2
+    wait_for(rolled_out, timeout=180, what="version 2 to serve", interval=0.3)
+    assert all(a in (1, 2) for a in answers), answers  # no request failed during the rollout
+
     # Deleting the job leaves the endpoint serving (the endpoint is not owned by the job).
     cp.kubectl("delete", "finetunejob", name, "-n", ns, "--wait=true", "--timeout=60s")
     assert get(cp, "finetunejob", name, ns) is None

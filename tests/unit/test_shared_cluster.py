@@ -151,6 +151,7 @@ def test_application_is_tenant_scoped_with_autoscaling() -> None:
     assert app["name"] == "team-a.sentiment" and app["route_prefix"] == "/team-a/sentiment"
     assert app["deployments"][0]["autoscaling_config"]["max_replicas"] == 3
     assert app["args"]["modelVersion"] == 1
+    assert app["deployments"][0]["max_surge_percent"] == 100  # old replicas answer until new ones are ready
 
 
 def _details(*apps: dict[str, object], running: bool = True) -> dict[str, object]:

@@ -37,18 +37,28 @@ def _cluster_lock(dashboard: str) -> threading.Lock:
         return _locks.setdefault(dashboard, threading.Lock())
 
 
+# A promotion changes the app's args, which restarts every replica. Serve's default (0) stops the
+# old replicas first; a surge of 100% starts all replacements first and keeps the old replicas
+# answering until the new ones are ready (and while capacity for them is missing).
+MAX_SURGE_PERCENT = 100
+
+
 def build_application(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict[str, Any]:
-    """The Serve config entry of an endpoint on a shared cluster: tenant-scoped name and route."""
+    """The Serve config entry of an endpoint on a shared cluster: tenant-scoped name and route,
+    zero-downtime replacement of replicas on promotion."""
     ns = endpoint.metadata.namespace or ""
     spec = endpoint.spec
     args = ServeArgs.from_serving(spec.model.uri, spec.serving, model_version=spec.model.version)
-    return serve_config(
+    app = serve_config(
         args,
         app_name=app_name(ns, endpoint.metadata.name),
         route_prefix=route_prefix(ns, endpoint.metadata.name),
         serving=spec.serving,
         env=dict(settings.serve_env),
     )
+    for deployment in app["deployments"]:
+        deployment.setdefault("max_surge_percent", MAX_SURGE_PERCENT)
+    return app
 
 
 def _canonical(doc: Any) -> str:
