@@ -61,3 +61,29 @@ def test_a_failing_trial_writes_a_failed_result_naming_the_error_then_raises(ray
     assert on_disk.trials[0].error and on_disk.trials[0].error != "trial failed (no error recorded)"
     assert on_disk.message.startswith("every trial failed")
     assert on_disk.model_uri is None
+
+
+def test_lora_on_zero3_with_two_workers_exports_merged_plain_weights(ray_cluster: dict, minilm_path: Path, sentiment_jsonl: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    job = FineTuneJob.model_validate(
+        tiny_job(
+            minilm_path, sentiment_jsonl, name="lora",
+            training={"maxStepsPerEpoch": 2, "deepspeed": {"zeroStage": 3}, "lora": {"r": 4, "alpha": 8}},
+            resources={"workers": 2, "cpusPerWorker": 1},
+        )
+    )
+
+    result = run_job(job, tmp_path / "run")
+
+    assert result.status == "succeeded", result.message
+    exported = load_file(str(Path(result.model_uri) / "model.safetensors"))
+    assert not [k for k in exported if "lora_" in k or "base_model" in k]  # adapters merged into plain weights
+    base = load_file(str(minilm_path / "model.safetensors"))
+    key = next(k for k in exported if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    base_key = next(k for k in base if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert not torch.equal(exported[key], base[base_key].float())  # the LoRA update is in the query weights
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_uri)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
