@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import tempfile
 import time
@@ -78,6 +77,9 @@ def main(args: argparse.Namespace) -> int:
 
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
+    # Ctrl-C aborts the whole run (Ray is shut down in `finally`). Ray Tune's own handler would
+    # instead end tuning early, carry on to serving, and stay installed after fit().
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     ray_dir = Path(tempfile.mkdtemp(prefix="graft-ray-", dir="/tmp"))
     console.phase("ray", f"starting a local Ray (temp dir {ray_dir})")
     import ray
@@ -142,8 +144,6 @@ def _serve(job: FineTuneJob, result: TrainingResult, args: argparse.Namespace, c
         shutdown_local()
         return 0
     console.info("serving; press Ctrl-C to stop")
-    # Ray Tune leaves its own SIGINT handler installed after fit(); Ctrl-C must stop serving.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             time.sleep(3600)
