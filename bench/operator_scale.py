@@ -181,7 +181,7 @@ def write_docs(text: str, command: str) -> None:
         "scripts/controlplane.sh (etcd + kube-apiserver + kube-controller-manager, official KubeRay v1.5 CRDs) "
         "on the same 2-core machine. Latency: from the FineTuneJob create call returning to the operator's "
         "RayJob being seen through a watch; the direct column creates the same RayJob bodies from the client "
-        "(the API server + watch floor). RSS per job: operator memory growth divided by the jobs it manages.\n\n"
+        "(the API server + watch floor). RSS per job: operator memory growth divided by the jobs it manages. The jobs are created in a burst (8 concurrent clients, far faster than the operator handles them), so at 1000 the latency is mostly queueing: the operator's own cost per job is about 1/throughput. The machine was shared with other engineers' builds and tests (load average 5 to 20), so treat the figures as an order of magnitude.\n\n"
         f"```\n{command}\n```\n\n{text}\n"
     )
     current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
