@@ -99,6 +99,10 @@ class SharedRuntime:
             submitted = True
             log.info("resumed: submitted Ray job %s to %s", sid, dashboard)
             info = api.info(sid)
+        # Resumed while the stop asked for by the suspension is still under way: stay Suspended until
+        # the Ray job has stopped (the next look re-submits it), instead of reading the stop as a failure.
+        stopping = (not job.spec.suspend and not submitted and prev is not None and prev.phase == Phase.SUSPENDED
+                    and info is not None and not info.terminal)
         error = None
         copied = None
         if info is not None and info.terminal:
@@ -106,7 +110,7 @@ class SharedRuntime:
             if info.status == "FAILED":
                 error = error_summary(text) or info.message
             copied = self._persist_log(job, text, prev)
-        ray_job = as_rayjob(info, suspend=job.spec.suspend, dashboard=dashboard, submission=sid,
+        ray_job = as_rayjob(info, suspend=job.spec.suspend or stopping, dashboard=dashboard, submission=sid,
                             cluster_name=cluster.name, error=error)
         return JobView(sid, dashboard, ray_job, info, submitted=submitted, stopped=stopped, log_uri=copied)
 
