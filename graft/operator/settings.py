@@ -26,7 +26,7 @@ class OperatorSettings(BaseModel):
     serve_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN, description="Serve worker memory when a spec sets none.")
     submission_mode: Literal["K8sJobMode", "HTTPMode", "SidecarMode"] = "K8sJobMode"
     driver_resource: str | None = Field(
-        default="tune_driver",
+        default="graft_trial_driver",  # graft.jobs.tune.TRIAL_DRIVER_RESOURCE (not imported: it pulls in Ray)
         description="Custom Ray resource the head advertises (maxConcurrentTrials of it) for Tune trial drivers.",
     )
     result_storage: str | None = Field(

@@ -96,6 +96,18 @@ def test_entrypoint_runs_graft_jobs_on_the_mounted_spec_with_a_result_uri() -> N
     assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/graft/spec"
 
 
+def test_without_storage_the_result_stays_in_the_head_pod() -> None:
+    argv = shlex.split(build_rayjob(job(), SETTINGS)["spec"]["entrypoint"])
+    assert argv[argv.index("--result") + 1] == "/tmp/graft/demo/result.json"
+
+
+def test_head_advertises_the_trial_driver_resource_graft_jobs_asks_for() -> None:
+    from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
+
+    head = build_rayjob(job(tuning={"maxConcurrentTrials": 3}), SETTINGS)["spec"]["rayClusterSpec"]["headGroupSpec"]
+    assert head["resources"] == {TRIAL_DRIVER_RESOURCE: "3"}
+
+
 def test_spec_configmap_holds_the_job_with_defaults_and_is_owned() -> None:
     j = job()
     cm = build_spec_configmap(j, SETTINGS)
@@ -103,6 +115,16 @@ def test_spec_configmap_holds_the_job_with_defaults_and_is_owned() -> None:
     assert parse_as(FineTuneJob, doc).spec == j.spec
     assert doc["spec"]["training"]["deepspeed"]["zeroStage"] == 2
     assert cm["metadata"]["ownerReferences"][0]["uid"] == "0123456789abcdef"
+
+
+def test_graft_jobs_reads_the_mounted_spec(tmp_path: Path) -> None:
+    from graft.jobs.__main__ import load_job_document
+
+    j = job(training={"epochs": 5})
+    path = tmp_path / "finetunejob.yaml"
+    path.write_text(build_spec_configmap(j, SETTINGS)["data"]["finetunejob.yaml"])
+    loaded = load_job_document(path)
+    assert loaded.spec == j.spec and loaded.metadata.name == "demo"
 
 
 def test_runtime_env_merges_operator_defaults_with_spec_env() -> None:

@@ -73,13 +73,16 @@ def job_result_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     return result_uri(job.spec.checkpoints.storage or settings.result_storage, name, uid)
 
 
+LOCAL_RESULT_DIR = "/tmp/graft"
+
+
 def entrypoint(job: FineTuneJob, settings: OperatorSettings) -> str:
-    """`python -m graft.jobs --spec <mounted ConfigMap> [--result <uri>]`, shell-quoted."""
-    argv = ["python", "-m", "graft.jobs", "--spec", f"{SPEC_MOUNT}/{SPEC_KEY}"]
-    uri = job_result_uri(job, settings)
-    if uri:
-        argv += ["--result", uri]
-    return shlex.join(argv)
+    """`python -m graft.jobs --spec <mounted ConfigMap> --result <uri>`, shell-quoted.
+
+    Without result storage the result goes to the head pod's disk and reaches the operator
+    through the job log's GRAFT_RESULT line instead."""
+    uri = job_result_uri(job, settings) or f"{LOCAL_RESULT_DIR}/{job.metadata.name}/result.json"
+    return shlex.join(["python", "-m", "graft.jobs", "--spec", f"{SPEC_MOUNT}/{SPEC_KEY}", "--result", uri])
 
 
 def runtime_env(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
