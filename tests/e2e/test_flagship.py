@@ -327,3 +327,28 @@ def test_two_namespaces_run_a_job_of_the_same_name_at_once(
     assert len(ids) == 2
     models = {st["result"]["modelUri"] for st in finished.values()}
     assert len(models) == 2
+
+
+def test_suspend_stops_the_ray_job_and_resume_submits_it_again(
+    control_plane: ControlPlane, graft_operator: OperatorProcess, ray_head: RayHead, tenants: list[str],
+    workdir: Path,
+) -> None:
+    cp, ns, name = control_plane, tenants[1], "pausable"
+    kubectl_apply_file(cp, finetunejob(name, workdir, ray_head, endpoint=None, epochs=50, steps=200),
+                       workdir / f"{name}.yaml", ns)
+    first = wait_for(lambda: (s := status(cp, "finetunejob", name, ns)).get("phase") == "Running" and s,
+                     timeout=240, what=f"{name} Running")["jobSubmissionId"]
+
+    cp.kubectl("patch", "finetunejob", name, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    wait_for(lambda: status(cp, "finetunejob", name, ns).get("phase") == "Suspended", timeout=60, what="Suspended")
+    wait_for(lambda: (ray_job(ray_head, first) or {}).get("status") == "STOPPED", timeout=60, what="the Ray job to stop")
+
+    cp.kubectl("patch", "finetunejob", name, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    resumed = wait_for(lambda: (s := status(cp, "finetunejob", name, ns)).get("phase") == "Running" and s,
+                       timeout=240, what=f"{name} Running again")
+
+    assert resumed["jobSubmissionId"] == f"{first}.1"  # Ray never reuses a submission id
+    reasons = [e["reason"] for e in events(cp, "FineTuneJob", name, ns)]
+    assert "Stopping" in reasons and "Suspended" in reasons and reasons.count("Submitted") == 2, reasons
+    cp.kubectl("delete", "finetunejob", name, "-n", ns, "--wait=true", "--timeout=120s")
+    assert ray_job(ray_head, first) is None and ray_job(ray_head, resumed["jobSubmissionId"]) is None
