@@ -84,3 +84,23 @@ def test_endpoint_status_mirrors_the_rayservice(operator: OperatorProcess, names
     assert (st["readyReplicas"], st["servedVersion"]) == (2, 1)
     assert [h["version"] for h in st["history"]] == [1]
     assert status(cp, FTJ, "m1", ns)["endpoint"] == st["url"]
+
+
+def test_manual_promotion_only_records_the_candidate(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
+    cp, ns, storage = operator.cp, namespace, str(tmp_path / "s")
+    apply(cp, finetunejob("man", storage=storage, serving={"endpoint": "by-hand", "promotion": "manual"}), ns)
+    wait_for(lambda: get(cp, RJ, "man", ns), what="RayJob man")
+    model = write_result(storage, "man", get(cp, FTJ, "man", ns)["metadata"]["uid"], score=0.99)  # type: ignore[index]
+    set_rayjob_status(cp, "man", ns, "Complete", "SUCCEEDED")
+    promo = wait_for(lambda: status(cp, FTJ, "man", ns).get("promotion"), what="promotion decision")
+    assert promo["decision"] == "recorded" and model in promo["reason"]
+    assert get(cp, MEP, "by-hand", ns) is None
+
+
+def test_deleting_the_endpoint_removes_its_rayservice(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
+    cp, ns = operator.cp, namespace
+    finish(operator, ns, str(tmp_path / "s"), "d1", 0.8)
+    wait_for(lambda: get(cp, RS, "sentiment", ns), what="RayService")
+    cp.kubectl("delete", MEP, "sentiment", "-n", ns, "--wait=false")
+    wait_for(lambda: get(cp, RS, "sentiment", ns) is None, timeout=180, what="garbage collection of the RayService")
+    assert status(cp, FTJ, "d1", ns)["phase"] == "Succeeded"
