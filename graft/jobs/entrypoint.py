@@ -101,9 +101,12 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     phases.enter("tuning", f"{spec.tuning.num_trials} trial(s), {spec.resources.workers} worker(s) each")
     outcome = None
     error: str | None = None
+    from ray.exceptions import RayError
+    from ray.tune.error import TuneError
+
     try:
         outcome = run_tuning(job, found.dataset, storage, emit)
-    except (RuntimeError, ValueError, OSError) as exc:  # Tune/Train surface failures as these
+    except (TuneError, RayError, RuntimeError, ValueError, OSError) as exc:  # how Tune/Train surface failures
         error = f"tuning failed: {exc}"
 
     trials = outcome.tracker.records() if outcome else []

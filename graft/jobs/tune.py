@@ -434,7 +434,7 @@ def run_tuning(
         ),
         run_config=tune.RunConfig(
             name=run_name,
-            storage_path=_join(storage, "runs", run_name),
+            storage_path=_join(storage, "runs"),
             callbacks=[tracker],
             verbose=0,
         ),
