@@ -21,6 +21,29 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 
 
+def rayjob_examples() -> list[Path]:
+    """examples/*.yaml holding a FineTuneJob that runs as a KubeRay RayJob (not on a shared cluster)."""
+    out = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        if any(d.get("kind", "FineTuneJob") == "FineTuneJob" and not ((d.get("spec") or {}).get("runtime") or {}).get("cluster")
+               for d in docs):
+            out.append(path)
+    return out
+
+
+def example_job(path: Path, namespace: str, uid: str):  # type: ignore[no-untyped-def]
+    """The first RayJob-run FineTuneJob of an example file, typed, as if read from the API server."""
+    from graft.api import FineTuneJob
+    from graft.api.load import parse_as
+
+    for d in yaml.safe_load_all(path.read_text()):
+        if d and d.get("kind", "FineTuneJob") == "FineTuneJob" and not ((d.get("spec") or {}).get("runtime") or {}).get("cluster"):
+            d = {**d, "metadata": {**d.get("metadata", {}), "namespace": namespace, "uid": uid}}
+            return parse_as(FineTuneJob, d, source=str(path))
+    raise ValueError(f"{path} has no FineTuneJob that runs as a RayJob")
+
+
 def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str = "condition", interval: float = 0.25) -> T:
     """Poll `fn` until it returns something truthy (returned); TimeoutError names `what` and the last value."""
     deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ import yaml
 from graft.operator.builders.common import cpu_quantity
 from tests.controlplane import ControlPlane
 from tests.integration.helpers import (
+    rayjob_examples,
     REPO,
     OperatorProcess,
     apply,
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.integration
 FTJ = "finetunejobs.graft.dev"
 RJ = "rayjobs.ray.io"
 MEP = "modelendpoints.graft.dev"
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = rayjob_examples()
 
 
 def uid(cp: ControlPlane, name: str, ns: str) -> str:
@@ -47,7 +48,8 @@ def rayjob(cp: ControlPlane, name: str, ns: str) -> dict:
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_applying_an_example_creates_its_rayjob(operator: OperatorProcess, namespace: str, path: Path) -> None:
     cp = operator.cp
-    jobs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind", "FineTuneJob") == "FineTuneJob"]
+    jobs = [d for d in yaml.safe_load_all(path.read_text())
+            if d and d.get("kind", "FineTuneJob") == "FineTuneJob" and not d["spec"].get("runtime", {}).get("cluster")]
     for doc in jobs:
         cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
     for doc in jobs:

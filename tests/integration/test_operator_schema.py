@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from graft.api import ModelEndpoint, load_job
+from graft.api import ModelEndpoint
 from graft.api.load import parse_as
 from graft.operator.builders import build_rayjob, build_rayservice, build_spec_configmap
 from graft.operator.settings import OperatorSettings
 from tests.controlplane import ControlPlane
-from tests.integration.helpers import REPO
+from tests.integration.helpers import example_job, rayjob_examples
 
 pytestmark = pytest.mark.integration
 
 SETTINGS = OperatorSettings(ray_image="example.org/graft-ray:test", storage_pvc="graft-shared", service_account="ray")
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = rayjob_examples()
 
 
 def dry_run_create(cp: ControlPlane, doc: dict, namespace: str) -> str:
@@ -32,9 +32,7 @@ def dry_run_create(cp: ControlPlane, doc: dict, namespace: str) -> str:
 def test_rayjob_and_configmap_of_every_example_pass_strict_validation(
     graft_crds: ControlPlane, namespace: str, path: Path
 ) -> None:
-    job = load_job(path)
-    job.metadata.namespace = namespace
-    job.metadata.uid = "00000000-0000-0000-0000-000000000001"  # type: ignore[attr-defined]
+    job = example_job(path, namespace, "00000000-0000-0000-0000-000000000001")
     created = yaml.safe_load(dry_run_create(graft_crds, build_rayjob(job, SETTINGS), namespace))
     workers = created["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == job.spec.resources.workers
@@ -54,9 +52,7 @@ def test_rayservice_passes_strict_validation(graft_crds: ControlPlane, namespace
 
 def test_a_field_kuberay_does_not_know_is_refused(graft_crds: ControlPlane, namespace: str) -> None:
     """The check above has teeth: strict validation refuses an unknown field."""
-    job = load_job(EXAMPLES[0])
-    job.metadata.namespace = namespace
-    job.metadata.uid = "00000000-0000-0000-0000-000000000003"  # type: ignore[attr-defined]
+    job = example_job(EXAMPLES[0], namespace, "00000000-0000-0000-0000-000000000003")
     doc = build_rayjob(job, SETTINGS)
     doc["spec"]["enableInServiceAutoscaling"] = True
     p = graft_crds.kubectl("create", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-",

@@ -24,6 +24,15 @@ from graft.operator.settings import OperatorSettings
 pytestmark = pytest.mark.unit
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def rayjob_examples() -> list[Path]:
+    """Example files with a FineTuneJob that runs as a RayJob (not on a shared cluster)."""
+    return [
+        p for p in sorted(EXAMPLES.glob("*.yaml"))
+        if any(d and d.get("kind", "FineTuneJob") == "FineTuneJob" and not d["spec"].get("runtime", {}).get("cluster")
+               for d in yaml.safe_load_all(p.read_text()))
+    ]
 SETTINGS = OperatorSettings(ray_image="example.org/graft-ray:test")
 
 
@@ -147,9 +156,12 @@ def test_shared_cluster_is_refused_with_the_field_and_the_fix() -> None:
         build_rayjob(job(runtime={"cluster": {"name": "shared"}}), SETTINGS)
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", rayjob_examples(), ids=lambda p: p.name)
 def test_every_example_renders_a_rayjob(path: Path) -> None:
-    j = load_job(path)
+    j = next(
+        parse_as(FineTuneJob, d) for d in yaml.safe_load_all(path.read_text())
+        if d and d.get("kind", "FineTuneJob") == "FineTuneJob" and not d["spec"].get("runtime", {}).get("cluster")
+    )
     j.metadata.namespace = "ns"
     j.metadata.uid = "uid-1"  # type: ignore[attr-defined]
     rj = build_rayjob(j, SETTINGS)
