@@ -80,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
     # Ctrl-C aborts the whole run (Ray is shut down in `finally`). Ray Tune's own handler would
     # instead end tuning early, carry on to serving, and stay installed after fit().
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # graft run draws its own trial table; Tune's console reporter stays quiet.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray_dir = Path(tempfile.mkdtemp(prefix="graft-ray-", dir="/tmp"))
     console.phase("ray", f"starting a local Ray (temp dir {ray_dir})")
     import ray
@@ -111,12 +113,15 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _train(job: FineTuneJob, run_dir: Path, console: RunConsole) -> TrainingResult:
-    from graft.jobs.entrypoint import run_job
+    from graft.jobs.entrypoint import TrainingFailed, run_job
     from graft.jobs.plot import plot_trials
 
     started = time.monotonic()
     with console.trials(job) as table:
-        result = run_job(job, run_dir, on_event=table.on_event)
+        try:
+            result = run_job(job, run_dir, on_event=table.on_event)
+        except TrainingFailed as exc:
+            result = exc.result
     console.summary(result, seconds=time.monotonic() - started)
     if result.trials:
         plot = run_dir / "trials.png"
