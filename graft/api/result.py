@@ -11,6 +11,10 @@ from pydantic import Field
 
 from graft.api.base import GROUP_VERSION, ApiModel
 
+# graft.jobs prints the final result document on one log line after this marker, so whoever
+# started the job can read it from the job's log when no shared storage holds result.json.
+RESULT_LOG_MARKER = "GRAFT_RESULT "
+
 
 class EpochMetrics(ApiModel):
     epoch: int = Field(ge=1)

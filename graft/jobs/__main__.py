@@ -12,12 +12,14 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from graft.api.errors import FieldError, SpecError
 from graft.api.load import parse_as, parse_spec
+from graft.api.result import RESULT_LOG_MARKER
 from graft.api.spec import FineTuneJob
 from graft.jobs.events import JobEvent
 
@@ -64,7 +66,7 @@ def log_event(event: JobEvent) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m graft.jobs", description="Run a FineTuneJob on Ray and write its result document.")
     parser.add_argument("--spec", required=True, type=Path, help="FineTuneJob (or its spec) as YAML or JSON")
-    parser.add_argument("--result", required=True, type=Path, help="where to write the TrainingResult JSON")
+    parser.add_argument("--result", required=True, help="where to write the TrainingResult JSON: a path or an fsspec URI (s3://...)")
     parser.add_argument("--run-dir", type=Path, default=None, help="working directory (default: next to --result)")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     args = parser.parse_args(argv)
@@ -83,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from graft.jobs.entrypoint import RESULT_FILE, TrainingFailed, run_job
     from graft.jobs.tune import ray_init_resources
 
-    run_dir = args.run_dir or args.result.resolve().parent
+    remote = "://" in args.result and not args.result.startswith("file://")
+    local_result = None if remote else Path(args.result.removeprefix("file://")).resolve()
+    run_dir = args.run_dir or (local_result.parent if local_result else Path(tempfile.mkdtemp(prefix="graft-job-")))
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
@@ -101,10 +105,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         ray.shutdown()
     produced = Path(run_dir) / RESULT_FILE
-    if produced.resolve() != args.result.resolve() and produced.exists():
-        args.result.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(produced, args.result)
+    if produced.exists():
+        publish_result(produced, args.result, local_result)
     return code
+
+
+def publish_result(produced: Path, target: str, local_target: Path | None) -> None:
+    """Copy result.json to `--result` (a path or an fsspec URI) and print it on one log line."""
+    text = produced.read_text()
+    if local_target is None:
+        import fsspec
+
+        with fsspec.open(target, "w") as fh:
+            fh.write(text)
+    elif produced.resolve() != local_target:
+        local_target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(produced, local_target)
+    print(RESULT_LOG_MARKER + json.dumps(json.loads(text), separators=(",", ":")), flush=True)
 
 
 if __name__ == "__main__":

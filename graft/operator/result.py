@@ -20,9 +20,9 @@ import fsspec
 import httpx
 from pydantic import ValidationError
 
+from graft.api.result import RESULT_LOG_MARKER as RESULT_MARKER
 from graft.api.result import TrainingResult
 
-RESULT_MARKER = "GRAFT_RESULT "
 RESULT_FILE = "result.json"
 
 
