@@ -87,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
     if sid and dashboard:
         api = RayJobs(_http(dashboard))
         try:
-            text = api.logs(sid)
+            # The logs endpoint answers 200 with nothing for a job the cluster forgot: ask for the job first.
+            text = api.logs(sid) if api.info(sid) is not None else None
         except ClusterUnavailable as exc:
             text = None
             problems.append(str(exc))

@@ -283,6 +283,13 @@ def test_job_failing_inside_ray_ends_failed_with_the_error(
     assert (ray_job(ray_head, st["jobSubmissionId"]) or {}).get("status") == "FAILED"
     assert "Failed" in {e["reason"] for e in events(cp, "FineTuneJob", name, ns)}
 
+    # The log outlives the Ray job: with the job gone from the cluster, `graft logs` reads the copy.
+    assert httpx.delete(f"{ray_head.dashboard_url}/api/jobs/{st['jobSubmissionId']}", timeout=30).status_code == 200
+    logs = subprocess.run([sys.executable, "-m", "graft", "logs", name, "-n", ns, "--kubeconfig", str(cp.kubeconfig)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert logs.returncode == 0, logs.stderr
+    assert "broken.jsonl" in logs.stdout
+
 
 def _driver_running(head: RayHead, marker: str) -> bool:
     return any(marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
