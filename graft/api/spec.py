@@ -49,6 +49,18 @@ class ValidationSplit(ApiModel):
     fraction: float = Field(default=0.2, gt=0, lt=1, description="Held-out fraction when no source is given.")
 
 
+def check_label_names(names: list[str] | None) -> list[str] | None:
+    """Label names (when given) are at least two, non-empty and distinct."""
+    if names is not None:
+        if len(names) < 2:
+            raise ValueError("list at least 2 label names")
+        if any(not n for n in names):
+            raise ValueError("label names must not be empty")
+        if len(set(names)) != len(names):
+            raise ValueError("label names must be distinct")
+    return names
+
+
 class DatasetSpec(ApiModel):
     source: str = Field(min_length=1, description="Path or URI of the training data (jsonl, csv, parquet) or hf://DATASET.")
     format: Literal["auto", "jsonl", "csv", "parquet", "hub"] = Field(default="auto")
@@ -63,13 +75,8 @@ class DatasetSpec(ApiModel):
 
     @field_validator("label_names")
     @classmethod
-    def _distinct_labels(cls, names: list[str] | None) -> list[str] | None:
-        if names is not None:
-            if len(names) < 2:
-                raise ValueError("list at least 2 label names")
-            if len(set(names)) != len(names):
-                raise ValueError("label names must be distinct")
-        return names
+    def _label_names(cls, names: list[str] | None) -> list[str] | None:
+        return check_label_names(names)
 
 
 class DeepSpeedSpec(ApiModel):

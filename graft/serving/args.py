@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from graft.api.base import ApiModel
 from graft.api.errors import SpecError, format_validation_error
 from graft.api.quantity import quantity_bytes
-from graft.api.spec import ServingSpec
+from graft.api.spec import ServingSpec, check_label_names
 
 IMPORT_PATH = "graft.serving.app:build_app"
 DEPLOYMENT_NAME = "TextClassifier"
@@ -41,15 +41,8 @@ class ServeArgs(ApiModel):
 
     @field_validator("label_names")
     @classmethod
-    def _distinct_labels(cls, names: list[str] | None) -> list[str] | None:
-        if names is not None:
-            if len(names) < 2:
-                raise ValueError("list at least 2 label names")
-            if len(set(names)) != len(names):
-                raise ValueError("label names must be distinct")
-            if any(not n for n in names):
-                raise ValueError("label names must not be empty")
-        return names
+    def _label_names(cls, names: list[str] | None) -> list[str] | None:
+        return check_label_names(names)
 
     @classmethod
     def parse(cls, args: ServeArgs | dict[str, Any]) -> ServeArgs:
