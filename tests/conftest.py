@@ -27,3 +27,18 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     ns = control_plane.create_namespace()
     yield ns
     control_plane.delete_namespace(ns, wait=False)
+
+
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test belongs to exactly one layer; the run goes fast to slow: unit, integration, e2e."""
+    unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(m) is not None for m in LAYERS) != 1]
+    if unmarked:
+        raise pytest.UsageError(f"tests need exactly one of the markers {', '.join(LAYERS)}: {', '.join(unmarked[:10])}")
+
+    def layer(item: pytest.Item) -> int:
+        return next(i for i, m in enumerate(LAYERS) if item.get_closest_marker(m) is not None)
+
+    items.sort(key=layer)  # stable: keeps file order within a layer
