@@ -87,19 +87,19 @@ def main(args: argparse.Namespace) -> int:
     if sid and dashboard:
         api = RayJobs(_http(dashboard))
         try:
-            # The logs endpoint answers 200 with nothing for a job the cluster forgot: ask for the job first.
+            # Only a job the cluster still knows has its log there.
             text = api.logs(sid) if api.info(sid) is not None else None
         except ClusterUnavailable as exc:
             text = None
             problems.append(str(exc))
-        if text is not None:
+        if text or (args.follow and text is not None):  # empty and not following: the copy may have more
             sys.stdout.write(_tail(text, args.tail))
             sys.stdout.flush()
             if args.follow:
                 return _follow(api, sid, len(text))
             return 0
         if not problems:
-            problems.append(f"the Ray cluster at {dashboard} has no job {sid} (any more)")
+            problems.append(f"the Ray cluster at {dashboard} has no log of job {sid} (any more)")
     elif not sid:
         problems.append(f"no Ray job yet (phase {st.get('phase') or 'Pending'}: {st.get('message') or 'not started'})")
     else:

@@ -288,7 +288,7 @@ def test_job_failing_inside_ray_ends_failed_with_the_error(
     logs = subprocess.run([sys.executable, "-m", "graft", "logs", name, "-n", ns, "--kubeconfig", str(cp.kubeconfig)],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert logs.returncode == 0, logs.stderr
-    assert "broken.jsonl" in logs.stdout
+    assert "broken.jsonl" in logs.stdout, (st.get("logUri"), logs.stderr, ray_job(ray_head, st["jobSubmissionId"]))
 
 
 def _driver_running(head: RayHead, marker: str) -> bool:
