@@ -679,6 +679,12 @@ def _notes(res: Results, load: str) -> str:
 - Threads: `torch.set_num_threads({w['threads']})` in the plain and DeepSpeed arms; the Graft worker
   gets `cpusPerWorker: {w['threads']}` and `OMP_NUM_THREADS={w['threads']}`; the script checks the count every arm ran with
   (the Graft worker logs it at start).
+- Priority: Ray's raylet starts worker processes at niceness 15 (its `worker_niceness` setting,
+  env `RAY_worker_niceness`; `ps -o ni` shows 15 for this run's `ray::` workers), while the plain and
+  DeepSpeed arms run at niceness 0 in the bench process. On a busy machine a Ray worker yields the CPU
+  to the nice-0 processes of its session (the raylet, dashboard, agents), so under load part of the
+  Ray-actor and Graft gaps can be scheduling, not per-step work; on an idle machine or a dedicated pod it
+  should vanish.
 - Setup s: model load and optimizer (DeepSpeed: plus `deepspeed.initialize`; Ray actor: in the actor);
   for Graft the fixed cost of a whole `fit()` outside its epochs.
 - Machine: {env.get('machine', '?')}, shared with other engineers' builds and tests: 1-minute load
