@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import socket
@@ -63,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.report import environment, write_section  # noqa: E402
 from graft.api.spec import CheckpointSpec, TrainingSpec  # noqa: E402
 from graft.jobs.deepspeed_config import GRADIENT_CLIPPING, adamw_params, deepspeed_config, lr_multiplier, warmup_steps  # noqa: E402
 from graft.jobs.sources import resolve_source  # noqa: E402
@@ -693,44 +693,6 @@ def _notes(res: Results, load: str) -> str:
 """
 
 
-def write_doc(path: Path, text: str) -> None:
-    """Replace (or append) only this section; the rest of the file belongs to other benchmarks."""
-    head = "# Benchmarks\n\nEach section lists the command that produced its figures, the machine and the date.\n"
-    current = path.read_text() if path.exists() else head  # read right before writing
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip("\n") + "\n")
-
-
-def environment(threads: int) -> dict[str, str]:
-    import deepspeed
-    import ray
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "machine": f"{os.cpu_count()} CPU cores ({cpu}), no GPU, torch threads {threads}",
-        "date": dt.date.today().isoformat(),
-        "versions": (
-            f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
-            f"deepspeed {deepspeed.__version__}, transformers {transformers.__version__}"
-        ),
-    }
-
-
 def load_results(path: Path) -> Results:
     raw = json.loads(path.read_text())
     runs = [ArmRun(**r) for r in raw.pop("runs")]
@@ -744,7 +706,7 @@ def report(res: Results, doc: Path | None) -> None:
     print("\n".join(attribution(res)))
     print(f"\nwhole run {res.wall_seconds:.0f}s")
     if doc:
-        write_doc(doc, section(res))
+        write_section(doc, SECTION, section(res))
         print(f"wrote the '{SECTION}' section of {doc}")
 
 
@@ -777,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         command=" ".join([".venv/bin/python", "bench/training_overhead.py", *shown]),
         started=dt.datetime.now().isoformat(timespec="seconds"),
         workload=asdict(work),
-        environment=environment(args.threads),
+        environment=environment(args.threads, ("torch", "ray", "deepspeed", "transformers")),
     )
     storage = Path(tempfile.mkdtemp(prefix="graft-overhead-"))
     temp_dir = start_ray(work, args.ray_cpus)

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.report import environment, write_section  # noqa: E402
 from graft.api.spec import TrainingSpec  # noqa: E402
 from graft.jobs.deepspeed_config import adamw_params, lr_multiplier, warmup_steps  # noqa: E402
 from graft.jobs.sources import resolve_source  # noqa: E402
@@ -331,39 +331,6 @@ Command (from the repository root; it writes this section; `--from-json FILE` re
 """
 
 
-def write_doc(path: Path, text: str) -> None:
-    """Replace (or append) only our section; the rest of the file belongs to other benchmarks."""
-    head = "# Benchmarks\n\nEach section lists the command that produced its figures, the machine and the date.\n"
-    current = path.read_text() if path.exists() else head  # read right before writing
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == SECTION), None)
-    if start is None:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip("\n") + "\n")
-
-
-def environment(threads: int) -> dict[str, str]:
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "machine": f"{os.cpu_count()} CPU cores ({cpu}), no GPU, torch threads {threads}",
-        "date": dt.date.today().isoformat(),
-        "versions": f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
-    }
-
-
 def load_results(path: Path) -> Results:
     raw = json.loads(path.read_text())
     runs = [Run(**r) for r in raw.pop("runs")]
@@ -375,7 +342,7 @@ def report(res: Results, doc: Path | None) -> None:
     print(table(res))
     print(f"\nwhole run {res.wall_seconds:.0f}s")
     if doc:
-        write_doc(doc, section(res))
+        write_section(doc, SECTION, section(res))
         print(f"wrote the '{SECTION}' section of {doc}")
 
 
@@ -405,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         test_size=len(test_y),
         pool_size=sum(len(p) for p in pools.values()),
         majority_accuracy=majority,
-        environment=environment(args.threads),
+        environment=environment(args.threads, ("torch", "transformers")),
     )
     plan = [(c, s) for c in args.count_list for s in range(args.seeds if c <= args.repeat_max else 1)]
     print(f"model {model_dir}\ntest {len(test_y)} reviews, pool {res.pool_size}; {len(plan)} (count, seed) pairs x 2 inits", flush=True)
