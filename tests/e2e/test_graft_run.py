@@ -90,6 +90,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subp
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         start_new_session=True,
+        # As in a terminal: Ctrl-C is delivered even when the test runner itself was started in the
+        # background (a shell then passes SIGINT down as ignored, and Python keeps it ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     output = Output(proc)
     try:
