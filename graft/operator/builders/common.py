@@ -64,3 +64,31 @@ def pod_template(
     if settings.service_account:
         spec["serviceAccountName"] = settings.service_account
     return {"metadata": {"labels": dict(labels)}, "spec": spec}
+
+
+def worker_group(
+    name: str,
+    *,
+    replicas: int,
+    min_replicas: int,
+    max_replicas: int,
+    image: str,
+    settings: OperatorSettings,
+    container_resources: dict[str, dict[str, str]],
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """A KubeRay worker group of Ray worker pods."""
+    return {
+        "groupName": name,
+        "replicas": replicas,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "rayStartParams": {},
+        "template": pod_template(
+            container_name="ray-worker",
+            image=image,
+            settings=settings,
+            container_resources=container_resources,
+            labels=labels,
+        ),
+    }

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from graft.api.spec import FineTuneJob
-from graft.operator.builders.common import UnsupportedSpec, cpu_quantity, pod_template, resources
+from graft.operator.builders.common import UnsupportedSpec, cpu_quantity, pod_template, resources, worker_group
 from graft.operator.names import (
     ANNOTATION_SPEC_HASH,
     job_labels,
@@ -116,22 +116,18 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
     }
     if settings.driver_resource:
         head["resources"] = {settings.driver_resource: str(job.spec.tuning.max_concurrent_trials)}
-    worker = {
-        "groupName": WORKER_GROUP,
-        "replicas": res.workers,
-        "minReplicas": res.workers,
-        "maxReplicas": res.workers,
-        "rayStartParams": {},
-        "template": pod_template(
-            container_name="ray-worker",
-            image=image,
-            settings=settings,
-            container_resources=resources(
-                cpu_quantity(res.cpus_per_worker), res.memory_per_worker or settings.worker_memory, res.gpus_per_worker
-            ),
-            labels=labels,
+    worker = worker_group(
+        WORKER_GROUP,
+        replicas=res.workers,
+        min_replicas=res.workers,
+        max_replicas=res.workers,
+        image=image,
+        settings=settings,
+        container_resources=resources(
+            cpu_quantity(res.cpus_per_worker), res.memory_per_worker or settings.worker_memory, res.gpus_per_worker
         ),
-    }
+        labels=labels,
+    )
     return {"rayVersion": settings.ray_version, "headGroupSpec": head, "workerGroupSpecs": [worker]}
 
 

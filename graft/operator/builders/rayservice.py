@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from graft.api.endpoint import ModelEndpoint
-from graft.operator.builders.common import UnsupportedSpec, cpu_quantity, pod_template, resources
+from graft.operator.builders.common import UnsupportedSpec, cpu_quantity, pod_template, resources, worker_group
 from graft.operator.names import ANNOTATION_MODEL_VERSION, endpoint_labels, owner_reference, ray_name
 from graft.operator.settings import OperatorSettings
 from graft.serving.args import ServeArgs, serve_config
@@ -39,20 +39,16 @@ def _cluster_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict
     labels = endpoint_labels(name)
     # One Serve replica per worker pod: the Ray autoscaler adds pods as Serve adds replicas.
     pod_cpu = cpu_quantity(max(1.0, float(math.ceil(serving.resources.cpus))))
-    worker = {
-        "groupName": SERVE_GROUP,
-        "replicas": serving.min_replicas,
-        "minReplicas": serving.min_replicas,
-        "maxReplicas": serving.max_replicas,
-        "rayStartParams": {},
-        "template": pod_template(
-            container_name="ray-worker",
-            image=image,
-            settings=settings,
-            container_resources=resources(pod_cpu, serving.resources.memory or settings.serve_memory, serving.resources.gpus),
-            labels=labels,
-        ),
-    }
+    worker = worker_group(
+        SERVE_GROUP,
+        replicas=serving.min_replicas,
+        min_replicas=serving.min_replicas,
+        max_replicas=serving.max_replicas,
+        image=image,
+        settings=settings,
+        container_resources=resources(pod_cpu, serving.resources.memory or settings.serve_memory, serving.resources.gpus),
+        labels=labels,
+    )
     head = {
         # No replicas on the head: it keeps the GCS, the dashboard and the Serve controller.
         "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
