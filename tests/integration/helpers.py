@@ -17,6 +17,9 @@ import yaml
 
 from tests.controlplane import ControlPlane, free_port
 
+# Resource names as kubectl takes them.
+FTJ, RJ, MEP, RS = "finetunejobs.graft.dev", "rayjobs.ray.io", "modelendpoints.graft.dev", "rayservices.ray.io"
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 

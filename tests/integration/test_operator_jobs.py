@@ -11,8 +11,10 @@ import yaml
 from graft.operator.builders.common import cpu_quantity
 from tests.controlplane import ControlPlane
 from tests.integration.helpers import (
+    FTJ,
+    MEP,
+    RJ,
     rayjob_examples,
-    REPO,
     OperatorProcess,
     apply,
     condition,
@@ -29,9 +31,6 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.integration
 
-FTJ = "finetunejobs.graft.dev"
-RJ = "rayjobs.ray.io"
-MEP = "modelendpoints.graft.dev"
 EXAMPLES = rayjob_examples()
 
 

@@ -8,6 +8,10 @@ import pytest
 import yaml
 
 from tests.integration.helpers import (
+    FTJ,
+    MEP,
+    RJ,
+    RS,
     OperatorProcess,
     apply,
     finetunejob,
@@ -22,7 +26,6 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.integration
 
-FTJ, RJ, MEP, RS = "finetunejobs.graft.dev", "rayjobs.ray.io", "modelendpoints.graft.dev", "rayservices.ray.io"
 
 
 def finish(op: OperatorProcess, ns: str, storage: str, name: str, score: float) -> str:

@@ -17,6 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.controlplane import ControlPlane, free_port
 from tests.integration.helpers import (
+    FTJ,
+    MEP,
+    RJ,
+    RS,
     OperatorProcess,
     apply,
     finetunejob,
@@ -33,7 +37,6 @@ from tests.integration.rbac import apply_objects, operator_kubeconfig, render_ch
 pytestmark = pytest.mark.integration
 
 RELEASE, RELEASE_NS = "runas", "runas-system"
-FTJ, RJ, MEP, RS = "finetunejobs.graft.dev", "rayjobs.ray.io", "modelendpoints.graft.dev", "rayservices.ray.io"
 # Arguments the test harness sets itself (free ports, a fast resync, the namespace).
 HARNESS_FLAGS = ("--liveness", "--metrics-port", "--resync-seconds", "--namespace")
 
