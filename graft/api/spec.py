@@ -22,6 +22,7 @@ METRICS: dict[str, Literal["min", "max"]] = {
 
 class Task(str, Enum):
     TEXT_CLASSIFICATION = "text-classification"
+    IMAGE_CLASSIFICATION = "image-classification"
 
 
 class Precision(str, Enum):
@@ -61,9 +62,60 @@ def check_label_names(names: list[str] | None) -> list[str] | None:
     return names
 
 
+# -- image classification (issue 10): preprocessing and augmentation ---------------------------
+
+
+class NormalizeSpec(ApiModel):
+    mean: list[float] = Field(min_length=1, max_length=3, description="Per-channel mean of pixel values scaled to 0..1.")
+    std: list[float] = Field(min_length=1, max_length=3, description="Per-channel standard deviation (each > 0).")
+
+    @model_validator(mode="after")
+    def _shape(self) -> NormalizeSpec:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}; give one of each per channel (1 or 3)")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("every std value must be > 0")
+        return self
+
+
+class RandomResizedCropSpec(ApiModel):
+    scale: list[float] = Field(default_factory=lambda: [0.6, 1.0], min_length=2, max_length=2, description="Area fraction range [min, max] of the crop.")
+    ratio: list[float] = Field(default_factory=lambda: [0.75, 1.3333], min_length=2, max_length=2, description="Aspect ratio range [min, max].")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RandomResizedCropSpec:
+        lo, hi = self.scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"scale [{lo}, {hi}] must satisfy 0 < min <= max <= 1")
+        rlo, rhi = self.ratio
+        if not 0 < rlo <= rhi:
+            raise ValueError(f"ratio [{rlo}, {rhi}] must satisfy 0 < min <= max")
+        return self
+
+
+class ColorJitterSpec(ApiModel):
+    brightness: float = Field(default=0.0, ge=0, le=1, description="Brightness factor drawn from [1-b, 1+b].")
+    contrast: float = Field(default=0.0, ge=0, le=1)
+    saturation: float = Field(default=0.0, ge=0, le=1)
+    hue: float = Field(default=0.0, ge=0, le=0.5, description="Hue shift drawn from [-h, h] (fraction of the colour wheel).")
+
+
+class AugmentationSpec(ApiModel):
+    """Random changes applied to training images only, drawn from the dataset seed, the epoch and the row."""
+
+    random_resized_crop: RandomResizedCropSpec | None = Field(default_factory=RandomResizedCropSpec, description="null: resize only.")
+    horizontal_flip: float = Field(default=0.5, ge=0, le=1, description="Probability of a left-right flip (0 for digits and text).")
+    vertical_flip: float = Field(default=0.0, ge=0, le=1)
+    rotation: float = Field(default=0.0, ge=0, le=180, description="Largest rotation, in degrees either way.")
+    color_jitter: ColorJitterSpec | None = Field(default=None)
+
+
 class DatasetSpec(ApiModel):
-    source: str = Field(min_length=1, description="Path or URI of the training data (jsonl, csv, parquet) or hf://DATASET.")
-    format: Literal["auto", "jsonl", "csv", "parquet", "hub"] = Field(default="auto")
+    source: str = Field(
+        min_length=1,
+        description="Path or URI of the training data: jsonl, csv, parquet, hf://DATASET; for images also a class-per-folder directory or an IDX file.",
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet", "hub", "imagefolder", "idx"] = Field(default="auto")
     split: str = Field(default="train", description="Split name for hub datasets.")
     text_field: str = Field(default="text", min_length=1)
     label_field: str = Field(default="label", min_length=1)
@@ -72,6 +124,12 @@ class DatasetSpec(ApiModel):
     max_samples: int | None = Field(default=None, ge=2, description="Sample this many rows (seeded) before splitting.")
     validation: ValidationSplit = Field(default_factory=ValidationSplit)
     seed: int = Field(default=42)
+    # image classification
+    image_field: str = Field(default="image", min_length=1, description="Table column holding an image path (relative to the table) or its bytes.")
+    labels_source: str | None = Field(default=None, description="IDX labels file; default: the images file with images-idx3 replaced by labels-idx1.")
+    image_size: int | None = Field(default=None, ge=8, le=2048, description="Square input size in pixels; default: the model's.")
+    normalize: NormalizeSpec | None = Field(default=None, description="Input normalisation; default: the model's.")
+    augmentation: AugmentationSpec | None = Field(default=None, description="Training-time image augmentation; absent: none.")
 
     @field_validator("label_names")
     @classmethod
@@ -120,12 +178,17 @@ class TrainingSpec(ApiModel):
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
     lora: LoraSpec | None = Field(default=None)
     freeze_base: bool = Field(default=False, description="Train the classification head only.")
+    freeze_base_epochs: int | None = Field(
+        default=None, ge=1, description="Train the head only for this many epochs, then the whole network (image classification)."
+    )
     early_stopping: EarlyStoppingSpec | None = Field(default=None)
 
     @model_validator(mode="after")
     def _lora_or_freeze(self) -> TrainingSpec:
         if self.lora is not None and self.freeze_base:
             raise ValueError("choose either lora or freezeBase, not both")
+        if self.freeze_base_epochs is not None and (self.freeze_base or self.lora is not None):
+            raise ValueError("freezeBaseEpochs unfreezes the network later: do not combine it with freezeBase or lora")
         return self
 
 
@@ -248,6 +311,17 @@ class ServingSpec(ApiModel):
         return self
 
 
+class DistillationSpec(ApiModel):
+    """Train `spec.model` (the student) to match a fine-tuned teacher's softened predictions."""
+
+    teacher: str = Field(min_length=1, description="The teacher: a Graft result.json (path or URI) or an exported model directory.")
+    student_layers: int | None = Field(
+        default=None, ge=1, le=256, description="Keep this many layers (encoder layers or network blocks) of spec.model; absent: spec.model as it is."
+    )
+    temperature: float = Field(default=2.0, gt=0, le=100, description="Softmax temperature of both models' logits in the soft-target loss.")
+    alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the soft-target loss; 1 - alpha goes to the labels' cross-entropy.")
+
+
 class ClusterRef(ApiModel):
     """A long-lived Ray cluster to run on instead of a per-job RayJob cluster."""
 
@@ -299,6 +373,7 @@ class FineTuneJobSpec(ApiModel):
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    distillation: DistillationSpec | None = Field(default=None, description="Distil a fine-tuned teacher into spec.model (classification tasks).")
     suspend: bool = Field(default=False, description="Stop (or hold) the job's Ray work while true.")
 
     @property
