@@ -303,6 +303,7 @@ class ServingSpec(ApiModel):
     resources: ServingResources = Field(default_factory=ServingResources)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_text_length: int = Field(default=20000, ge=1, description="Longest accepted input text, in characters.")
+    max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image, in bytes (image-classification).")
 
     @model_validator(mode="after")
     def _replicas(self) -> ServingSpec:

@@ -34,6 +34,7 @@ class ServeArgs(ApiModel):
     max_text_length: int = Field(default=20000, ge=1, description="Longest accepted input text, in characters.")
     max_texts_per_request: int = Field(default=64, ge=1, le=10000, description="Most texts in one `texts` request.")
     max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per text; longer texts are truncated.")
+    max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image (image-classification), in bytes.")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto: cuda when available, else cpu.")
     torch_threads: int | None = Field(
         default=None, ge=1, le=512, description="torch intra-op threads; default: the replica's CPUs (at least 1)."
@@ -72,6 +73,7 @@ class ServeArgs(ApiModel):
             max_batch_size=serving.batching.max_batch_size,
             batch_wait_timeout_s=serving.batching.batch_wait_timeout_s,
             max_text_length=serving.max_text_length,
+            max_image_bytes=serving.max_image_bytes,
             max_seq_length=max_seq_length,
             torch_threads=max(1, math.floor(serving.resources.cpus)),
         )
