@@ -17,12 +17,22 @@ METRICS: dict[str, Literal["min", "max"]] = {
     "eval_f1": "max",
     "eval_loss": "min",
     "train_loss": "min",
+    # causal-lm: perplexity = exp(loss) over the completion tokens.
+    "eval_perplexity": "min",
+    "train_perplexity": "min",
 }
+# Metrics each task reports (a tuning or checkpoint metric must be one of its task's).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "text-classification": ("eval_accuracy", "eval_f1", "eval_loss", "train_loss"),
+    "causal-lm": ("eval_loss", "eval_perplexity", "train_loss", "train_perplexity"),
+}
+MetricName = Literal["eval_accuracy", "eval_f1", "eval_loss", "train_loss", "eval_perplexity", "train_perplexity"]
 
 
 class Task(str, Enum):
     TEXT_CLASSIFICATION = "text-classification"
     IMAGE_CLASSIFICATION = "image-classification"
+    CAUSAL_LM = "causal-lm"
 
 
 class Precision(str, Enum):
@@ -130,6 +140,10 @@ class DatasetSpec(ApiModel):
     image_size: int | None = Field(default=None, ge=8, le=2048, description="Square input size in pixels; default: the model's.")
     normalize: NormalizeSpec | None = Field(default=None, description="Input normalisation; default: the model's.")
     augmentation: AugmentationSpec | None = Field(default=None, description="Training-time image augmentation; absent: none.")
+    # causal-lm: chat rows (`messages`, OpenAI chat format) or prompt/completion pairs.
+    messages_field: str = Field(default="messages", min_length=1, description="causal-lm: column of OpenAI-format chat messages.")
+    prompt_field: str = Field(default="prompt", min_length=1, description="causal-lm: prompt column (when there is no messages column).")
+    completion_field: str = Field(default="completion", min_length=1, description="causal-lm: completion column (the tokens trained on).")
 
     @field_validator("label_names")
     @classmethod
@@ -182,6 +196,10 @@ class TrainingSpec(ApiModel):
         default=None, ge=1, description="Train the head only for this many epochs, then the whole network (image classification)."
     )
     early_stopping: EarlyStoppingSpec | None = Field(default=None)
+    # causal-lm: LoRA is on by default (merged into the weights on export); fullFineTune trains every weight.
+    full_fine_tune: bool = Field(default=False, description="causal-lm: train every weight instead of LoRA (use ZeRO-3 for large models).")
+    packing: bool = Field(default=True, description="causal-lm: pack several examples into each maxSeqLength row (else batch by length).")
+    quantization: Literal["none", "4bit"] = Field(default="none", description="causal-lm: 4bit loads the base model in NF4 for QLoRA (GPU only).")
 
     @model_validator(mode="after")
     def _lora_or_freeze(self) -> TrainingSpec:
@@ -189,6 +207,10 @@ class TrainingSpec(ApiModel):
             raise ValueError("choose either lora or freezeBase, not both")
         if self.freeze_base_epochs is not None and (self.freeze_base or self.lora is not None):
             raise ValueError("freezeBaseEpochs unfreezes the network later: do not combine it with freezeBase or lora")
+        if self.full_fine_tune and (self.lora is not None or self.freeze_base):
+            raise ValueError("fullFineTune trains every weight: drop lora and freezeBase, or drop fullFineTune")
+        if self.quantization == "4bit" and self.full_fine_tune:
+            raise ValueError("quantization: 4bit is QLoRA (LoRA on a frozen 4-bit base); it cannot be combined with fullFineTune")
         return self
 
 
@@ -251,7 +273,7 @@ class SchedulerSpec(ApiModel):
 
 
 class TuningSpec(ApiModel):
-    metric: Literal["eval_accuracy", "eval_f1", "eval_loss", "train_loss"] = Field(default="eval_accuracy")
+    metric: MetricName = Field(default="eval_accuracy", description="causal-lm jobs use eval_loss or eval_perplexity.")
     mode: Literal["max", "min"] | None = Field(default=None, description="Defaults to the metric's natural direction.")
     num_trials: int = Field(default=1, ge=1, le=10000)
     max_concurrent_trials: int = Field(default=1, ge=1, le=1000)
@@ -269,7 +291,7 @@ class TuningSpec(ApiModel):
 class CheckpointSpec(ApiModel):
     storage: str | None = Field(default=None, description="Path or URI for checkpoints and the exported model (default: the run directory).")
     num_to_keep: int = Field(default=2, ge=1, le=100)
-    score_metric: Literal["eval_accuracy", "eval_f1", "eval_loss", "train_loss"] | None = Field(
+    score_metric: MetricName | None = Field(
         default=None, description="Defaults to tuning.metric."
     )
 
@@ -304,6 +326,7 @@ class ServingSpec(ApiModel):
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_text_length: int = Field(default=20000, ge=1, description="Longest accepted input text, in characters.")
     max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image, in bytes (image-classification).")
+    max_tokens: int = Field(default=512, ge=1, le=32768, description="causal-lm: most tokens one request may generate.")
 
     @model_validator(mode="after")
     def _replicas(self) -> ServingSpec:
@@ -376,6 +399,24 @@ class FineTuneJobSpec(ApiModel):
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     distillation: DistillationSpec | None = Field(default=None, description="Distil a fine-tuned teacher into spec.model (classification tasks).")
     suspend: bool = Field(default=False, description="Stop (or hold) the job's Ray work while true.")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> FineTuneJobSpec:
+        """Metrics must be ones the task reports; causal-lm gets LoRA unless fullFineTune or freezeBase."""
+        reported = TASK_METRICS.get(str(self.task))
+        if reported is not None:
+            for where, name in (("tuning.metric", self.tuning.metric), ("checkpoints.scoreMetric", self.checkpoints.score_metric)):
+                if name is not None and name not in reported:
+                    raise ValueError(f"{where}: task {self.task} reports {', '.join(reported)}, not {name}; set {where}: {reported[0]}")
+        if self.task == Task.CAUSAL_LM:
+            t = self.training
+            if t.freeze_base:
+                raise ValueError("training.freezeBase trains a classification head only; causal-lm has none: use lora (the default) or fullFineTune")
+            if t.lora is None and not t.full_fine_tune:
+                t.lora = LoraSpec()
+        elif self.training.quantization != "none" or self.training.full_fine_tune:
+            raise ValueError("training.quantization and training.fullFineTune are causal-lm settings; drop them for this task")
+        return self
 
     @property
     def score_metric(self) -> str:

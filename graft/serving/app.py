@@ -120,6 +120,10 @@ def application(args: ServeArgs | dict[str, Any], deployment_options: dict[str, 
     parsed = ServeArgs.parse(args)
     options = {"max_ongoing_requests": max_ongoing_requests(parsed)}
     options.update({k: v for k, v in (deployment_options or {}).items() if k != "name"})
+    if parsed.task == "causal-lm":
+        from graft.serving import llm_app
+
+        return llm_app.application(parsed, options)
     return TextClassifier.options(**options).bind(parsed)
 
 

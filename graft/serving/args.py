@@ -15,16 +15,22 @@ from pydantic import Field, ValidationError, field_validator
 from graft.api.base import ApiModel
 from graft.api.errors import SpecError, format_validation_error
 from graft.api.quantity import quantity_bytes
-from graft.api.spec import ServingSpec, check_label_names
+from graft.api.spec import ServingSpec, Task, check_label_names
 
 IMPORT_PATH = "graft.serving.app:build_app"
 DEPLOYMENT_NAME = "TextClassifier"
+# The Serve deployment of each task's handler (build_app dispatches on ServeArgs.task).
+TASK_DEPLOYMENTS: dict[str, str] = {
+    Task.TEXT_CLASSIFICATION.value: DEPLOYMENT_NAME,
+    Task.CAUSAL_LM.value: "LanguageModel",
+}
 
 
 class ServeArgs(ApiModel):
     """Arguments of the text-classification Serve application."""
 
     model_uri: str = Field(min_length=1, description="Exported Hugging Face model directory: a local path or URI.")
+    task: Task = Field(default=Task.TEXT_CLASSIFICATION, description="Which handler serves the model (the FineTuneJob's task).")
     label_names: list[str] | None = Field(
         default=None, description="Label names in label-id order; default: the model config's id2label."
     )
@@ -39,6 +45,13 @@ class ServeArgs(ApiModel):
     torch_threads: int | None = Field(
         default=None, ge=1, le=512, description="torch intra-op threads; default: the replica's CPUs (at least 1)."
     )
+    # causal-lm (OpenAI routes)
+    max_tokens: int = Field(default=512, ge=1, le=32768, description="causal-lm: most tokens one request may generate.")
+    served_model_name: str | None = Field(default=None, description="causal-lm: the model id of /v1/models (default: the endpoint's name).")
+
+    @property
+    def deployment_name(self) -> str:
+        return TASK_DEPLOYMENTS[str(self.task)]
 
     @field_validator("label_names")
     @classmethod
@@ -64,10 +77,15 @@ class ServeArgs(ApiModel):
         label_names: list[str] | None = None,
         model_version: int | str | None = None,
         max_seq_length: int = 128,
+        task: Task | str = Task.TEXT_CLASSIFICATION,
+        served_model_name: str | None = None,
     ) -> ServeArgs:
         """Args for a model served with a FineTuneJob's or ModelEndpoint's `serving` spec."""
         return cls(
             model_uri=model_uri,
+            task=Task(task),
+            served_model_name=served_model_name,
+            max_tokens=serving.max_tokens,
             label_names=label_names,
             model_version=model_version,
             max_batch_size=serving.batching.max_batch_size,
@@ -109,7 +127,7 @@ def serve_config(
         "args": args.to_wire(),
         "deployments": [
             {
-                "name": DEPLOYMENT_NAME,
+                "name": args.deployment_name,
                 "max_ongoing_requests": max_ongoing_requests(args),
                 "autoscaling_config": {
                     "min_replicas": serving.min_replicas,

@@ -38,6 +38,7 @@ def deploy_local(
     model_version: int | str | None = None,
     max_seq_length: int = 128,
     ready_timeout_s: float = 180.0,
+    task: str = "text-classification",
 ) -> str:
     """Deploy `model_uri` as Serve application `app_name`; return its URL once /healthz answers 200.
 
@@ -47,11 +48,19 @@ def deploy_local(
     With `blocking=True`, keep serving until interrupted (Ctrl-C), then return.
     """
     # Fail fast, before Serve retries a replica that cannot load (the replica shares this filesystem).
-    label_names_of(resolve_model_dir(model_uri), label_names)
+    model_dir = resolve_model_dir(model_uri)
+    if task == "text-classification":
+        label_names_of(model_dir, label_names)
     if not ray.is_initialized():
         raise DeployError("Ray is not initialised; call ray.init(...) before deploy_local")
     args = ServeArgs.from_serving(
-        model_uri, serving, label_names=label_names, model_version=model_version, max_seq_length=max_seq_length
+        model_uri,
+        serving,
+        label_names=label_names,
+        model_version=model_version,
+        max_seq_length=max_seq_length,
+        task=task,
+        served_model_name=app_name if task == "causal-lm" else None,
     )
     entry = serve_config(args, app_name=app_name, route_prefix=route_prefix, serving=serving)
     serve.start(http_options={"host": HOST, "port": http_port})

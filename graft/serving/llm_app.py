@@ -1,0 +1,150 @@
+"""The Ray Serve application for causal-LM models: an OpenAI-compatible API.
+
+`POST /v1/chat/completions`, `POST /v1/completions` (both with `"stream": true` for server-sent
+events), `GET /v1/models` and `GET /healthz`. `graft.serving.app:build_app` returns this
+application when `args.task` is `causal-lm`.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real `Request` annotation.
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from graft.serving.args import TASK_DEPLOYMENTS, ServeArgs
+from graft.serving.generation import LanguageModel, Step
+from graft.serving.openai_protocol import (
+    ApiError,
+    GenerationRequest,
+    Limits,
+    chunk_body,
+    completion_body,
+    decode_body,
+    models_body,
+    parse_chat,
+    parse_completion,
+    sse,
+    usage,
+    usage_chunk,
+)
+
+api = FastAPI(title="Graft language model (OpenAI-compatible)")
+# Generations running at once on one replica; more requests wait their turn (Serve queues beyond
+# max_ongoing_requests).
+GENERATION_THREADS = 4
+
+
+def served_name(args: ServeArgs) -> str:
+    if args.served_model_name:
+        return args.served_model_name
+    path = Path(args.model_uri.rstrip("/"))
+    return (path.parent.name if path.name == "model" else path.name) or "model"
+
+
+def _error(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+@serve.deployment(name=TASK_DEPLOYMENTS["causal-lm"])
+@serve.ingress(api)
+class OpenAIServer:
+    def __init__(self, args: ServeArgs) -> None:
+        import torch
+
+        from graft.serving.app import replica_threads
+        from graft.serving.model import pick_device, resolve_model_dir
+
+        self._args = args
+        self._threads = replica_threads(args)
+        torch.set_num_threads(self._threads)
+        self._lm = LanguageModel.load(resolve_model_dir(args.model_uri), pick_device(args.device), args.max_seq_length)
+        self._name = served_name(args)
+        self._created = int(time.time())
+        self._limits = Limits(max_text_length=args.max_text_length, max_tokens=args.max_tokens)
+        self._pool = ThreadPoolExecutor(max_workers=GENERATION_THREADS, thread_name_prefix="generate")
+        self._requests = 0
+        self._tokens = 0
+
+    async def _parse(self, request: Request, parse: Callable[..., GenerationRequest]) -> GenerationRequest:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limits.body_bytes:
+            raise ApiError(413, f"the request body has {declared} bytes, more than the limit of {self._limits.body_bytes}")
+        return parse(decode_body(await request.body(), self._limits), self._name, self._limits)
+
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat(self, request: Request) -> JSONResponse | StreamingResponse:
+        return await self._handle(request, parse_chat, "chatcmpl")
+
+    @api.post("/v1/completions", response_model=None)
+    async def completions(self, request: Request) -> JSONResponse | StreamingResponse:
+        return await self._handle(request, parse_completion, "cmpl")
+
+    async def _handle(self, request: Request, parse: Callable[..., GenerationRequest], prefix: str) -> JSONResponse | StreamingResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            req = await self._parse(request, parse)
+            ids = await loop.run_in_executor(self._pool, self._lm.prompt_ids, req)
+        except ApiError as err:
+            return _error(err)
+        rid, created = f"{prefix}-{uuid.uuid4().hex[:24]}", int(time.time())
+        steps = self._lm.generate(req, ids)
+        self._requests += 1
+        if req.stream:
+            return StreamingResponse(self._events(req, rid, created, steps), media_type="text/event-stream")
+        text, last = [], Step()
+        while (step := await loop.run_in_executor(self._pool, next, steps, None)) is not None:
+            text.append(step.text)
+            last = step
+        self._tokens += last.completion_tokens
+        use = usage(last.prompt_tokens, last.completion_tokens)
+        return JSONResponse(completion_body(req, rid, created, "".join(text), last.finish or "length", use))
+
+    async def _events(self, req: GenerationRequest, rid: str, created: int, steps: Iterator[Step]) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        first = True
+        if req.kind == "chat":
+            yield sse(chunk_body(req, rid, created, None, None, first=True))
+            first = False
+        while (step := await loop.run_in_executor(self._pool, next, steps, None)) is not None:
+            if step.finish is None:
+                yield sse(chunk_body(req, rid, created, step.text, None, first=first))
+                first = False
+                continue
+            self._tokens += step.completion_tokens
+            yield sse(chunk_body(req, rid, created, None, step.finish))
+            if req.include_usage:
+                yield sse(usage_chunk(req, rid, created, usage(step.prompt_tokens, step.completion_tokens)))
+        yield sse("[DONE]")
+
+    @api.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        return models_body(self._name, self._created)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "task": "causal-lm",
+            "model": self._name,
+            "model_uri": self._args.model_uri,
+            "model_version": self._args.model_version,
+            "device": str(self._lm.device),
+            "torch_threads": self._threads,
+            "max_context": self._lm.max_context,
+            "max_tokens": self._limits.max_tokens,
+            "max_text_length": self._limits.max_text_length,
+            "requests": self._requests,
+            "completion_tokens": self._tokens,
+        }
+
+
+def application(args: ServeArgs, options: dict[str, Any]) -> serve.Application:
+    return OpenAIServer.options(**options).bind(args)
