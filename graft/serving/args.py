@@ -51,7 +51,7 @@ class ServeArgs(ApiModel):
 
     @property
     def deployment_name(self) -> str:
-        return TASK_DEPLOYMENTS[str(self.task)]
+        return TASK_DEPLOYMENTS.get(str(self.task), DEPLOYMENT_NAME)
 
     @field_validator("label_names")
     @classmethod

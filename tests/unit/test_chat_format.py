@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from graft.jobs.tasks.chat_format import IGNORE, Encoded, encode_conversation, pack
-from tests.llm_assets import smollm2_gguf  # noqa: F401
+from tests.llm_assets import smollm2_path
 
 pytestmark = pytest.mark.unit
 
@@ -20,10 +19,10 @@ CHAT = [
 
 
 @pytest.fixture(scope="module")
-def tokenizer(smollm2_gguf: Path) -> Any:
+def tokenizer() -> Any:
     from graft.jobs.tasks.lm_loading import load_tokenizer
 
-    return load_tokenizer(smollm2_gguf)
+    return load_tokenizer(smollm2_path())
 
 
 def trained_text(tokenizer: Any, ex: Encoded) -> str:
