@@ -1,5 +1,5 @@
 # The two commands a new user needs:
-#   make demo   set up everything, then fine-tune, tune and serve examples/finetune.yaml on a local Ray
+#   make demo   set up everything, then fine-tune, tune and serve examples/finetune.yaml on a local Ray (offline)
 #   make test   set up everything the tests need (venv, Go-built control plane), then run the whole suite
 SHELL := /bin/bash
 VENV := .venv
@@ -8,19 +8,25 @@ export GRAFT_CACHE ?= $(HOME)/.cache/graft
 export TORCH_EXTENSIONS_DIR ?= $(GRAFT_CACHE)/torch-extensions
 export PIP_CACHE_DIR ?= $(GRAFT_CACHE)/pip
 
-.PHONY: venv demo test test-unit test-integration test-e2e controlplane crds check-crds bench lint clean
+.PHONY: venv lock demo test test-unit test-integration test-e2e controlplane crds chart-docs clean
 
 venv:
 	scripts/venv.sh
 
 demo: venv
-	$(VENV)/bin/graft run examples/finetune.yaml $(DEMO_ARGS)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/graft run examples/finetune.yaml $(DEMO_ARGS)
 
 controlplane:
 	scripts/controlplane.sh
 
+lock:
+	scripts/lock.sh
+
+chart-docs: venv
+	$(PY) tools/chart_docs.py
+
 crds: venv
-	$(VENV)/bin/graft crd -o charts/graft/crds/graft.dev.yaml
+	$(VENV)/bin/graft crd --output-file charts/graft/crds/graft.dev.yaml
 
 test: venv controlplane
 	scripts/test.sh

@@ -18,6 +18,8 @@ class ServedModel(ApiModel):
     mode: Literal["max", "min"] = "max"
     source_job: str | None = Field(default=None, description="FineTuneJob that produced the model.")
     version: int = Field(default=1, ge=1, description="Promotion counter; bumped on every promotion.")
+    max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per input; the training job's training.maxSeqLength.")
+    trust_remote_code: bool = Field(default=False, description="Allow the model directory's custom code (the training job's model.trustRemoteCode).")
 
 
 class ModelEndpointSpec(ApiModel):

@@ -123,10 +123,12 @@ class AugmentationSpec(ApiModel):
 class DatasetSpec(ApiModel):
     source: str = Field(
         min_length=1,
-        description="Path or URI of the training data: jsonl, csv, parquet, hf://DATASET; for images also a class-per-folder directory or an IDX file.",
+        description="Path or URI of the training data: jsonl, csv, parquet, a hub dataset hf://datasets/ORG/NAME; for images also a class-per-folder directory or an IDX file.",
     )
     format: Literal["auto", "jsonl", "csv", "parquet", "hub", "imagefolder", "idx"] = Field(default="auto")
     split: str = Field(default="train", description="Split name for hub datasets.")
+    config: str | None = Field(default=None, description="Configuration (subset) name for hub datasets.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) for hub datasets.")
     text_field: str = Field(default="text", min_length=1)
     label_field: str = Field(default="label", min_length=1)
     label_names: list[str] | None = Field(default=None, description="Names of the labels, in label-id order.")

@@ -21,11 +21,10 @@ from graft.api import FineTuneJob, load_job
 from graft.api.result import TrainingResult
 from graft.cli.console import RunConsole
 
-# Environment for every Ray worker and replica: offline model loading, cached DeepSpeed ops.
+# Environment for every Ray worker and replica: cached DeepSpeed ops, no usage stats. Hub access
+# stays as the caller's environment sets it (HF_HUB_OFFLINE=1 for offline runs, as `make demo` does).
 _CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
 LOCAL_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_USAGE_STATS_ENABLED": "0",
     "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(_CACHE / "torch-extensions")),
@@ -139,7 +138,10 @@ def _serve(job: FineTuneJob, result: TrainingResult, args: argparse.Namespace, c
     assert result.model_uri is not None
     port = free_port(8000 if args.port is None else args.port)
     console.phase("serving", f"deploying the best model ({result.best_trial_id}) with Ray Serve")
-    url = deploy_local(result.model_uri, job.spec.serving, app_name=job.metadata.name, route_prefix="/", http_port=port)
+    url = deploy_local(
+        result.model_uri, job.spec.serving, app_name=job.metadata.name, route_prefix="/", http_port=port,
+        max_seq_length=job.spec.training.max_seq_length, trust_remote_code=job.spec.model.trust_remote_code,
+    )
     text, expected = (args.sample, None) if args.sample else _validation_example(job)
     response = httpx.post(f"{url.rstrip('/')}/predict", json={"text": text}, timeout=60)
     response.raise_for_status()

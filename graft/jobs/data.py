@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graft.api.spec import DatasetSpec
-from graft.jobs.sources import SourceError, hub_repo_id, is_hub_source, resolve_source
+from graft.jobs.sources import SourceError, hub_dataset_id, is_hub_source, resolve_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,9 +88,9 @@ def read_table(source: str, spec: DatasetSpec, field_path: str) -> tuple[pd.Data
 def _read_hub(source: str, spec: DatasetSpec, field_path: str) -> pd.DataFrame:
     import datasets
 
-    name = hub_repo_id(source) if is_hub_source(source) else source
+    name = hub_dataset_id(source) if is_hub_source(source) else source
     try:
-        ds = datasets.load_dataset(name, split=spec.split)
+        ds = datasets.load_dataset(name, spec.config, split=spec.split, revision=spec.revision)
     except (ConnectionError, FileNotFoundError) as exc:
         raise DataError(
             field_path,

@@ -61,6 +61,11 @@ def hub_repo_id(source: str) -> str:
     return source[len(HF_SCHEME):].strip("/")
 
 
+def hub_dataset_id(source: str) -> str:
+    """`hf://datasets/ORG/NAME` (the hub's own URL form) or `hf://ORG/NAME` -> `ORG/NAME`."""
+    return hub_repo_id(source).removeprefix("datasets/")
+
+
 def resolve_source(
     source: str | os.PathLike[str],
     *,

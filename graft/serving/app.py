@@ -20,7 +20,8 @@ from ray import serve
 
 from graft.serving.args import DEPLOYMENT_NAME, ServeArgs, max_ongoing_requests
 from graft.serving.model import LoadedModel, resolve_model_dir
-from graft.serving.protocol import Limits, RequestError, check_body_size, parse_predict_body, prediction
+from graft.serving import protocols
+from graft.serving.protocol import Limits, RequestError, check_body_size, decode_json, parse_predict_request, prediction
 
 api = FastAPI(title="Graft text classifier")
 
@@ -74,23 +75,77 @@ class TextClassifier:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._model.probabilities, texts)
 
+    async def _body(self, request: Request, example: str) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit():
+            check_body_size(int(declared), self._limits)  # before reading an oversized body
+        return decode_json(await request.body(), self._limits, example)
+
+    async def _scores(self, texts: list[str]) -> list[list[float]]:
+        # Each text joins the batch queue on its own, so texts of concurrent requests share forwards.
+        return list(await asyncio.gather(*(self._classify(t) for t in texts)))
+
+    def _model_name(self) -> str:
+        return self._args.served_model_name or str(serve.get_replica_context().app_name)
+
+    def _unknown_model(self, name: str) -> JSONResponse | None:
+        if name != self._model_name():
+            return JSONResponse({"error": f"model {name!r} is not served here; this endpoint serves {self._model_name()!r}"},
+                                status_code=404)
+        return None
+
     @api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
+        """Graft's own shape ({"text"} / {"texts"}), or TEI's ({"inputs"})."""
         try:
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit():
-                check_body_size(int(declared), self._limits)  # before reading an oversized body
-            texts = parse_predict_body(await request.body(), self._limits)
+            body = await self._body(request, protocols.TEI_EXAMPLE)
+            tei = isinstance(body, dict) and "inputs" in body
+            texts = protocols.parse_tei(body, self._limits) if tei else parse_predict_request(body, self._limits)
         except RequestError as err:
             return JSONResponse({"error": err.message}, status_code=err.status)
-        # Each text joins the batch queue on its own, so texts of concurrent requests share forwards.
-        scores = await asyncio.gather(*(self._classify(t) for t in texts))
+        scores = await self._scores(texts)
+        if tei:
+            return JSONResponse(protocols.tei_response(scores, self._model.label_names))
         return JSONResponse(
             {
                 "predictions": [prediction(p, self._model.label_names) for p in scores],
                 "model_version": self._args.model_version,
             }
         )
+
+    @api.post("/v1/models/{name}:predict")
+    async def predict_v1(self, name: str, request: Request) -> JSONResponse:
+        """KServe v1: {"instances": [...]} -> {"predictions": [...]}."""
+        if (missing := self._unknown_model(name)) is not None:
+            return missing
+        try:
+            texts = protocols.parse_v1(await self._body(request, protocols.V1_EXAMPLE), self._limits)
+        except RequestError as err:
+            return JSONResponse({"error": err.message}, status_code=err.status)
+        scores = await self._scores(texts)
+        return JSONResponse({"predictions": [prediction(p, self._model.label_names) for p in scores]})
+
+    @api.post("/v2/models/{name}/infer")
+    async def infer_v2(self, name: str, request: Request) -> JSONResponse:
+        """Open Inference Protocol v2 (KServe v2, Triton clients)."""
+        if (missing := self._unknown_model(name)) is not None:
+            return missing
+        try:
+            texts, request_id = protocols.parse_v2(await self._body(request, protocols.V2_EXAMPLE), self._limits)
+        except RequestError as err:
+            return JSONResponse({"error": err.message}, status_code=err.status)
+        scores = await self._scores(texts)
+        return JSONResponse(protocols.v2_response(name, self._args.model_version, request_id, scores, self._model.label_names))
+
+    @api.get("/v2/models/{name}")
+    async def metadata_v2(self, name: str) -> JSONResponse:
+        if (missing := self._unknown_model(name)) is not None:
+            return missing
+        return JSONResponse(protocols.v2_metadata(name, self._args.model_version, self._model.label_names))
+
+    @api.get("/v2/health/ready")
+    async def ready_v2(self) -> dict[str, bool]:
+        return {"ready": True}
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

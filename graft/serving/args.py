@@ -47,7 +47,10 @@ class ServeArgs(ApiModel):
     )
     # causal-lm (OpenAI routes)
     max_tokens: int = Field(default=512, ge=1, le=32768, description="causal-lm: most tokens one request may generate.")
-    served_model_name: str | None = Field(default=None, description="causal-lm: the model id of /v1/models (default: the endpoint's name).")
+    served_model_name: str | None = Field(
+        default=None, description="The model name clients use: /v1/models (OpenAI) and KServe v1/v2 routes (default: the endpoint's name)."
+    )
+    trust_remote_code: bool = Field(default=False, description="Allow the model directory's custom code (the job's model.trustRemoteCode).")
 
     @property
     def deployment_name(self) -> str:
@@ -79,6 +82,7 @@ class ServeArgs(ApiModel):
         max_seq_length: int = 128,
         task: Task | str = Task.TEXT_CLASSIFICATION,
         served_model_name: str | None = None,
+        trust_remote_code: bool = False,
     ) -> ServeArgs:
         """Args for a model served with a FineTuneJob's or ModelEndpoint's `serving` spec."""
         return cls(
@@ -93,6 +97,7 @@ class ServeArgs(ApiModel):
             max_text_length=serving.max_text_length,
             max_image_bytes=serving.max_image_bytes,
             max_seq_length=max_seq_length,
+            trust_remote_code=trust_remote_code,
             torch_threads=max(1, math.floor(serving.resources.cpus)),
         )
 

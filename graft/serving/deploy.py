@@ -37,6 +37,7 @@ def deploy_local(
     label_names: list[str] | None = None,
     model_version: int | str | None = None,
     max_seq_length: int = 128,
+    trust_remote_code: bool = False,
     ready_timeout_s: float = 180.0,
     task: str = "text-classification",
 ) -> str:
@@ -60,7 +61,8 @@ def deploy_local(
         model_version=model_version,
         max_seq_length=max_seq_length,
         task=task,
-        served_model_name=app_name if task == "causal-lm" else None,
+        served_model_name=app_name,
+        trust_remote_code=trust_remote_code,
     )
     entry = serve_config(args, app_name=app_name, route_prefix=route_prefix, serving=serving)
     serve.start(http_options={"host": HOST, "port": http_port})

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from graft.jobs.tasks.image_decode import ImageError, decode_image
-from graft.serving.protocol import RequestError, _type_name
+from graft.serving.protocol import RequestError, type_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +56,7 @@ def _decode(data: bytes, where: str, limits: ImageLimits) -> np.ndarray:
 
 def _b64(value: Any, where: str, limits: ImageLimits) -> np.ndarray:
     if not isinstance(value, str):
-        raise RequestError(422, f"{where} must be a base64 string, got {_type_name(value)}; send {EXAMPLE}")
+        raise RequestError(422, f"{where} must be a base64 string, got {type_name(value)}; send {EXAMPLE}")
     text = value.strip()
     if text.startswith("data:"):
         _, _, text = text.partition(",")
@@ -86,7 +86,7 @@ def parse_image_request(raw: bytes, content_type: str, limits: ImageLimits) -> l
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the request body is not valid JSON ({exc}); send {EXAMPLE}") from exc
     if not isinstance(body, dict):
-        raise RequestError(422, f"the body must be a JSON object, got {_type_name(body)}; send {EXAMPLE}")
+        raise RequestError(422, f"the body must be a JSON object, got {type_name(body)}; send {EXAMPLE}")
     unknown = sorted(set(body) - {"image", "images"})
     if unknown:
         raise RequestError(422, f"unknown field(s) {', '.join(unknown)}; the body takes exactly one of image or images")
@@ -98,7 +98,7 @@ def parse_image_request(raw: bytes, content_type: str, limits: ImageLimits) -> l
         raise RequestError(422, f"missing field image (or images); send {EXAMPLE}")
     images = body["images"]
     if not isinstance(images, list):
-        raise RequestError(422, f"images must be a list of base64 strings, got {_type_name(images)}")
+        raise RequestError(422, f"images must be a list of base64 strings, got {type_name(images)}")
     if not images:
         raise RequestError(422, "images is an empty list; send at least one image")
     if len(images) > limits.max_images_per_request:

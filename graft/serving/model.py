@@ -85,8 +85,8 @@ class LoadedModel:
         labels = label_names_of(model_dir, args.label_names)
         device = pick_device(args.device)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=args.trust_remote_code)
+            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), trust_remote_code=args.trust_remote_code)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
         if model.config.num_labels != len(labels):

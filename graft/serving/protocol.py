@@ -41,9 +41,9 @@ class RequestError(ValueError):
         self.message = message
 
 
-def _check_text(value: Any, where: str, limits: Limits) -> str:
+def check_text(value: Any, where: str, limits: Limits) -> str:
     if not isinstance(value, str):
-        raise RequestError(422, f"{where} must be a string, got {_type_name(value)}; send {EXAMPLE}")
+        raise RequestError(422, f"{where} must be a string, got {type_name(value)}; send {EXAMPLE}")
     if not value.strip():
         raise RequestError(422, f"{where} is empty; send non-blank text")
     if len(value) > limits.max_text_length:
@@ -55,7 +55,7 @@ def _check_text(value: Any, where: str, limits: Limits) -> str:
     return value
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", str: "a string"}.get(
@@ -63,33 +63,37 @@ def _type_name(value: Any) -> str:
     )
 
 
-def parse_predict_body(raw: bytes, limits: Limits) -> list[str]:
-    """The texts of a /predict body, in order; raises RequestError for anything else."""
+def decode_json(raw: bytes, limits: Limits, example: str = EXAMPLE) -> Any:
+    """The decoded JSON of a request body within the size limit; RequestError (400/413) otherwise."""
     check_body_size(len(raw), limits)
     if not raw.strip():
-        raise RequestError(400, f"the request body is empty; send JSON such as {EXAMPLE}")
+        raise RequestError(400, f"the request body is empty; send JSON such as {example}")
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"the request body is not valid JSON ({exc}); send {EXAMPLE}") from exc
-    return parse_predict_request(body, limits)
+        raise RequestError(400, f"the request body is not valid JSON ({exc}); send {example}") from exc
+
+
+def parse_predict_body(raw: bytes, limits: Limits) -> list[str]:
+    """The texts of a /predict body, in order; raises RequestError for anything else."""
+    return parse_predict_request(decode_json(raw, limits), limits)
 
 
 def parse_predict_request(body: Any, limits: Limits) -> list[str]:
     """The texts of an already decoded /predict body."""
     if not isinstance(body, dict):
-        raise RequestError(422, f"the body must be a JSON object, got {_type_name(body)}; send {EXAMPLE}")
+        raise RequestError(422, f"the body must be a JSON object, got {type_name(body)}; send {EXAMPLE}")
     unknown = sorted(set(body) - {"text", "texts"})
     if unknown:
-        raise RequestError(422, f"unknown field(s) {', '.join(unknown)}; the body takes exactly one of text or texts")
+        raise RequestError(422, f"unknown field(s) {', '.join(unknown)}; the body takes exactly one of text or texts (or inputs, as TEI clients send)")
     if "text" in body and "texts" in body:
         raise RequestError(422, "send either text or texts, not both")
     if "text" in body:
-        return [_check_text(body["text"], "text", limits)]
+        return [check_text(body["text"], "text", limits)]
     if "texts" in body:
         texts = body["texts"]
         if not isinstance(texts, list):
-            raise RequestError(422, f"texts must be a list of strings, got {_type_name(texts)}; send {EXAMPLE}")
+            raise RequestError(422, f"texts must be a list of strings, got {type_name(texts)}; send {EXAMPLE}")
         if not texts:
             raise RequestError(422, "texts is an empty list; send at least one text")
         if len(texts) > limits.max_texts_per_request:
@@ -98,7 +102,7 @@ def parse_predict_request(body: Any, limits: Limits) -> list[str]:
                 f"texts has {len(texts)} items, more than the limit of {limits.max_texts_per_request}; "
                 "split them over several requests",
             )
-        return [_check_text(t, f"texts[{i}]", limits) for i, t in enumerate(texts)]
+        return [check_text(t, f"texts[{i}]", limits) for i, t in enumerate(texts)]
     raise RequestError(422, f"missing field text (or texts); send {EXAMPLE}")
 
 

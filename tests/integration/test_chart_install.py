@@ -118,3 +118,13 @@ def test_helm_install_and_uninstall_on_the_real_api_server(crds: ControlPlane) -
 def test_helm_refuses_a_kubernetes_version_below_the_chart_minimum() -> None:
     with pytest.raises(HelmError, match="kubeVersion"):
         helm("template", "graft", str(CHART), "--kube-version", "1.26.0")
+
+
+def test_helm_install_refuses_a_value_the_schema_does_not_allow(control_plane: ControlPlane) -> None:
+    kube = ["--kubeconfig", str(control_plane.kubeconfig)]
+    with pytest.raises(HelmError, match="values don't meet the specifications of the schema") as info:
+        helm("install", "badvalues", str(CHART), "--namespace", "badvalues-system", "--create-namespace",
+             "--values", "-", *kube, stdin=json.dumps({"image": {"pullPolicy": "Sometimes"}}))
+    assert "pullPolicy" in str(info.value)
+    status = helm("list", "--all-namespaces", "-o", "json", *kube)
+    assert "badvalues" not in status  # nothing was installed

@@ -7,6 +7,7 @@ Marked integration: it needs the helm binary from the control plane build (or $G
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -271,3 +272,21 @@ def test_release_name_prefixes_cluster_scoped_names() -> None:
     assert names == {"ml-graft-operator", "ml-graft-operator-cluster", "ml-graft-edit", "ml-graft-view"}
     assert one(docs, "ClusterRoleBinding", "ml-graft-operator")["subjects"][0] == {
         "kind": "ServiceAccount", "name": "ml-graft", "namespace": "ml-system"}
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [({"replica": 2}, "replica"), ({"replicas": "two"}, "replicas"), ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+     ({"operator": {"rayImag": "x"}}, "rayImag")],
+)
+def test_schema_refuses_misspelt_and_mistyped_values(values: dict[str, Any], field: str) -> None:
+    with pytest.raises(HelmError, match=field):
+        render_chart(values)
+
+
+def test_helm_package_builds_a_chart_archive_that_renders(tmp_path: Path) -> None:
+    out = helm("package", str(CHART), "--destination", str(tmp_path))
+    archive = tmp_path / "graft-0.1.0.tgz"
+    assert archive.is_file(), out
+    rendered = helm("template", "graft", str(archive), "--kube-version", KUBE_VERSION)
+    assert "kind: Deployment" in rendered

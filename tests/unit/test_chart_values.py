@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from kopf._cogs.structs import references
 
+import graft
 from graft.operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
@@ -61,8 +61,7 @@ def test_undocumented_value_is_detected() -> None:
 
 def test_chart_app_version_matches_the_package() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert chart["appVersion"] == project["version"]
+    assert chart["appVersion"] == graft.__version__
     assert chart["apiVersion"] == "v2"
 
 

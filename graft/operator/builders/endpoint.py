@@ -21,6 +21,8 @@ def build_promoted_model(job: FineTuneJob, result: TrainingResult, version: int)
         mode=result.mode,
         source_job=job.metadata.name,
         version=version,
+        max_seq_length=job.spec.training.max_seq_length,
+        trust_remote_code=job.spec.model.trust_remote_code,
     ).to_wire()
 
 

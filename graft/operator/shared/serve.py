@@ -48,7 +48,10 @@ def build_application(endpoint: ModelEndpoint, settings: OperatorSettings) -> di
     zero-downtime replacement of replicas on promotion."""
     ns = endpoint.metadata.namespace or ""
     spec = endpoint.spec
-    args = ServeArgs.from_serving(spec.model.uri, spec.serving, model_version=spec.model.version)
+    args = ServeArgs.from_serving(
+        spec.model.uri, spec.serving, model_version=spec.model.version, max_seq_length=spec.model.max_seq_length,
+        trust_remote_code=spec.model.trust_remote_code, served_model_name=endpoint.metadata.name,
+    )
     app = serve_config(
         args,
         app_name=app_name(ns, endpoint.metadata.name),
