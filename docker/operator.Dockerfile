@@ -5,13 +5,11 @@ FROM python:3.11.14-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md requirements.lock ./
+COPY pyproject.toml README.md requirements.lock docker/operator-requirements.txt ./
 COPY graft ./graft
 # graft itself without its training stack (--no-deps), then exactly what graft.operator imports.
 RUN pip install --no-deps . \
- && pip install -c requirements.lock \
-      "pydantic==2.14.4" "pyyaml==6.0.4" "kopf==1.45.2" "kubernetes==37.0.2" \
-      "fsspec==2026.9.0" "httpx==0.28.1" "prometheus-client==0.26.0" \
+ && pip install -c requirements.lock -r operator-requirements.txt \
  && python -c "import graft.operator.handlers" \
  && rm -rf /src
 

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Build Graft's container images without a registry or a Docker daemon, and load them into a
+# containerd (the test node's, or any on this machine).
+#
+#   scripts/images.sh build [ray|operator|all]     # build (cached) the OCI layers
+#   scripts/images.sh load  [ray|operator|all]     # build if needed, then `ctr images import`
+#   scripts/images.sh archive ray|operator FILE    # write an OCI archive (for `ctr import`, skopeo, ...)
+#   scripts/images.sh refs                          # print the image references
+#
+# Each image is three layers, each cached under $GRAFT_CACHE/images (default ~/.cache/graft/images)
+# and keyed by what goes into it:
+#   base   Debian bookworm minbase made by mmdebstrap (python3, wget for KubeRay's probes, users
+#          `ray` 1000:100 and `graft` 10001); key: the package list and this script's base recipe
+#   deps   the pinned Python stack, pip-installed inside the base (chroot on an overlay mount);
+#          key: base key + requirement list + requirements.lock + pip version
+#   graft  this checkout's graft wheel (--no-deps); key: deps key + pyproject.toml, README.md, graft/**
+# The image config (ENV, USER, WORKDIR, ENTRYPOINT, CMD) is read from docker/<image>.Dockerfile,
+# which stays the way to build the same images on the upstream bases (`docker build`).
+# Environment: GRAFT_CACHE; CONTAINERD_ADDRESS (socket for `load`, default /run/containerd/containerd.sock);
+# CTR (ctr binary, default ctr); CONTAINERD_NAMESPACE (default k8s.io, the one the kubelet uses).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${GRAFT_CACHE:-$HOME/.cache/graft}/images
+py=${PYTHON:-python3}
+pip_version=26.3
+suite=bookworm
+base_packages=python3,python-is-python3,python3-pip-whl,ca-certificates,wget,netbase,procps
+ray_ref=ghcr.io/graft-dev/graft-ray:0.1.0-ray2.60.0-py311
+operator_ref=ghcr.io/graft-dev/graft-operator:0.1.0
+
+tmpdirs=()
+cleanup() { [ ${#tmpdirs[@]} = 0 ] || rm -rf "${tmpdirs[@]}"; }
+trap cleanup EXIT
+scratch_dir() { local d; d=$(mktemp -d "${TMPDIR:-/tmp}/graft-images.XXXXXX"); tmpdirs+=("$d"); echo "$d"; }
+log() { echo "images: $*" >&2; }
+# Drop the cached layers of one kind (e.g. ray-deps) other than KEEP: a new key replaces the old.
+prune() { local kind=$1 keep=$2 d; for d in "$cache/$kind"-*; do [ -d "$d" ] && [ "$d" != "$keep" ] && rm -rf "$d"; done; return 0; }
+die() { echo "images: error: $*" >&2; exit 1; }
+sha() { sha256sum | cut -c1-16; }
+need() { command -v "$1" >/dev/null || die "$1 not found: $2"; }
+
+# The base recipe: everything that shapes the base rootfs goes into its key.
+base_recipe() {
+  cat <<EOF
+suite=$suite packages=$base_packages
+hook: users ray (1000:100, /home/ray) and graft (10001); no EXTERNALLY-MANAGED; empty resolv.conf/hostname; no apt lists
+EOF
+}
+
+build_base() {
+  base_key=$(base_recipe | sha)
+  base_dir=$cache/base-$base_key
+  [ -f "$base_dir/rootfs.digest" ] && return
+  need mmdebstrap "apt-get install mmdebstrap"
+  log "base: mmdebstrap $suite ($base_packages) -> $base_dir"
+  prune base "$base_dir"; mkdir -p "$base_dir"
+  local t0=$SECONDS
+  mmdebstrap --quiet --variant=minbase --include="$base_packages" \
+    --customize-hook='chroot "$1" useradd --uid 1000 --gid 100 --create-home --shell /bin/bash ray' \
+    --customize-hook='chroot "$1" useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin graft' \
+    --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
+    --customize-hook=': > "$1/etc/resolv.conf"; : > "$1/etc/hostname"' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*.log' \
+    "$suite" "$base_dir/rootfs"
+  "$py" "$root/scripts/oci_archive.py" digest "$base_dir/rootfs" >/dev/null
+  log "base: done in $((SECONDS - t0)) s ($(du -sh "$base_dir/rootfs" | cut -f1))"
+}
+
+# Run CMD (a bash script) chrooted in an overlay of LOWER dirs (colon-separated, top first) with
+# writes going to UPPER. A private mount namespace: every mount goes away with the process.
+# /tmp is a scratch dir of the host (nothing of a pip download lands in the layer); the pip cache
+# ($GRAFT_CACHE/pip, shared with scripts/venv.sh) is mounted at /tmp/pipcache; $1 files in /tmp/in.
+in_overlay() {
+  local lower=$2 upper=$3 input=$4 script=$5
+  local scratch=$1/scratch
+  mkdir -p "$upper" "$scratch/work" "$scratch/merged" "$scratch/tmp/pipcache" "$scratch/tmp/in" "${GRAFT_CACHE:-$HOME/.cache/graft}/pip"
+  [ -n "$input" ] && cp -r "$input"/. "$scratch/tmp/in/"
+  printf '%s\n' "$script" > "$scratch/tmp/in/run.sh"
+  # The host's CA bundle for pip (it may trust a TLS proxy the image's ca-certificates do not); in /tmp, not in the layer.
+  cp "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$scratch/tmp/ca.crt"
+  local rc=0
+  unshare --mount --propagation private bash -euo pipefail -c '
+    s=$1; m=$s/merged
+    mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$s/work" "$m"
+    mount --bind "$s/tmp" "$m/tmp"
+    mount --bind "$4" "$m/tmp/pipcache"
+    mount -t proc proc "$m/proc"
+    mount --bind /dev "$m/dev"
+    mount --bind /etc/resolv.conf "$m/etc/resolv.conf"
+    exec env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
+      PIP_CACHE_DIR=/tmp/pipcache PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+      PIP_NO_WARN_SCRIPT_LOCATION=1 PIP_CERT=/tmp/ca.crt "$(command -v chroot)" "$m" bash -euo pipefail /tmp/in/run.sh
+  ' _ "$scratch" "$lower" "$upper" "${GRAFT_CACHE:-$HOME/.cache/graft}/pip" || rc=$?
+  [ "$rc" = 0 ] || die "build step in $upper failed (exit $rc)"
+  # Overlay whiteouts (deleted lower files) would need converting to OCI whiteouts; nothing here deletes.
+  if [ -n "$(find "$upper" -type c -print -quit)" ]; then
+    die "$upper deletes files of a lower layer (overlay whiteouts); layers here may only add files"
+  fi
+}
+
+# The requirement list of an image, from pyproject.toml (the same lists `pip install graft[...]` uses).
+requirements() {
+  "$py" - "$root/pyproject.toml" "$1" "$root/docker/operator-requirements.txt" <<'PY'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+extras = project.get("optional-dependencies", {})
+image = sys.argv[2]
+if image.endswith("-nodeps"):  # packages pip must install without their dependencies ([examples-nodeps])
+    print("\n".join(extras.get("examples-nodeps", [])) if image == "ray-nodeps" else ""); sys.exit()
+if image == "operator":
+    if "operator" not in extras:  # until pyproject has an [operator] extra: the operator's own list
+        print(open(sys.argv[3]).read().strip()); sys.exit()
+    wanted = ["operator"]
+else:
+    wanted = [e for e in ("train", "serve", "s3", "examples") if e in extras]
+reqs = list(project["dependencies"])
+for extra in wanted:
+    reqs += extras[extra]
+print("\n".join(reqs))
+PY
+}
+
+build_deps() {  # $1: image name
+  local image=$1 reqs nodeps key
+  reqs=$(requirements "$image"); nodeps=$(requirements "$image-nodeps")
+  key=$( (echo "$base_key pip=$pip_version"; echo "$reqs"; printf '%s' "$nodeps"; cat "$root/requirements.lock") | sha)
+  deps_dir=$cache/$image-deps-$key
+  [ -f "$deps_dir/layer.digest" ] && return
+  log "$image deps: pip install (pinned by requirements.lock) -> $deps_dir"
+  prune "$image-deps" "$deps_dir"; mkdir -p "$deps_dir"
+  local work input; work=$(scratch_dir); input=$work/in; mkdir "$input"
+  printf '%s\n' "$reqs" > "$input/requirements.txt"; cp "$root/requirements.lock" "$input/"
+  printf '%s' "$nodeps" > "$input/nodeps.txt"
+  local t0=$SECONDS
+  in_overlay "$work" "$base_dir/rootfs" "$deps_dir/layer" "$input" "
+    python3 \"\$(echo /usr/share/python-wheels/pip-*.whl)/pip\" install -q pip==$pip_version
+    pip install -q -r /tmp/in/requirements.txt -c /tmp/in/requirements.lock
+    if [ -s /tmp/in/nodeps.txt ]; then pip install -q --no-deps -r /tmp/in/nodeps.txt -c /tmp/in/requirements.lock; fi
+    rm -rf /root/.cache"
+  "$py" "$root/scripts/oci_archive.py" digest "$deps_dir/layer" >/dev/null
+  log "$image deps: done in $((SECONDS - t0)) s ($(du -sh "$deps_dir/layer" | cut -f1))"
+}
+
+# What the graft layer is made of: the files of the wheel.
+source_key() {
+  (cd "$root" && { echo pyproject.toml; echo README.md; find graft -type f ! -path '*/__pycache__/*' ! -name '*.pyc'; } \
+    | LC_ALL=C sort | xargs sha256sum) | sha
+}
+
+build_graft() {  # $1: image name, $2: smoke test run inside the image
+  local image=$1 smoke=$2 key
+  key=$( (echo "$deps_dir"; source_key) | sha)
+  graft_dir=$cache/$image-graft-$key
+  [ -f "$graft_dir/layer.digest" ] && return
+  log "$image graft: wheel of this checkout -> $graft_dir"
+  prune "$image-graft" "$graft_dir"; mkdir -p "$graft_dir"
+  local work src input; work=$(scratch_dir); src=$work/src; input=$work/in; mkdir "$src" "$input"
+  cp -r "$root/pyproject.toml" "$root/README.md" "$root/graft" "$src/"
+  find "$src" -name __pycache__ -prune -exec rm -rf {} +
+  local wheel_py=$root/.venv/bin/python
+  [ -x "$wheel_py" ] || wheel_py=$py
+  "$wheel_py" -m pip wheel -q --no-deps --no-build-isolation -w "$input" "$src" >/dev/null \
+    || die "building the graft wheel failed (needs setuptools and wheel in $wheel_py)"
+  in_overlay "$work" "$deps_dir/layer:$base_dir/rootfs" "$graft_dir/layer" "$input" "
+    pip install -q --no-deps /tmp/in/graft-*.whl
+    rm -rf /root/.cache
+    $smoke"
+  "$py" "$root/scripts/oci_archive.py" digest "$graft_dir/layer" >/dev/null
+}
+
+build_image() {  # sets layers=(...) for image $1
+  local image=$1
+  build_base
+  build_deps "$image"
+  case $image in
+    ray) build_graft ray "python -c \"import graft.jobs, graft.serving.args, ray; assert ray.__version__ == '2.60.0', ray.__version__\"" ;;
+    operator) build_graft operator "python -c 'import graft.operator.handlers' && graft operator --help >/dev/null" ;;
+  esac
+  layers=("$base_dir/rootfs" "$deps_dir/layer" "$graft_dir/layer")
+}
+
+ref_of() { if [ "$1" = ray ]; then echo "$ray_ref"; else echo "$operator_ref"; fi; }
+
+archive() {  # $1: image, $2: output file or -
+  build_image "$1"
+  local args=()
+  for l in "${layers[@]}"; do args+=(--layer "$l"); done
+  "$py" "$root/scripts/oci_archive.py" write --ref "$(ref_of "$1")" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" -o "$2"
+}
+
+load() {  # $1: image
+  local ctr=${CTR:-ctr} address=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock} ns=${CONTAINERD_NAMESPACE:-k8s.io}
+  need "$ctr" "apt-get install containerd (it ships ctr), or set CTR"
+  local ref; ref=$(ref_of "$1")
+  build_image "$1"
+  # Already there with the same layers and config? The manifest digest is deterministic, so compare it.
+  local args=() want
+  for l in "${layers[@]}"; do args+=(--layer "$l"); done
+  want=$("$py" "$root/scripts/oci_archive.py" write --ref "$ref" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" --digest-only)
+  if "$ctr" --address "$address" -n "$ns" images ls -q "name==$ref" 2>/dev/null | grep -qx "$ref" \
+     && "$ctr" --address "$address" -n "$ns" images ls "name==$ref" | grep -q "$want"; then
+    log "$ref is already loaded ($want)"; return
+  fi
+  local t0=$SECONDS
+  archive "$1" - | "$ctr" --address "$address" -n "$ns" images import - >/dev/null
+  log "$ref loaded in $((SECONDS - t0)) s"
+}
+
+images_of() { case ${1:-all} in all) echo "operator ray" ;; ray|operator) echo "$1" ;; *) die "unknown image $1 (ray, operator, all)" ;; esac; }
+
+mkdir -p "$cache"
+exec 8>"$cache/.lock"; flock 8   # one build at a time per cache
+case ${1:-} in
+  build) for i in $(images_of "${2:-all}"); do t0=$SECONDS; build_image "$i"; log "$(ref_of "$i"): layers ready ($((SECONDS - t0)) s)"; done ;;
+  load) for i in $(images_of "${2:-all}"); do load "$i"; done ;;
+  archive) [ $# = 3 ] || die "usage: images.sh archive ray|operator FILE"; archive "$2" "$3" ;;
+  refs) echo "$ray_ref"; echo "$operator_ref" ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
+esac
