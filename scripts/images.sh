@@ -11,9 +11,11 @@
 # and keyed by what goes into it:
 #   base   Debian bookworm minbase made by mmdebstrap (python3, wget for KubeRay's probes, users
 #          `ray` 1000:100 and `graft` 10001); key: the package list and this script's base recipe
-#   deps   the pinned Python stack, pip-installed inside the base (chroot on an overlay mount);
-#          key: base key + requirement list + requirements.lock + pip version
-#   graft  this checkout's graft wheel (--no-deps); key: deps key + pyproject.toml, README.md, graft/**
+#   deps   the heavy pinned stack (Ray image: the pins of requirements.lock; operator: its whole list),
+#          pip-installed inside the base (chroot on an overlay mount); key: base + requirements.lock + pip
+#   graft  the rest of the image's requirement list (from pyproject.toml's extras, pip installs only
+#          what the stack lacks) and this checkout's graft wheel (--no-deps), then a smoke test;
+#          key: deps key + requirement lists + pyproject.toml, README.md, graft/**
 # The image config (ENV, USER, WORKDIR, ENTRYPOINT, CMD) is read from docker/<image>.Dockerfile,
 # which stays the way to build the same images on the upstream bases (`docker build`).
 # Environment: GRAFT_CACHE; CONTAINERD_ADDRESS (socket for `load`, default /run/containerd/containerd.sock);
@@ -105,6 +107,20 @@ import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project.get("optional-dependencies", {})
 image = sys.argv[2]
+if image == "ray-stack":  # the lock's pins, with the extras pyproject asks of them (ray[train,...])
+    import re
+    asked: dict = {}
+    for req in project["dependencies"] + [r for e in ("train", "serve", "s3", "examples") for r in extras.get(e, [])]:
+        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(\[[^]]*\])?", req)
+        if m and m.group(2):
+            asked.setdefault(m.group(1).lower().replace("_", "-"), set()).update(x.strip() for x in m.group(2)[1:-1].split(","))
+    asked = {k: "[" + ",".join(sorted(v)) + "]" for k, v in asked.items()}
+    for line in open(sys.argv[1].replace("pyproject.toml", "requirements.lock")):
+        line = line.split("#")[0].strip()
+        m = re.match(r"([A-Za-z0-9_.-]+)(.*)", line)
+        if m:
+            print(m.group(1) + asked.get(m.group(1).lower().replace("_", "-"), "") + m.group(2).split(";")[0].split("\\")[0].strip())
+    sys.exit()
 if image.endswith("-nodeps"):  # packages pip must install without their dependencies ([examples-nodeps])
     print("\n".join(extras.get("examples-nodeps", [])) if image == "ray-nodeps" else ""); sys.exit()
 if image == "operator":
@@ -120,22 +136,26 @@ print("\n".join(reqs))
 PY
 }
 
+# The stack layer's requirements: what changes rarely and weighs the most. Ray image: the pins of
+# requirements.lock (Ray, torch, DeepSpeed, transformers, ...); operator image: its whole list.
+stack_requirements() {
+  if [ "$1" = ray ]; then requirements ray-stack; else requirements operator; fi
+}
+
 build_deps() {  # $1: image name
-  local image=$1 reqs nodeps key
-  reqs=$(requirements "$image"); nodeps=$(requirements "$image-nodeps")
-  key=$( (echo "$base_key pip=$pip_version"; echo "$reqs"; printf '%s' "$nodeps"; cat "$root/requirements.lock") | sha)
+  local image=$1 reqs key
+  reqs=$(stack_requirements "$image")
+  key=$( (echo "$base_key pip=$pip_version"; echo "$reqs"; cat "$root/requirements.lock") | sha)
   deps_dir=$cache/$image-deps-$key
   [ -f "$deps_dir/layer.digest" ] && return
   log "$image deps: pip install (pinned by requirements.lock) -> $deps_dir"
   prune "$image-deps" "$deps_dir"; mkdir -p "$deps_dir"
   local work input; work=$(scratch_dir); input=$work/in; mkdir "$input"
   printf '%s\n' "$reqs" > "$input/requirements.txt"; cp "$root/requirements.lock" "$input/"
-  printf '%s' "$nodeps" > "$input/nodeps.txt"
   local t0=$SECONDS
   in_overlay "$work" "$base_dir/rootfs" "$deps_dir/layer" "$input" "
     python3 \"\$(echo /usr/share/python-wheels/pip-*.whl)/pip\" install -q pip==$pip_version
     pip install -q -r /tmp/in/requirements.txt -c /tmp/in/requirements.lock
-    if [ -s /tmp/in/nodeps.txt ]; then pip install -q --no-deps -r /tmp/in/nodeps.txt -c /tmp/in/requirements.lock; fi
     rm -rf /root/.cache"
   "$py" "$root/scripts/oci_archive.py" digest "$deps_dir/layer" >/dev/null
   log "$image deps: done in $((SECONDS - t0)) s ($(du -sh "$deps_dir/layer" | cut -f1))"
@@ -147,25 +167,34 @@ source_key() {
     | LC_ALL=C sort | xargs sha256sum) | sha
 }
 
+# The top layer: what the image's requirement list adds to the stack (pip installs only what is
+# missing), the [examples-nodeps] packages, and the graft wheel; then the image's smoke test.
 build_graft() {  # $1: image name, $2: smoke test run inside the image
-  local image=$1 smoke=$2 key
-  key=$( (echo "$deps_dir"; source_key) | sha)
+  local image=$1 smoke=$2 key reqs nodeps
+  reqs=$(requirements "$image"); nodeps=$(requirements "$image-nodeps")
+  key=$( (echo "$deps_dir"; echo "$reqs"; printf '%s' "$nodeps"; source_key) | sha)
   graft_dir=$cache/$image-graft-$key
   [ -f "$graft_dir/layer.digest" ] && return
-  log "$image graft: wheel of this checkout -> $graft_dir"
+  log "$image graft: requirements + wheel of this checkout -> $graft_dir"
   prune "$image-graft" "$graft_dir"; mkdir -p "$graft_dir"
   local work src input; work=$(scratch_dir); src=$work/src; input=$work/in; mkdir "$src" "$input"
+  printf '%s\n' "$reqs" > "$input/requirements.txt"; printf '%s' "$nodeps" > "$input/nodeps.txt"
+  cp "$root/requirements.lock" "$input/"
   cp -r "$root/pyproject.toml" "$root/README.md" "$root/graft" "$src/"
   find "$src" -name __pycache__ -prune -exec rm -rf {} +
   local wheel_py=$root/.venv/bin/python
   [ -x "$wheel_py" ] || wheel_py=$py
   "$wheel_py" -m pip wheel -q --no-deps --no-build-isolation -w "$input" "$src" >/dev/null \
     || die "building the graft wheel failed (needs setuptools and wheel in $wheel_py)"
+  local t0=$SECONDS
   in_overlay "$work" "$deps_dir/layer:$base_dir/rootfs" "$graft_dir/layer" "$input" "
+    pip install -q -r /tmp/in/requirements.txt -c /tmp/in/requirements.lock
+    if [ -s /tmp/in/nodeps.txt ]; then pip install -q --no-deps -r /tmp/in/nodeps.txt -c /tmp/in/requirements.lock; fi
     pip install -q --no-deps /tmp/in/graft-*.whl
     rm -rf /root/.cache
     $smoke"
   "$py" "$root/scripts/oci_archive.py" digest "$graft_dir/layer" >/dev/null
+  log "$image graft: done in $((SECONDS - t0)) s ($(du -sh "$graft_dir/layer" | cut -f1))"
 }
 
 build_image() {  # sets layers=(...) for image $1
