@@ -115,10 +115,11 @@ if image == "ray-stack":  # the lock's pins, with the extras pyproject asks of t
         if m and m.group(2):
             asked.setdefault(m.group(1).lower().replace("_", "-"), set()).update(x.strip() for x in m.group(2)[1:-1].split(","))
     asked = {k: "[" + ",".join(sorted(v)) + "]" for k, v in asked.items()}
+    nodeps = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower().replace("_", "-") for r in extras.get("examples-nodeps", [])}
     for line in open(sys.argv[1].replace("pyproject.toml", "requirements.lock")):
         line = line.split("#")[0].strip()
         m = re.match(r"([A-Za-z0-9_.-]+)(.*)", line)
-        if m:
+        if m and m.group(1).lower().replace("_", "-") not in nodeps:
             print(m.group(1) + asked.get(m.group(1).lower().replace("_", "-"), "") + m.group(2).split(";")[0].split("\\")[0].strip())
     sys.exit()
 if image.endswith("-nodeps"):  # packages pip must install without their dependencies ([examples-nodeps])
