@@ -45,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared-poll-seconds", type=float, help="how often jobs and endpoints on shared Ray clusters are polled (default 5)")
     p.add_argument("--shared-dashboard-url", help="dashboard URL template of a RayCluster named by spec.runtime.cluster.name "
                    "(default http://{name}-head-svc.{namespace}.svc:8265)")
+    sizes = p.add_argument_group("Ray pod sizes (Kubernetes quantities; a spec's own sizes win)")
+    sizes.add_argument("--head-cpu", help="CPU of every Ray head pod (default 1)")
+    sizes.add_argument("--head-memory", help="memory of every Ray head pod (default 2Gi)")
+    sizes.add_argument("--worker-memory", help="memory of a training worker pod when spec.resources.memoryPerWorker is unset (default 4Gi)")
+    sizes.add_argument("--serve-memory", help="memory of a Serve worker pod when spec.serving.resources.memory is unset (default 2Gi)")
     p.add_argument("--verbose", action="store_true")
 
 
@@ -60,6 +65,10 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "serve_port": getattr(args, "serve_port", None),
         "shared_poll_seconds": getattr(args, "shared_poll_seconds", None),
         "shared_dashboard_url": getattr(args, "shared_dashboard_url", None),
+        "head_cpu": getattr(args, "head_cpu", None),
+        "head_memory": getattr(args, "head_memory", None),
+        "worker_memory": getattr(args, "worker_memory", None),
+        "serve_memory": getattr(args, "serve_memory", None),
     }
     return OperatorSettings(**{key: v for key, v in fields.items() if v is not None})
 

@@ -58,3 +58,17 @@ def test_hostpath_storage_binds_one_volume_per_namespace_to_its_claim() -> None:
 def test_hostpath_storage_without_a_claim_name_is_refused_with_the_fix() -> None:
     with pytest.raises(HelmError, match="operator.storagePvc"):
         render_chart({"hostPathStorage": {"enabled": True}})
+
+
+def test_ray_pod_sizes_reach_the_operator_settings() -> None:
+    import argparse
+
+    from graft.operator.main import add_arguments, settings_from_args
+
+    values = {"operator": {"headCpu": "300m", "headMemory": "1536Mi", "workerMemory": "2Gi", "serveMemory": "1Gi"}}
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(_pod(render_chart(values))["containers"][0]["args"][1:])
+    settings = settings_from_args(args)
+    assert (settings.head_cpu, settings.head_memory, settings.worker_memory, settings.serve_memory) == (
+        "300m", "1536Mi", "2Gi", "1Gi")
