@@ -5,12 +5,13 @@ FROM python:3.11.14-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md requirements.lock docker/operator-requirements.txt ./
+COPY pyproject.toml README.md locks/operator-image.txt ./
 COPY graft ./graft
-# graft itself without its training stack (--no-deps), then exactly what graft.operator imports.
-RUN pip install --no-deps . \
- && pip install -c requirements.lock -r operator-requirements.txt \
- && python -c "import graft.operator.handlers" \
+# Exactly locks/operator-image.txt (graft-operator[operator]: kopf, the Kubernetes client; every pin
+# hash-checked, no resolver), then graft itself without dependencies.
+RUN pip install --no-deps --require-hashes -r operator-image.txt \
+ && pip install --no-deps . \
+ && python -c "import graft.operator.handlers" && graft operator --help >/dev/null \
  && rm -rf /src
 
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin graft

@@ -11,11 +11,10 @@
 # and keyed by what goes into it:
 #   base   Debian bookworm minbase made by mmdebstrap (python3, wget for KubeRay's probes, users
 #          `ray` 1000:100 and `graft` 10001); key: the package list and this script's base recipe
-#   deps   the heavy pinned stack (Ray image: the pins of requirements.lock; operator: its whole list),
-#          pip-installed inside the base (chroot on an overlay mount); key: base + requirements.lock + pip
-#   graft  the rest of the image's requirement list (from pyproject.toml's extras, pip installs only
-#          what the stack lacks) and this checkout's graft wheel (--no-deps), then a smoke test;
-#          key: deps key + requirement lists + pyproject.toml, README.md, graft/**
+#   deps   the image's hash lock, locks/<image>-image.txt (scripts/lock.sh: every pin, no resolver),
+#          pip-installed inside the base (chroot on an overlay mount); key: base + lock + pip version
+#   graft  this checkout's graft wheel (--no-deps), then a smoke test inside the image;
+#          key: deps key + pyproject.toml, README.md, graft/**
 # The image config (ENV, USER, WORKDIR, ENTRYPOINT, CMD) is read from docker/<image>.Dockerfile,
 # which stays the way to build the same images on the upstream bases (`docker build`).
 # Environment: GRAFT_CACHE; CONTAINERD_ADDRESS (socket for `load`, default /run/containerd/containerd.sock);
@@ -100,63 +99,24 @@ in_overlay() {
   fi
 }
 
-# The requirement list of an image, from pyproject.toml (the same lists `pip install graft[...]` uses).
-requirements() {
-  "$py" - "$root/pyproject.toml" "$1" "$root/docker/operator-requirements.txt" <<'PY'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-extras = project.get("optional-dependencies", {})
-image = sys.argv[2]
-if image == "ray-stack":  # the lock's pins, with the extras pyproject asks of them (ray[train,...])
-    import re
-    asked: dict = {}
-    for req in project["dependencies"] + [r for e in ("train", "serve", "s3", "examples") for r in extras.get(e, [])]:
-        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(\[[^]]*\])?", req)
-        if m and m.group(2):
-            asked.setdefault(m.group(1).lower().replace("_", "-"), set()).update(x.strip() for x in m.group(2)[1:-1].split(","))
-    asked = {k: "[" + ",".join(sorted(v)) + "]" for k, v in asked.items()}
-    nodeps = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower().replace("_", "-") for r in extras.get("examples-nodeps", [])}
-    for line in open(sys.argv[1].replace("pyproject.toml", "requirements.lock")):
-        line = line.split("#")[0].strip()
-        m = re.match(r"([A-Za-z0-9_.-]+)(.*)", line)
-        if m and m.group(1).lower().replace("_", "-") not in nodeps:
-            print(m.group(1) + asked.get(m.group(1).lower().replace("_", "-"), "") + m.group(2).split(";")[0].split("\\")[0].strip())
-    sys.exit()
-if image.endswith("-nodeps"):  # packages pip must install without their dependencies ([examples-nodeps])
-    print("\n".join(extras.get("examples-nodeps", [])) if image == "ray-nodeps" else ""); sys.exit()
-if image == "operator":
-    if "operator" not in extras:  # until pyproject has an [operator] extra: the operator's own list
-        print(open(sys.argv[3]).read().strip()); sys.exit()
-    wanted = ["operator"]
-else:
-    wanted = [e for e in ("train", "serve", "s3", "examples") if e in extras]
-reqs = list(project["dependencies"])
-for extra in wanted:
-    reqs += extras[extra]
-print("\n".join(reqs))
-PY
-}
-
-# The stack layer's requirements: what changes rarely and weighs the most. Ray image: the pins of
-# requirements.lock (Ray, torch, DeepSpeed, transformers, ...); operator image: its whole list.
-stack_requirements() {
-  if [ "$1" = ray ]; then requirements ray-stack; else requirements operator; fi
-}
+# The image's hash lock (scripts/lock.sh): every transitive pin, so pip needs no resolver.
+lock_of() { echo "$root/locks/$1-image.txt"; }
 
 build_deps() {  # $1: image name
-  local image=$1 reqs key
-  reqs=$(stack_requirements "$image")
-  key=$( (echo "$base_key pip=$pip_version"; echo "$reqs"; cat "$root/requirements.lock") | sha)
+  local image=$1 lock key
+  lock=$(lock_of "$image")
+  [ -f "$lock" ] || die "$lock is missing: run scripts/lock.sh"
+  key=$( (echo "$base_key pip=$pip_version"; cat "$lock") | sha)
   deps_dir=$cache/$image-deps-$key
   [ -f "$deps_dir/layer.digest" ] && return
-  log "$image deps: pip install (pinned by requirements.lock) -> $deps_dir"
+  log "$image deps: pip install --require-hashes -r locks/$image-image.txt -> $deps_dir"
   prune "$image-deps" "$deps_dir"; mkdir -p "$deps_dir"
   local work input; work=$(scratch_dir); input=$work/in; mkdir "$input"
-  printf '%s\n' "$reqs" > "$input/requirements.txt"; cp "$root/requirements.lock" "$input/"
+  cp "$lock" "$input/lock.txt"
   local t0=$SECONDS
   in_overlay "$work" "$base_dir/rootfs" "$deps_dir/layer" "$input" "
     python3 \"\$(echo /usr/share/python-wheels/pip-*.whl)/pip\" install -q pip==$pip_version
-    pip install -q -r /tmp/in/requirements.txt -c /tmp/in/requirements.lock
+    pip install -q --no-deps --require-hashes -r /tmp/in/lock.txt
     rm -rf /root/.cache"
   "$py" "$root/scripts/oci_archive.py" digest "$deps_dir/layer" >/dev/null
   log "$image deps: done in $((SECONDS - t0)) s ($(du -sh "$deps_dir/layer" | cut -f1))"
@@ -168,19 +128,16 @@ source_key() {
     | LC_ALL=C sort | xargs sha256sum) | sha
 }
 
-# The top layer: what the image's requirement list adds to the stack (pip installs only what is
-# missing), the [examples-nodeps] packages, and the graft wheel; then the image's smoke test.
+# The top layer: this checkout's graft wheel (--no-deps: the lock brought everything), then the
+# image's smoke test.
 build_graft() {  # $1: image name, $2: smoke test run inside the image
-  local image=$1 smoke=$2 key reqs nodeps
-  reqs=$(requirements "$image"); nodeps=$(requirements "$image-nodeps")
-  key=$( (echo "$deps_dir"; echo "$reqs"; printf '%s' "$nodeps"; source_key) | sha)
+  local image=$1 smoke=$2 key
+  key=$( (echo "$deps_dir"; source_key) | sha)
   graft_dir=$cache/$image-graft-$key
   [ -f "$graft_dir/layer.digest" ] && return
-  log "$image graft: requirements + wheel of this checkout -> $graft_dir"
+  log "$image graft: wheel of this checkout -> $graft_dir"
   prune "$image-graft" "$graft_dir"; mkdir -p "$graft_dir"
   local work src input; work=$(scratch_dir); src=$work/src; input=$work/in; mkdir "$src" "$input"
-  printf '%s\n' "$reqs" > "$input/requirements.txt"; printf '%s' "$nodeps" > "$input/nodeps.txt"
-  cp "$root/requirements.lock" "$input/"
   cp -r "$root/pyproject.toml" "$root/README.md" "$root/graft" "$src/"
   find "$src" -name __pycache__ -prune -exec rm -rf {} +
   local wheel_py=$root/.venv/bin/python
@@ -189,9 +146,7 @@ build_graft() {  # $1: image name, $2: smoke test run inside the image
     || die "building the graft wheel failed (needs setuptools and wheel in $wheel_py)"
   local t0=$SECONDS
   in_overlay "$work" "$deps_dir/layer:$base_dir/rootfs" "$graft_dir/layer" "$input" "
-    pip install -q -r /tmp/in/requirements.txt -c /tmp/in/requirements.lock
-    if [ -s /tmp/in/nodeps.txt ]; then pip install -q --no-deps -r /tmp/in/nodeps.txt -c /tmp/in/requirements.lock; fi
-    pip install -q --no-deps /tmp/in/graft-*.whl
+    pip install -q --no-deps /tmp/in/*.whl
     rm -rf /root/.cache
     $smoke"
   "$py" "$root/scripts/oci_archive.py" digest "$graft_dir/layer" >/dev/null

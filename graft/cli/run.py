@@ -15,11 +15,13 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graft.api import FineTuneJob, load_job
 from graft.api.result import TrainingResult
-from graft.cli.console import RunConsole
+
+if TYPE_CHECKING:  # rich is in [train], not in the operator image, whose `graft` builds this parser too
+    from graft.cli.console import RunConsole
 
 # Environment for every Ray worker and replica: cached DeepSpeed ops, no usage stats. Hub access
 # stays as the caller's environment sets it (HF_HUB_OFFLINE=1 for offline runs, as `make demo` does).
@@ -66,6 +68,8 @@ def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(job)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    from graft.cli.console import RunConsole
+
     console = RunConsole(plain=args.plain or not os.isatty(1))
     console.phase("preflight", f"checking {args.file}")
 
