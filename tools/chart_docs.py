@@ -33,6 +33,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "metrics.port": {"minimum": 1, "maximum": 65535},
     "livenessProbe.port": {"minimum": 1, "maximum": 65535},
     "watchNamespaces": {"items": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
+    "hostPathStorage.namespaces": {"items": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
+    "hostPathStorage.path": {"pattern": "^/"},
 }
 
 
