@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from graft.api.base import GROUP_VERSION, ApiModel
-from graft.api.spec import ClusterRef, ObjectMeta, ServingSpec
+from graft.api.spec import ClusterRef, ObjectMeta, ServingSpec, Task
 from graft.api.status import Condition
 
 
@@ -20,6 +20,7 @@ class ServedModel(ApiModel):
     version: int = Field(default=1, ge=1, description="Promotion counter; bumped on every promotion.")
     max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per input; the training job's training.maxSeqLength.")
     trust_remote_code: bool = Field(default=False, description="Allow the model directory's custom code (the training job's model.trustRemoteCode).")
+    task: Task = Field(default=Task.TEXT_CLASSIFICATION, description="The training job's task: picks the serving handler (causal-lm: the OpenAI-compatible API).")
 
 
 class ModelEndpointSpec(ApiModel):

@@ -145,12 +145,18 @@ def _serve(job: FineTuneJob, result: TrainingResult, args: argparse.Namespace, c
     url = deploy_local(
         result.model_uri, job.spec.serving, app_name=job.metadata.name, route_prefix="/", http_port=port,
         max_seq_length=job.spec.training.max_seq_length, trust_remote_code=job.spec.model.trust_remote_code,
+        task=str(job.spec.task),
     )
-    text, expected = (args.sample, None) if args.sample else _validation_example(job)
-    response = httpx.post(f"{url.rstrip('/')}/predict", json={"text": text}, timeout=60)
-    response.raise_for_status()
-    prediction = response.json()["predictions"][0]
-    console.endpoint(url, text, prediction, expected)
+    if job.spec.task == "causal-lm":
+        from graft.cli.chat_sample import sample
+
+        sample(job, url, console, args.sample)
+    else:
+        text, expected = (args.sample, None) if args.sample else _validation_example(job)
+        response = httpx.post(f"{url.rstrip('/')}/predict", json={"text": text}, timeout=60)
+        response.raise_for_status()
+        prediction = response.json()["predictions"][0]
+        console.endpoint(url, text, prediction, expected)
     if args.exit_after_sample:
         shutdown_local()
         return 0

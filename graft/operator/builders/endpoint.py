@@ -23,6 +23,7 @@ def build_promoted_model(job: FineTuneJob, result: TrainingResult, version: int)
         version=version,
         max_seq_length=job.spec.training.max_seq_length,
         trust_remote_code=job.spec.model.trust_remote_code,
+        task=job.spec.task,
     ).to_wire()
 
 

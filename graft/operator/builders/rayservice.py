@@ -29,7 +29,7 @@ def build_serve_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> d
     spec = endpoint.spec
     args = ServeArgs.from_serving(
         spec.model.uri, spec.serving, model_version=spec.model.version, max_seq_length=spec.model.max_seq_length,
-        trust_remote_code=spec.model.trust_remote_code, served_model_name=endpoint.metadata.name,
+        trust_remote_code=spec.model.trust_remote_code, served_model_name=endpoint.metadata.name, task=spec.model.task,
     )
     app = serve_config(args, app_name=name, route_prefix="/", serving=spec.serving, env=dict(settings.serve_env))
     return {"applications": [app]}

@@ -50,7 +50,7 @@ def build_application(endpoint: ModelEndpoint, settings: OperatorSettings) -> di
     spec = endpoint.spec
     args = ServeArgs.from_serving(
         spec.model.uri, spec.serving, model_version=spec.model.version, max_seq_length=spec.model.max_seq_length,
-        trust_remote_code=spec.model.trust_remote_code, served_model_name=endpoint.metadata.name,
+        trust_remote_code=spec.model.trust_remote_code, served_model_name=endpoint.metadata.name, task=spec.model.task,
     )
     app = serve_config(
         args,
