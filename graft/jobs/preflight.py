@@ -29,6 +29,15 @@ def _model_errors(spec: FineTuneJobSpec) -> tuple[Path | None, list[FieldError]]
         path = resolve_source(spec.model.source, field="spec.model.source", kind="model", revision=spec.model.revision)
     except SourceError as exc:
         return None, [FieldError(exc.field, exc.message)]
+    if spec.task == "causal-lm":
+        from graft.jobs.tasks.lm_loading import ModelSourceError, locate
+
+        try:
+            _, gguf = locate(path)  # a Hugging Face directory, or a GGUF file (dequantized on load)
+        except ModelSourceError as err:
+            return None, [FieldError("spec.model.source", str(err))]
+        if gguf is not None:
+            return path, []
     config = path / "config.json"
     if not path.is_dir() or not config.is_file():
         return None, [FieldError("spec.model.source", f"{str(path)!r} is not a Hugging Face model directory (no config.json in it)")]
@@ -48,6 +57,14 @@ def _spec_errors(spec: FineTuneJobSpec) -> list[FieldError]:
                 "spec.training.precision",
                 "fp16 needs a GPU and spec.resources.gpusPerWorker is 0 (DeepSpeed refuses fp16 on CPUs); "
                 "use bf16, fp32 or auto, or request GPUs",
+            )
+        )
+    if training.quantization == "4bit" and spec.resources.gpus_per_worker == 0:
+        errors.append(
+            FieldError(
+                "spec.training.quantization",
+                "4bit (QLoRA) loads the base model with bitsandbytes, which needs a CUDA GPU, and spec.resources.gpusPerWorker is 0; "
+                "use quantization: none (LoRA in bf16 works on CPUs), or request GPUs",
             )
         )
     for key in spec.tuning.search_space:
