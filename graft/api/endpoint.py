@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from graft.api.base import GROUP_VERSION, ApiModel
-from graft.api.spec import ClusterRef, ObjectMeta, ServingSpec, Task
+from graft.api.spec import MAX_URI_LENGTH, SAFE_PATH, ClusterRef, ObjectMeta, ServingSpec, Task, check_path
 from graft.api.status import Condition
 
 
 class ServedModel(ApiModel):
-    uri: str = Field(min_length=1, description="Exported Hugging Face model directory (path or URI).")
+    uri: str = Field(
+        min_length=1, max_length=MAX_URI_LENGTH, json_schema_extra=SAFE_PATH,
+        description="Exported Hugging Face model directory (path or URI).",
+    )
     metric: str | None = Field(default=None, description="Metric the model won with.")
     score: float | None = None
     mode: Literal["max", "min"] = "max"
@@ -21,6 +24,11 @@ class ServedModel(ApiModel):
     max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per input; the training job's training.maxSeqLength.")
     trust_remote_code: bool = Field(default=False, description="Allow the model directory's custom code (the training job's model.trustRemoteCode).")
     task: Task = Field(default=Task.TEXT_CLASSIFICATION, description="The training job's task: picks the serving handler (causal-lm: the OpenAI-compatible API).")
+
+    @field_validator("uri")
+    @classmethod
+    def _safe_uri(cls, uri: str) -> str:
+        return check_path(uri) or uri
 
 
 class ModelEndpointSpec(ApiModel):

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from graft.api.base import GROUP_VERSION, ApiModel
 from graft.api.crd import CrdInfo, register
+from graft.api.safety import normalise, traversal_problem, under
 from graft.api.status import Condition
 
 # A DNS-1123 subdomain: cluster-scoped object names may contain dots.
@@ -94,6 +95,15 @@ class PolicyLimits(ApiModel):
     max_concurrent_jobs: int | None = Field(
         default=None, ge=0, description="Most unfinished FineTuneJobs per namespace, this one included."
     )
+    max_serving_replicas: int | None = Field(
+        default=None, ge=0, description="Most replicas of an endpoint (serving.maxReplicas of a ModelEndpoint or FineTuneJob)."
+    )
+    max_gpus_per_endpoint: float | None = Field(
+        default=None, ge=0, description="Most GPUs an endpoint holds at full scale: maxReplicas x serving.resources.gpus."
+    )
+    max_cpus_per_serving_replica: float | None = Field(
+        default=None, gt=0, description="Most CPUs per serving replica (serving.resources.cpus)."
+    )
 
 
 class RuntimeDefaults(ApiModel):
@@ -111,14 +121,19 @@ class RuntimeDefaults(ApiModel):
 
 def source_allowed(value: str, patterns: list[str]) -> bool:
     """True when `value` matches one pattern: a glob (`*`, `?`, `[...]`, where `*` also matches
-    `/`) or otherwise a plain prefix. An empty pattern list allows everything."""
+    `/`) or otherwise a prefix on a path boundary (`s3://data` covers `s3://data/x`, not
+    `s3://database`; `package://` covers every package). The value is normalised first and one
+    with a `..` segment is never allowed. An empty pattern list allows everything."""
     if not patterns:
         return True
+    if traversal_problem(value):
+        return False
+    plain = normalise(value)
     for pattern in patterns:
         if _GLOB_CHARS & set(pattern):
-            if fnmatch.fnmatchcase(value, pattern):
+            if fnmatch.fnmatchcase(plain, pattern):
                 return True
-        elif value.startswith(pattern):
+        elif under(plain, pattern):
             return True
     return False
 
@@ -139,6 +154,24 @@ class FineTunePolicySpec(ApiModel):
     allowed_images: list[str] = Field(
         default_factory=list,
         description="Prefixes or globs spec.runtime.image must match; empty allows any. Unset images use the operator's default.",
+    )
+    allowed_checkpoint_storage: list[str] = Field(
+        default_factory=list,
+        description="Prefixes or globs spec.checkpoints.storage must match; empty allows any.",
+    )
+    allowed_cluster_addresses: list[str] = Field(
+        default_factory=list,
+        description="Prefixes or globs (http://HOST:PORT) a shared Ray cluster address must match. Without any, "
+        "only Services in the job's own namespace (SVC.NAMESPACE[.svc[.cluster.local]]) are allowed.",
+    )
+    allowed_env_keys: list[str] = Field(
+        default_factory=list,
+        description="Globs spec.runtime.env and secretEnv keys must match; empty allows any key that is not reserved.",
+    )
+    allow_trust_remote_code: bool = Field(
+        default=False,
+        description="Let jobs set spec.model.trustRemoteCode (custom model code from the hub). Remote code runs "
+        "only where every selecting policy allows it.",
     )
     runtime_defaults: RuntimeDefaults = Field(default_factory=RuntimeDefaults)
 

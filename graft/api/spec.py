@@ -9,8 +9,30 @@ from pydantic import Field, field_validator, model_validator
 
 from graft.api.base import GROUP_VERSION, ApiModel
 from graft.api.quantity import QUANTITY_PATTERN
+from graft.api.safety import (
+    CLUSTER_ADDRESS_PATTERN,
+    ENV_NAME_PATTERN,
+    SECRET_KEY_PATTERN,
+    SECRET_NAME_PATTERN,
+    TRAVERSAL_CEL_RULES,
+    env_key_problem,
+    traversal_problem,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Paths and URIs (sources, storage): bounded, and never climbing out with `..` (graft.api.safety).
+MAX_URI_LENGTH = 2048
+SAFE_PATH = {"x-kubernetes-validations": TRAVERSAL_CEL_RULES}
+
+
+def check_path(value: str | None) -> str | None:
+    """A path or URI field value without `..` segments (tenant safety: see docs/tenancy.md)."""
+    if value is not None:
+        problem = traversal_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
 # Metrics reported by graft.jobs every epoch, usable for tuning and checkpoint scoring.
 METRICS: dict[str, Literal["min", "max"]] = {
     "eval_accuracy": "max",
@@ -50,14 +72,31 @@ class ModelSpec(ApiModel):
     installed Python package; any fsspec URI (`s3://`, `gs://`, `az://`, `https://`) to a model directory.
     """
 
-    source: str = Field(min_length=1, description="Path or URI of the pretrained model (see docs/spec.md).")
+    source: str = Field(
+        min_length=1, max_length=MAX_URI_LENGTH, json_schema_extra=SAFE_PATH,
+        description="Path or URI of the pretrained model (see docs/spec.md).",
+    )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) for hf:// sources.")
-    trust_remote_code: bool = Field(default=False, description="Allow custom model code from the hub.")
+    trust_remote_code: bool = Field(
+        default=False, description="Allow custom model code from the hub (on Kubernetes only where a FineTunePolicy allows it)."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _safe_source(cls, value: str | None) -> str | None:
+        return check_path(value)
 
 
 class ValidationSplit(ApiModel):
-    source: str | None = Field(default=None, description="A separate validation file or URI.")
+    source: str | None = Field(
+        default=None, max_length=MAX_URI_LENGTH, json_schema_extra=SAFE_PATH, description="A separate validation file or URI."
+    )
     fraction: float = Field(default=0.2, gt=0, lt=1, description="Held-out fraction when no source is given.")
+
+    @field_validator("source")
+    @classmethod
+    def _safe_source(cls, value: str | None) -> str | None:
+        return check_path(value)
 
 
 def check_label_names(names: list[str] | None) -> list[str] | None:
@@ -122,7 +161,7 @@ class AugmentationSpec(ApiModel):
 
 class DatasetSpec(ApiModel):
     source: str = Field(
-        min_length=1,
+        min_length=1, max_length=MAX_URI_LENGTH, json_schema_extra=SAFE_PATH,
         description="Path or URI of the training data: jsonl, csv, parquet, a hub dataset hf://datasets/ORG/NAME; for images also a class-per-folder directory or an IDX file.",
     )
     format: Literal["auto", "jsonl", "csv", "parquet", "hub", "imagefolder", "idx"] = Field(default="auto")
@@ -151,6 +190,11 @@ class DatasetSpec(ApiModel):
     @classmethod
     def _label_names(cls, names: list[str] | None) -> list[str] | None:
         return check_label_names(names)
+
+    @field_validator("source")
+    @classmethod
+    def _safe_source(cls, value: str | None) -> str | None:
+        return check_path(value)
 
 
 class DeepSpeedSpec(ApiModel):
@@ -291,11 +335,19 @@ class TuningSpec(ApiModel):
 
 
 class CheckpointSpec(ApiModel):
-    storage: str | None = Field(default=None, description="Path or URI for checkpoints and the exported model (default: the run directory).")
+    storage: str | None = Field(
+        default=None, max_length=MAX_URI_LENGTH, json_schema_extra=SAFE_PATH,
+        description="Path or URI for checkpoints and the exported model (default: the run directory).",
+    )
     num_to_keep: int = Field(default=2, ge=1, le=100)
     score_metric: MetricName | None = Field(
         default=None, description="Defaults to tuning.metric."
     )
+
+    @field_validator("storage")
+    @classmethod
+    def _safe_storage(cls, value: str | None) -> str | None:
+        return check_path(value)
 
 
 class ServingResources(ApiModel):
@@ -307,6 +359,10 @@ class ServingResources(ApiModel):
 class BatchingSpec(ApiModel):
     max_batch_size: int = Field(default=8, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=10)
+
+
+# Upper bound of serving.maxTextLength: keeps the largest accepted request body bounded.
+MAX_TEXT_LENGTH = 200_000
 
 
 class ServingSpec(ApiModel):
@@ -326,7 +382,7 @@ class ServingSpec(ApiModel):
     target_ongoing_requests: float = Field(default=2, gt=0, le=10000)
     resources: ServingResources = Field(default_factory=ServingResources)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
-    max_text_length: int = Field(default=20000, ge=1, description="Longest accepted input text, in characters.")
+    max_text_length: int = Field(default=20000, ge=1, le=MAX_TEXT_LENGTH, description="Longest accepted input text, in characters.")
     max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image, in bytes (image-classification).")
     max_tokens: int = Field(default=512, ge=1, le=32768, description="causal-lm: most tokens one request may generate.")
 
@@ -360,7 +416,11 @@ class ClusterRef(ApiModel):
     }
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN, description="A KubeRay RayCluster in the job's namespace.")
-    address: str | None = Field(default=None, description="A Ray dashboard address, e.g. http://ray-head:8265.")
+    address: str | None = Field(
+        default=None, max_length=300, pattern=CLUSTER_ADDRESS_PATTERN,
+        description="A Ray dashboard address [http[s]://]HOST[:PORT], e.g. http://ray-head.team-a.svc:8265 "
+        "(no user, path, query or fragment; on Kubernetes a FineTunePolicy decides which are allowed).",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ClusterRef:
@@ -372,6 +432,38 @@ class ClusterRef(ApiModel):
 DEFAULT_TTL_SECONDS = 300
 
 
+class SecretKeySelector(ApiModel):
+    """One key of a Secret in the job's namespace (the operator never reads it: the pods do)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN, description="Secret name.")
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN, description="Key in the Secret.")
+    optional: bool = Field(default=False, description="Start without the variable when the Secret or key is missing.")
+
+
+class SecretEnvVar(ApiModel):
+    """An environment variable whose value comes from a Secret (credentials for models, data, storage)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN, description="Environment variable name.")
+    secret_key_ref: SecretKeySelector
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        problem = env_key_problem(name)
+        if problem and "credential" not in problem:  # credential-like names are what this is for
+            raise ValueError(problem)
+        return name
+
+
+class SecretEnvSource(ApiModel):
+    """Every key of a Secret as an environment variable (Kubernetes envFrom with a secretRef)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN, description="Secret name.")
+    optional: bool = Field(default=False)
+
+
+
+
 class RuntimeSpec(ApiModel):
     image: str | None = Field(default=None, description="Ray image with graft installed (default: the operator's setting).")
     cluster: ClusterRef | None = Field(default=None, description="Run on a shared Ray cluster instead of a per-job RayJob.")
@@ -381,7 +473,19 @@ class RuntimeSpec(ApiModel):
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed RayJob.")
     queue_name: str | None = Field(default=None, description="Kueue LocalQueue to admit the job through.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the training job.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables for the training job (on Kubernetes: no reserved keys and no "
+        "credentials, see docs/tenancy.md; reference Secrets with secretEnv).",
+    )
+    secret_env: list[SecretEnvVar] = Field(
+        default_factory=list, max_length=100,
+        description="Environment variables from Secrets in the job's namespace (RayJob pods only; never copied anywhere).",
+    )
+    env_from_secrets: list[SecretEnvSource] = Field(
+        default_factory=list, max_length=20,
+        description="Secrets in the job's namespace whose every key becomes an environment variable of the Ray pods.",
+    )
 
     @property
     def ttl_after_finished(self) -> int:

@@ -26,7 +26,8 @@ class Admission:
     allowed: the job may run. violations: one message per broken rule, each naming the field,
     the limit and the policy. job: the job with runtime defaults applied (run this one).
     policies: names of the policies that selected the namespace. retryable: every violation is
-    a capacity limit (maxConcurrentJobs) that may clear when other jobs finish.
+    a capacity limit (maxConcurrentJobs) that may clear when other jobs finish. origin: which
+    policy filled each defaulted runtime field ({wire field: policy name}).
     """
 
     allowed: bool
@@ -34,6 +35,7 @@ class Admission:
     job: FineTuneJob
     policies: list[str] = field(default_factory=list)
     retryable: bool = False
+    origin: dict[str, str] = field(default_factory=dict)
 
 
 def _num(value: float) -> str:
@@ -177,6 +179,7 @@ def admit(
         job=defaulted,
         policies=[p.name for p in selected],
         retryable=bool(capacity) and not violations,
+        origin=origin,
     )
 
 

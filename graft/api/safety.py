@@ -1,0 +1,105 @@
+"""Tenant-safety rules every spec obeys, whoever runs it (pure; used by the models and by admission).
+
+- Ray cluster addresses are `[http[s]://]HOST[:PORT][/]`: no userinfo, path, query or fragment.
+- Paths and URIs never climb out of where they point (`..` segments, also percent-encoded).
+- On Kubernetes (`graft.operator.admission`), `runtime.env` never sets what the operator sets or
+  what changes which code runs (loader, interpreter, Ray and hub endpoints), and never carries
+  credentials in plain text (reference a Secret with `runtime.secretEnv` instead).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from urllib.parse import unquote, urlsplit
+
+# RE2- and Python-compatible (it goes into the CRD as a `pattern`).
+CLUSTER_ADDRESS_PATTERN = (
+    r"^(https?://)?([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?$"
+)
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+# Environment keys a tenant may never set: the operator's own, and those that change which code
+# runs or where it comes from. Prefixes end with `_` or are whole families (PYTHON*).
+RESERVED_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "RAY_", "GRAFT_", "HF_HUB_", "KUBERNETES_")
+RESERVED_ENV_KEYS = frozenset({
+    "PATH", "HOME", "HF_ENDPOINT", "HF_HOME", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+    "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE", "TOKENIZERS_PARALLELISM", "CUDA_VISIBLE_DEVICES",
+    "MASTER_ADDR", "MASTER_PORT", "BASH_ENV", "ENV", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+})
+# Names that hold secrets: plain-text values would land in a ConfigMap, the RayJob and Ray's job list.
+_CREDENTIAL = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_KEY|_KEY$|CONNECTION_STRING)")
+
+# `..` as a path segment, also percent-encoded (CRD rule on every path/URI field).
+TRAVERSAL_CEL_RULES = [
+    {
+        "rule": "!self.matches('(^|[/\\\\\\\\])\\\\.\\\\.([/\\\\\\\\]|$)') && !self.lowerAscii().contains('%2e')",
+        "message": "must not contain '..' path segments or percent-encoded dots: give the path without them",
+    }
+]
+
+
+def env_key_problem(key: str) -> str | None:
+    """Why `key` may not be set through `runtime.env` (None when it may)."""
+    if not re.fullmatch(ENV_NAME_PATTERN, key):
+        return f"{key!r} is not an environment variable name (letters, digits and _, not starting with a digit)"
+    if key in RESERVED_ENV_KEYS or key.startswith(RESERVED_ENV_PREFIXES):
+        return (f"{key} is reserved: the operator sets it, or it changes which code runs "
+                "(LD_*, PYTHON*, RAY_*, GRAFT_*, HF_HUB_*, HF_ENDPOINT, PATH, ...); remove it")
+    if _CREDENTIAL.search(key.upper()):
+        return (f"{key} looks like a credential: never put one in runtime.env (it is copied into ConfigMaps "
+                "and Ray's job list); reference a Secret with runtime.secretEnv instead")
+    return None
+
+
+def traversal_problem(value: str) -> str | None:
+    """Why a path or URI may escape where it points (None when it cannot): a `..` segment,
+    plain or percent-encoded, a backslash segment, or a NUL."""
+    if "\x00" in value:
+        return f"{value!r} contains a NUL character"
+    if "%2e" in value.lower():
+        return f"{value!r} contains a percent-encoded dot; write the path plainly"
+    decoded = unquote(value)
+    segments = re.split(r"[/\\]", decoded)
+    if ".." in segments:
+        return f"{value!r} contains a '..' segment; give the path without it"
+    return None
+
+
+def normalise(value: str) -> str:
+    """A path or URI with `.` segments and repeated slashes collapsed (after `traversal_problem`
+    has refused `..`): the form every allowlist is checked against."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return posixpath.normpath(value) if value else value
+    trailing = "/" if rest.endswith("/") else ""
+    collapsed = posixpath.normpath("/" + rest).lstrip("/") if rest else rest
+    return f"{scheme.lower()}://{collapsed}{trailing if collapsed else ''}"
+
+
+def under(value: str, prefix: str) -> bool:
+    """True when normalised `value` is `prefix` or lies below it, on a path boundary
+    (`/mnt/graft/team-a` covers `/mnt/graft/team-a/x`, never `/mnt/graft/team-ab`)."""
+    v, p = normalise(value), normalise(prefix)
+    if prefix.endswith("://"):
+        return v.startswith(prefix.lower())
+    if v == p.rstrip("/"):
+        return True
+    return v.startswith(p if p.endswith("/") else p + "/")
+
+
+def cluster_host(address: str) -> tuple[str, int | None]:
+    """(host, port) of a cluster address that matches CLUSTER_ADDRESS_PATTERN."""
+    url = address if "://" in address else f"http://{address}"
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port
+
+
+def in_namespace_host(host: str, namespace: str) -> bool:
+    """True for a Service DNS name in `namespace`: `SVC.NS`, `SVC.NS.svc`, `SVC.NS.svc.cluster.local`."""
+    labels = host.rstrip(".").split(".")
+    if len(labels) < 2 or labels[1] != namespace:
+        return False
+    return labels[2:] in ([], ["svc"], ["svc", "cluster", "local"])

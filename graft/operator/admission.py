@@ -1,0 +1,246 @@
+"""Admission: may this FineTuneJob or ModelEndpoint start work now? Pure; no kopf, no I/O.
+
+The reconcile loop calls `admit_job` on every action that starts work (create the RayJob, resume
+from suspend, recreate a missing RayJob, submit to a shared cluster) and `admit_endpoint` before
+it creates or changes a RayService or Serve application, always with the current policies. The
+caller reads the namespace labels, lists the policies and counts the namespace's active jobs.
+
+On top of the FineTunePolicy limits (`graft.operator.policy.admit`) this enforces the tenant
+boundary (docs/tenancy.md): `requirePolicy`, shared-cluster addresses, environment keys, remote
+code, storage and source paths, Secret references, and the serving limits of endpoints.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field, replace
+
+from graft.api.endpoint import ModelEndpoint
+from graft.api.policy import FineTunePolicy, source_allowed
+from graft.api.safety import cluster_host, env_key_problem, in_namespace_host, normalise, traversal_problem, under
+from graft.api.spec import ClusterRef, FineTuneJob, ServingSpec
+from graft.operator.policy import Admission, admit, matching_policies
+from graft.operator.settings import OperatorSettings
+
+
+@dataclass(frozen=True)
+class AdmissionContext:
+    """What admission needs to know besides the object: namespace labels, every FineTunePolicy in
+    the cluster, the namespace's unfinished admitted jobs (this one excluded) and the settings."""
+
+    namespace_labels: dict[str, str]
+    policies: list[FineTunePolicy]
+    active_jobs: int = 0
+    settings: OperatorSettings = field(default_factory=OperatorSettings)
+
+
+@dataclass(frozen=True)
+class EndpointAdmission:
+    allowed: bool
+    violations: list[str]
+    endpoint: ModelEndpoint
+    policies: list[str] = field(default_factory=list)
+
+
+def _by(policy: FineTunePolicy) -> str:
+    return f"FineTunePolicy {policy.name}"
+
+
+def require_policy_violations(namespace: str, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
+    if settings.require_policy and not selected:
+        return [
+            f"metadata.namespace: no FineTunePolicy selects namespace {namespace} and this operator runs only "
+            "in namespaces a policy selects (requirePolicy); ask a cluster administrator for a FineTunePolicy"
+        ]
+    return []
+
+
+def cluster_violations(
+    path: str, cluster: ClusterRef | None, namespace: str, selected: list[FineTunePolicy], settings: OperatorSettings
+) -> list[str]:
+    """A shared cluster address must be a Service in the object's own namespace, one the operator
+    allows everywhere (--allow-cluster-address), or one allowed by allowedClusterAddresses of every
+    selecting policy that lists some (at least one must)."""
+    if cluster is None or cluster.address is None:
+        return []  # cluster.name is a RayCluster in the object's own namespace
+    host, port = cluster_host(cluster.address)
+    if in_namespace_host(host, namespace):
+        return []
+    scheme = "https" if cluster.address.lower().startswith("https://") else "http"
+    url = f"{scheme}://{host}" + (f":{port}" if port else "")
+    if settings.allowed_cluster_addresses and source_allowed(url, settings.allowed_cluster_addresses):
+        return []
+    listing = [p for p in selected if p.spec.allowed_cluster_addresses]
+    if not listing:
+        return [
+            f"{path}.address: {cluster.address!r} is not a Service in namespace {namespace}; only addresses "
+            f"SVC.{namespace}[.svc[.cluster.local]] are allowed unless a FineTunePolicy lists it in allowedClusterAddresses "
+            "(or the operator in --allow-cluster-address)"
+        ]
+    return [
+        f"{path}.address: {cluster.address!r} is not allowed by allowedClusterAddresses of {_by(p)} "
+        f"(allowed: {', '.join(p.spec.allowed_cluster_addresses)})"
+        for p in listing
+        if not source_allowed(url, p.spec.allowed_cluster_addresses)
+    ]
+
+
+def env_violations(job: FineTuneJob, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
+    runtime = job.spec.runtime
+    keys = [("spec.runtime.env", k) for k in runtime.env] + [("spec.runtime.secretEnv", e.name) for e in runtime.secret_env]
+    out = [
+        f"{path}: {key} is set by the operator (--job-env) and cannot be overridden; remove it"
+        for path, key in keys
+        if key in settings.job_env
+    ]
+    for key in runtime.env:
+        problem = env_key_problem(key)
+        if problem and key not in settings.job_env:
+            out.append(f"spec.runtime.env: {problem}")
+    for policy in selected:
+        patterns = policy.spec.allowed_env_keys
+        if not patterns:
+            continue
+        for path, key in keys:
+            if not any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
+                out.append(f"{path}: {key} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: {', '.join(patterns)})")
+        if runtime.env_from_secrets:
+            out.append(
+                f"spec.runtime.envFromSecrets: {_by(policy)} restricts environment keys (allowedEnvKeys), so every "
+                "key must be named; use spec.runtime.secretEnv instead"
+            )
+    return out
+
+
+def remote_code_violations(job: FineTuneJob, namespace: str, selected: list[FineTunePolicy]) -> list[str]:
+    if not job.spec.model.trust_remote_code:
+        return []
+    refusing = [p.name for p in selected if not p.spec.allow_trust_remote_code]
+    if selected and not refusing:
+        return []
+    why = f"FineTunePolicy {', '.join(refusing)} does not allow it" if refusing else f"no FineTunePolicy selecting {namespace} allows it"
+    return [
+        f"spec.model.trustRemoteCode: running the model's own code from the hub is not allowed ({why}); "
+        "set it to false, or ask a cluster administrator for allowTrustRemoteCode: true"
+    ]
+
+
+def storage_roots(settings: OperatorSettings) -> list[str]:
+    """The operator's own storage roots, partitioned per namespace (`<root>/<namespace>/...`)."""
+    roots = [settings.result_storage] if settings.result_storage else []
+    if settings.storage_pvc:
+        roots.append(settings.storage_mount_path)
+    return roots
+
+
+def partition_violations(path: str, value: str | None, namespace: str, settings: OperatorSettings, *, root_ok: bool) -> list[str]:
+    """A value under an operator storage root must lie in the namespace's own part `<root>/<namespace>/`
+    (`root_ok`: the root itself is fine too, for a storage setting the job narrows itself)."""
+    if value is None:
+        return []
+    if traversal_problem(value):
+        return [f"{path}: {traversal_problem(value)}"]
+    for root in storage_roots(settings):
+        if not under(value, root):
+            continue
+        own = f"{normalise(root).rstrip('/')}/{namespace}"
+        if under(value, own) or (root_ok and normalise(value).rstrip("/") == normalise(root).rstrip("/")):
+            return []
+        return [f"{path}: {value!r} is in another namespace's part of the shared storage {root}; use {own}/..."]
+    return []
+
+
+def path_violations(job: FineTuneJob, namespace: str, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
+    spec = job.spec
+    out: list[str] = []
+    for path, value in (
+        ("spec.model.source", spec.model.source),
+        ("spec.dataset.source", spec.dataset.source),
+        ("spec.dataset.validation.source", spec.dataset.validation.source),
+    ):
+        out += partition_violations(path, value, namespace, settings, root_ok=False)
+    storage = spec.checkpoints.storage
+    out += partition_violations("spec.checkpoints.storage", storage, namespace, settings, root_ok=True)
+    if storage is not None:
+        for policy in selected:
+            allowed = policy.spec.allowed_checkpoint_storage
+            if not source_allowed(storage, allowed):
+                out.append(
+                    f"spec.checkpoints.storage: {storage!r} is not allowed by allowedCheckpointStorage of "
+                    f"{_by(policy)} (allowed: {', '.join(allowed)})"
+                )
+    return out
+
+
+def secret_violations(job: FineTuneJob) -> list[str]:
+    runtime = job.spec.runtime
+    if runtime.cluster is not None and (runtime.secret_env or runtime.env_from_secrets):
+        return [
+            "spec.runtime.secretEnv: Secret references reach the Ray pods of the job's own RayJob only; a shared "
+            "cluster's pods must already hold the credentials. Remove spec.runtime.cluster or the Secret references"
+        ]
+    return []
+
+
+def serving_violations(prefix: str, serving: ServingSpec, selected: list[FineTunePolicy]) -> list[str]:
+    out: list[str] = []
+    for policy in selected:
+        limits = policy.spec.limits
+        if limits.max_serving_replicas is not None and serving.max_replicas > limits.max_serving_replicas:
+            out.append(f"{prefix}.maxReplicas: {serving.max_replicas} exceeds maxServingReplicas "
+                       f"{limits.max_serving_replicas} set by {_by(policy)}")
+        gpus = serving.max_replicas * serving.resources.gpus
+        if limits.max_gpus_per_endpoint is not None and gpus > limits.max_gpus_per_endpoint:
+            out.append(f"{prefix}.resources.gpus: {serving.max_replicas} replicas x {serving.resources.gpus:g} GPUs = "
+                       f"{gpus:g} exceeds maxGpusPerEndpoint {limits.max_gpus_per_endpoint:g} set by {_by(policy)}")
+        cpus = limits.max_cpus_per_serving_replica
+        if cpus is not None and serving.resources.cpus > cpus:
+            out.append(f"{prefix}.resources.cpus: {serving.resources.cpus:g} exceeds maxCpusPerServingReplica "
+                       f"{cpus:g} set by {_by(policy)}")
+    return out
+
+
+def admit_job(job: FineTuneJob, ctx: AdmissionContext) -> Admission:
+    """`graft.operator.policy.admit` (limits, sources, images, defaults, maxConcurrentJobs) plus the
+    tenant boundary. Run the returned `job` (policy defaults filled in) when `allowed`."""
+    base = admit(job, ctx.namespace_labels, ctx.policies, ctx.active_jobs)
+    selected = matching_policies(ctx.namespace_labels, ctx.policies)
+    namespace = job.metadata.namespace or ""
+    spec = base.job.spec
+    boundary = (
+        require_policy_violations(namespace, selected, ctx.settings)
+        + cluster_violations("spec.runtime.cluster", spec.runtime.cluster, namespace, selected, ctx.settings)
+        + env_violations(base.job, selected, ctx.settings)
+        + remote_code_violations(base.job, namespace, selected)
+        + path_violations(base.job, namespace, selected, ctx.settings)
+        + secret_violations(base.job)
+        + (serving_violations("spec.serving", spec.serving, selected) if spec.serving.enabled else [])
+    )
+    if not boundary:
+        return base
+    return replace(base, allowed=False, violations=boundary + base.violations, retryable=False)
+
+
+def admit_endpoint(endpoint: ModelEndpoint, ctx: AdmissionContext) -> EndpointAdmission:
+    """The same boundary for a ModelEndpoint: requirePolicy, allowedImages, serving limits, the
+    cluster address, and a model that is the tenant's own or allowed by the policies."""
+    selected = matching_policies(ctx.namespace_labels, ctx.policies)
+    namespace = endpoint.metadata.namespace or ""
+    spec = endpoint.spec
+    out = require_policy_violations(namespace, selected, ctx.settings)
+    out += cluster_violations("spec.cluster", spec.cluster, namespace, selected, ctx.settings)
+    out += serving_violations("spec.serving", spec.serving, selected)
+    uri = spec.model.uri
+    partition = partition_violations("spec.model.uri", uri, namespace, ctx.settings, root_ok=False)
+    out += partition
+    own = not partition and any(under(uri, root) for root in storage_roots(ctx.settings))
+    for policy in selected:
+        rules = policy.spec
+        if spec.image is not None and not source_allowed(spec.image, rules.allowed_images):
+            out.append(f"spec.image: {spec.image!r} is not allowed by allowedImages of {_by(policy)} "
+                       f"(allowed: {', '.join(rules.allowed_images)})")
+        patterns = rules.allowed_model_sources + rules.allowed_checkpoint_storage
+        if not own and not partition and patterns and not source_allowed(uri, patterns):
+            out.append(f"spec.model.uri: {uri!r} is not allowed by allowedModelSources or allowedCheckpointStorage "
+                       f"of {_by(policy)} (allowed: {', '.join(patterns)})")
+    return EndpointAdmission(allowed=not out, violations=out, endpoint=endpoint, policies=[p.name for p in selected])
