@@ -50,7 +50,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sizes.add_argument("--head-memory", help="memory of every Ray head pod (default 2Gi)")
     sizes.add_argument("--worker-memory", help="memory of a training worker pod when spec.resources.memoryPerWorker is unset (default 4Gi)")
     sizes.add_argument("--serve-memory", help="memory of a Serve worker pod when spec.serving.resources.memory is unset (default 2Gi)")
+    tenancy = p.add_argument_group("tenancy (docs/tenancy.md)")
+    tenancy.add_argument("--require-policy", action="store_true",
+                         help="run jobs and endpoints only in namespaces a FineTunePolicy selects")
+    tenancy.add_argument("--allow-cluster-address", action="append", default=[], metavar="PATTERN",
+                         help="shared Ray cluster address (prefix or glob, e.g. http://ray.ray-system.svc:8265) every "
+                              "namespace may use; repeatable. Without it only Services in the job's own namespace")
+    tenancy.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
+                         help="environment of every training job, which tenants cannot override; repeatable")
     p.add_argument("--verbose", action="store_true")
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} {item!r}: write KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
@@ -69,7 +87,12 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "head_memory": getattr(args, "head_memory", None),
         "worker_memory": getattr(args, "worker_memory", None),
         "serve_memory": getattr(args, "serve_memory", None),
+        "require_policy": getattr(args, "require_policy", None) or None,
+        "allowed_cluster_addresses": getattr(args, "allow_cluster_address", None) or None,
     }
+    extra_env = getattr(args, "job_env", None) or []
+    if extra_env:
+        fields["job_env"] = {**OperatorSettings().job_env, **_key_values(extra_env, "--job-env")}
     return OperatorSettings(**{key: v for key, v in fields.items() if v is not None})
 
 

@@ -21,7 +21,8 @@ from ray import serve
 from graft.serving.args import DEPLOYMENT_NAME, ServeArgs, max_ongoing_requests
 from graft.serving.model import LoadedModel, resolve_model_dir
 from graft.serving import protocols
-from graft.serving.protocol import Limits, RequestError, check_body_size, decode_json, parse_predict_request, prediction
+from graft.serving.isolation import Rejected, each_or_rejected, first_rejection, read_body
+from graft.serving.protocol import Limits, RequestError, decode_json, parse_predict_request, prediction
 
 api = FastAPI(title="Graft text classifier")
 
@@ -70,20 +71,27 @@ class TextClassifier:
         self._classify.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _classify(self, texts: list[str]) -> list[list[float]]:
+    async def _classify(self, texts: list[str]) -> list[list[float] | Rejected]:
+        """One forward for the batch; a text the tokenizer or model refuses is `Rejected` on its
+        own, so the other requests in the batch still get their predictions."""
         self._stats.record(len(texts))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._model.probabilities, texts)
+        return await loop.run_in_executor(self._executor, each_or_rejected, self._model.probabilities, texts)
 
     async def _body(self, request: Request, example: str) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit():
-            check_body_size(int(declared), self._limits)  # before reading an oversized body
-        return decode_json(await request.body(), self._limits, example)
+        # Declared or chunked, the body stops being read once it passes the limit.
+        raw = await read_body(request.stream(), self._limits.max_body_bytes, request.headers.get("content-length"))
+        return decode_json(raw, self._limits, example)
 
     async def _scores(self, texts: list[str]) -> list[list[float]]:
+        """Scores per text; a RequestError (422) naming the first text of this request the model
+        refused (the other requests of the same batch are not affected)."""
         # Each text joins the batch queue on its own, so texts of concurrent requests share forwards.
-        return list(await asyncio.gather(*(self._classify(t) for t in texts)))
+        results = await asyncio.gather(*(self._classify(t) for t in texts))
+        rejected = first_rejection(results, lambda i: "text" if len(texts) == 1 else f"texts[{i}]")
+        if rejected is not None:
+            raise rejected
+        return [r for r in results if not isinstance(r, Rejected)]
 
     def _model_name(self) -> str:
         return self._args.served_model_name or str(serve.get_replica_context().app_name)
@@ -101,9 +109,9 @@ class TextClassifier:
             body = await self._body(request, protocols.TEI_EXAMPLE)
             tei = isinstance(body, dict) and "inputs" in body
             texts = protocols.parse_tei(body, self._limits) if tei else parse_predict_request(body, self._limits)
+            scores = await self._scores(texts)
         except RequestError as err:
             return JSONResponse({"error": err.message}, status_code=err.status)
-        scores = await self._scores(texts)
         if tei:
             return JSONResponse(protocols.tei_response(scores, self._model.label_names))
         return JSONResponse(
@@ -120,9 +128,9 @@ class TextClassifier:
             return missing
         try:
             texts = protocols.parse_v1(await self._body(request, protocols.V1_EXAMPLE), self._limits)
+            scores = await self._scores(texts)
         except RequestError as err:
             return JSONResponse({"error": err.message}, status_code=err.status)
-        scores = await self._scores(texts)
         return JSONResponse({"predictions": [prediction(p, self._model.label_names) for p in scores]})
 
     @api.post("/v2/models/{name}/infer")
@@ -132,9 +140,9 @@ class TextClassifier:
             return missing
         try:
             texts, request_id = protocols.parse_v2(await self._body(request, protocols.V2_EXAMPLE), self._limits)
+            scores = await self._scores(texts)
         except RequestError as err:
             return JSONResponse({"error": err.message}, status_code=err.status)
-        scores = await self._scores(texts)
         return JSONResponse(protocols.v2_response(name, self._args.model_version, request_id, scores, self._model.label_names))
 
     @api.get("/v2/models/{name}")

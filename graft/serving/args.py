@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from graft.api.base import ApiModel
 from graft.api.errors import SpecError, format_validation_error
 from graft.api.quantity import quantity_bytes
-from graft.api.spec import ServingSpec, Task, check_label_names
+from graft.api.spec import MAX_TEXT_LENGTH, ServingSpec, Task, check_label_names
 
 IMPORT_PATH = "graft.serving.app:build_app"
 DEPLOYMENT_NAME = "TextClassifier"
@@ -37,7 +37,7 @@ class ServeArgs(ApiModel):
     model_version: int | str | None = Field(default=None, description="Reported with every prediction and by /healthz.")
     max_batch_size: int = Field(default=8, ge=1, le=1024, description="Most texts in one forward pass (@serve.batch).")
     batch_wait_timeout_s: float = Field(default=0.02, ge=0, le=10, description="How long a batch waits to fill up.")
-    max_text_length: int = Field(default=20000, ge=1, description="Longest accepted input text, in characters.")
+    max_text_length: int = Field(default=20000, ge=1, le=MAX_TEXT_LENGTH, description="Longest accepted input text, in characters.")
     max_texts_per_request: int = Field(default=64, ge=1, le=10000, description="Most texts in one `texts` request.")
     max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per text; longer texts are truncated.")
     max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image (image-classification), in bytes.")

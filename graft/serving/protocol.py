@@ -46,6 +46,10 @@ def check_text(value: Any, where: str, limits: Limits) -> str:
         raise RequestError(422, f"{where} must be a string, got {type_name(value)}; send {EXAMPLE}")
     if not value.strip():
         raise RequestError(422, f"{where} is empty; send non-blank text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates (JSON "\ud800") break tokenizers
+        raise RequestError(422, f"{where} is not valid Unicode text ({exc.reason} at position {exc.start}); send UTF-8 text") from exc
     if len(value) > limits.max_text_length:
         raise RequestError(
             413,
