@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 TERMINAL_PHASES = ("Succeeded", "Failed", "Rejected")
@@ -26,7 +25,7 @@ def add_parser(sub: Any, lazy: Any) -> None:
     p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG / ~/.kube/config, else in-cluster)")
     p.add_argument("--dashboard", help="Ray dashboard URL to read from instead of status.dashboardUrl (e.g. a port-forward)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the Ray job ends")
+    p.add_argument("-f", "--follow", action="store_true", help="stream new lines as they are written, until the Ray job ends")
     p.add_argument("--tail", type=int, default=None, metavar="N", help="print only the last N lines")
     p.set_defaults(func=lazy("graft.cli.logs", "main"))
 
@@ -96,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.write(_tail(text, args.tail))
             sys.stdout.flush()
             if args.follow:
-                return _follow(api, sid, len(text))
+                return _follow(dashboard, sid, len(text))
             return 0
         if not problems:
             problems.append(f"the Ray cluster at {dashboard} has no log of job {sid} (any more)")
@@ -119,21 +118,33 @@ def main(args: argparse.Namespace) -> int:
     return 1
 
 
-def _follow(api: Any, sid: str, printed: int, interval: float = 2.0) -> int:
-    """Print what the log gained since `printed` characters, until the Ray job is finished."""
-    from graft.operator.shared.jobs import ClusterUnavailable
+def _follow(dashboard: str, sid: str, printed: int) -> int:
+    """Stream the log as Ray writes it (the dashboard's websocket tail), until the Ray job ends.
 
-    while True:
-        try:
-            info = api.info(sid)
-            text = api.logs(sid) or ""
-        except ClusterUnavailable as exc:
-            print(f"graft logs: {exc}", file=sys.stderr)
-            return 1
-        if len(text) > printed:
-            sys.stdout.write(text[printed:])
+    The tail starts at the beginning of the log: the first `printed` characters were printed already.
+    """
+    import websocket  # websocket-client, a dependency of the Kubernetes client
+
+    url = _http(dashboard).replace("http", "ws", 1).rstrip("/") + f"/api/jobs/{sid}/logs/tail"
+    try:
+        ws = websocket.create_connection(url, timeout=None)
+    except (OSError, websocket.WebSocketException) as exc:
+        print(f"graft logs: cannot follow the log at {url}: {exc}", file=sys.stderr)
+        return 1
+    skip = printed
+    try:
+        while True:
+            try:
+                chunk = ws.recv()
+            except websocket.WebSocketConnectionClosedException:
+                return 0  # Ray closes the tail when the job has ended
+            if not chunk:
+                return 0
+            text = chunk.decode(errors="replace") if isinstance(chunk, bytes) else str(chunk)
+            if skip:
+                dropped = min(skip, len(text))
+                text, skip = text[dropped:], skip - dropped
+            sys.stdout.write(text)
             sys.stdout.flush()
-            printed = len(text)
-        if info is None or info.terminal:
-            return 0
-        time.sleep(interval)
+    finally:
+        ws.close()
