@@ -200,8 +200,10 @@ def test_apply_trains_on_ray_promotes_and_the_endpoint_answers(
     assert submission.startswith(f"graft.{ns}.{name}.")
     assert running["dashboardUrl"] == ray_head.dashboard_url
     # `graft logs -f` on the live job streams until the Ray job ends, then exits by itself.
-    follow = subprocess.Popen([sys.executable, "-m", "graft", "logs", name, "-n", ns, "-f", "--kubeconfig", str(cp.kubeconfig)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    follow_out = workdir / "follow.log"
+    with follow_out.open("w") as sink:  # a file, not a pipe: nothing blocks while the test waits
+        follow = subprocess.Popen([sys.executable, "-m", "graft", "logs", name, "-n", ns, "-f", "--kubeconfig",
+                                   str(cp.kubeconfig)], stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
 
     done = _phase_watch(cp, "finetunejob", name, ns, "Succeeded", 900, marks, t0)
     assert done["phase"] == "Succeeded", f"{done.get('message')}\n{graft_operator.log_tail(40)}"
@@ -231,8 +233,8 @@ def test_apply_trains_on_ray_promotes_and_the_endpoint_answers(
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert logs.returncode == 0, logs.stderr
     assert "[graft] phase tuning" in logs.stdout and f"Running entrypoint for job {submission}" in logs.stdout
-    followed, follow_err = follow.communicate(timeout=120)
-    assert follow.returncode == 0, follow_err
+    assert follow.wait(timeout=120) == 0, follow_out.read_text()[-2000:]
+    followed = follow_out.read_text()
     assert followed.count(f"Running entrypoint for job {submission}") == 1  # nothing printed twice
     last_phase = [line for line in logs.stdout.splitlines() if line.startswith("[graft] phase")][-1]
     assert last_phase in followed  # it streamed to the end of the job
