@@ -32,7 +32,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "operator.resyncSeconds": {"exclusiveMinimum": 0},
     "metrics.port": {"minimum": 1, "maximum": 65535},
     "livenessProbe.port": {"minimum": 1, "maximum": 65535},
-    "watchNamespaces": {"items": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
+    "watchNamespaces": {"items": {"type": "string"}},  # names are checked by the template, with a clearer message
     "hostPathStorage.namespaces": {"items": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
     "hostPathStorage.path": {"pattern": "^/"},
 }
