@@ -103,30 +103,33 @@ class LanguageModel:
         finish = "length"
         past = None
         inputs = torch.tensor([ids], device=self.device)
-        with torch.inference_mode():
-            while len(out) < req.max_tokens:
+        while len(out) < req.max_tokens:
+            # Per call, not around the loop: the caller may resume this generator on another thread,
+            # and inference mode is a per-thread setting.
+            with torch.inference_mode():
                 result = self.model(input_ids=inputs, past_key_values=past, use_cache=True)
-                past = result.past_key_values
-                token = sample(result.logits[0, -1].cpu(), req.temperature, req.top_p, generator)
-                if token in self.eos_ids:
-                    finish = "stop"
-                    break
-                out.append(token)
-                inputs = torch.tensor([[token]], device=self.device)
-                text = self.tokenizer.decode(out, skip_special_tokens=True)
-                cut = find_stop(text, req.stop) if req.stop else None
-                if cut is not None:
-                    if cut > sent:
-                        yield Step(text=text[sent:cut])
-                    sent = cut
-                    finish = "stop"
-                    break
-                if text.endswith("\ufffd"):
-                    continue  # an incomplete UTF-8 character: wait for the next token
-                ready = len(text) - held_back(text, req.stop)
-                if ready > sent:
-                    yield Step(text=text[sent:ready])
-                    sent = ready
+                logits = result.logits[0, -1].float().cpu()
+            past = result.past_key_values
+            token = sample(logits, req.temperature, req.top_p, generator)
+            if token in self.eos_ids:
+                finish = "stop"
+                break
+            out.append(token)
+            inputs = torch.tensor([[token]], device=self.device)
+            text = self.tokenizer.decode(out, skip_special_tokens=True)
+            cut = find_stop(text, req.stop) if req.stop else None
+            if cut is not None:
+                if cut > sent:
+                    yield Step(text=text[sent:cut])
+                sent = cut
+                finish = "stop"
+                break
+            if text.endswith("\ufffd"):
+                continue  # an incomplete UTF-8 character: wait for the next token
+            ready = len(text) - held_back(text, req.stop)
+            if ready > sent:
+                yield Step(text=text[sent:ready])
+                sent = ready
         if finish == "length":
             text = self.tokenizer.decode(out, skip_special_tokens=True)
             if len(text) > sent:
