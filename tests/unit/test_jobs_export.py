@@ -30,12 +30,26 @@ def test_export_copies_only_the_hf_directory_with_metadata(tmp_path: Path) -> No
     assert json.loads((Path(uri) / EXPORT_META).read_text()) == {"trial_id": "t1"}
 
 
-def test_a_second_export_replaces_the_first(tmp_path: Path) -> None:
+@pytest.mark.tenancy
+def test_a_second_export_never_overwrites_the_first(tmp_path: Path) -> None:
     storage = str(tmp_path / "storage")
-    export_best(str(checkpoint(tmp_path / "a", "c", b"old")), storage, "job", {})
+    first = export_best(str(checkpoint(tmp_path / "a", "c", b"old")), storage, "job", {})
     uri = export_best(str(checkpoint(tmp_path / "b", "c", b"new")), storage, "job", {})
+    assert uri != first and Path(uri).name == "model-2"
+    assert (Path(first) / "model.safetensors").read_bytes() == b"old"  # what an endpoint may be serving
     assert (Path(uri) / "model.safetensors").read_bytes() == b"new"
-    assert [p.name for p in (tmp_path / "storage" / "job").iterdir()] == ["model"]
+    assert sorted(p.name for p in (tmp_path / "storage" / "job").iterdir()) == ["model", "model-2"]
+
+
+@pytest.mark.tenancy
+def test_a_second_fsspec_export_never_overwrites_the_first(tmp_path: Path) -> None:
+    import fsspec
+
+    first = export_best(str(checkpoint(tmp_path / "a", "c", b"old")), "memory://graft-twice", "job", {})
+    second = export_best(str(checkpoint(tmp_path / "b", "c", b"new")), "memory://graft-twice", "job", {})
+    fs = fsspec.filesystem("memory")
+    assert (first, second) == ("memory://graft-twice/job/model", "memory://graft-twice/job/model-2")
+    assert fs.cat("/graft-twice/job/model/model.safetensors") == b"old"
 
 
 def test_export_without_hf_directory_is_an_error(tmp_path: Path) -> None:
