@@ -19,6 +19,7 @@ from ray import serve
 
 from graft.serving.args import ServeArgs
 from graft.serving.image_protocol import ImageLimits, parse_image_request
+from graft.serving.isolation import Rejected, each_or_rejected, first_rejection, read_body
 from graft.serving.model import ModelLoadError, pick_device, resolve_model_dir
 from graft.serving.protocol import RequestError, prediction
 
@@ -83,25 +84,29 @@ class ImageClassifier:
         self._classify.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _classify(self, tensors: list[Any]) -> list[list[float]]:
+    async def _classify(self, tensors: list[Any]) -> list[list[float] | Rejected]:
+        """One forward for the batch; an image the model refuses is `Rejected` on its own."""
         self._stats.record(len(tensors))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._model.probabilities, tensors)
+        return await loop.run_in_executor(self._executor, each_or_rejected, self._model.probabilities, tensors)
 
     @image_api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
         try:
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit():
-                from graft.serving.image_protocol import check_image_body_size
-
-                check_image_body_size(int(declared), content_type.split(";")[0].strip().lower(), self._limits)
-            images = parse_image_request(await request.body(), content_type, self._limits)
+            raw_image = content_type.split(";")[0].strip().lower().startswith("image/")
+            limit = self._limits.max_image_bytes if raw_image else self._limits.max_body_bytes
+            # Declared or chunked, the body stops being read once it passes the limit.
+            body = await read_body(request.stream(), limit, request.headers.get("content-length"))
+            images = parse_image_request(body, content_type, self._limits)
+            tensors = [self._model.preprocess.eval(img) for img in images]
+            results = await asyncio.gather(*(self._classify(t) for t in tensors))
+            rejected = first_rejection(results, lambda i: "the image" if len(tensors) == 1 else f"images[{i}]")
+            if rejected is not None:
+                raise rejected
         except RequestError as err:
             return JSONResponse({"error": err.message}, status_code=err.status)
-        tensors = [self._model.preprocess.eval(img) for img in images]
-        scores = await asyncio.gather(*(self._classify(t) for t in tensors))
+        scores = [r for r in results if not isinstance(r, Rejected)]
         return JSONResponse({"predictions": [prediction(p, self._model.label_names) for p in scores], "model_version": self._args.model_version})
 
     @image_api.get("/healthz")
