@@ -86,8 +86,12 @@ def graft_operator(
 ) -> Iterator[OperatorProcess]:
     tmp = tmp_path_factory.mktemp("operator")
     kubeconfig = operator_kubeconfig(control_plane, tmp)
+    # The loopback head is no Service in the tenants' namespaces: the operator allows it explicitly, and
+    # sets the Ray/HF environment itself (tenants may not: docs/tenancy.md).
+    job_env = [a for key, value in {**RAY_ENV, "RAY_ADDRESS": ray_head.gcs_address}.items() for a in ("--job-env", f"{key}={value}")]
     op = ChartOperator(control_plane, tenants, tmp, kubeconfig,
-                        "--serve-port", str(ray_head.serve_port), "--shared-poll-seconds", "1").start()
+                        "--serve-port", str(ray_head.serve_port), "--shared-poll-seconds", "1",
+                        "--allow-cluster-address", "http://127.0.0.1:*", *job_env).start()
     yield op
     op.stop()
     print(f"--- operator log ({op.log_path}) ---\n{op.log_tail(80)}")
@@ -123,9 +127,9 @@ def finetunejob(name: str, workdir: Path, head: RayHead, *, endpoint: str | None
             "tuning": {"numTrials": 1, "maxConcurrentTrials": 1},
             "checkpoints": {"storage": str(workdir / "storage"), "numToKeep": 1},
             "serving": serving,
-            # RAY_ADDRESS: Ray Train's workers look their cluster up through the state API; on a machine
-            # running several Ray clusters (other tests) auto-detection may pick the wrong one.
-            "runtime": {"cluster": {"address": head.dashboard_url}, "env": {**RAY_ENV, "RAY_ADDRESS": head.gcs_address}},
+            # The Ray environment (RAY_ADDRESS among it: on a machine running several Ray clusters, Ray
+            # Train's workers could find the wrong one) is the operator's --job-env, not the tenant's.
+            "runtime": {"cluster": {"address": head.dashboard_url}},
         },
     }
 
