@@ -6,13 +6,16 @@ Where the log comes from, in order:
    until the FineTuneJob is deleted; a RayJob's cluster lives until its TTL);
 2. the copy the operator wrote next to the result when the job ended (`status.logUri`).
 
-The dashboard of a KubeRay cluster is an in-cluster address: from outside, port-forward it
+The FineTuneJob is read with `kubectl` (the user's kubeconfig and credentials), so the light core
+install needs no Kubernetes client library. The dashboard of a KubeRay cluster is an in-cluster address: from outside, port-forward it
 (`kubectl port-forward svc/CLUSTER-head-svc 8265`) and pass `--dashboard http://127.0.0.1:8265`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from typing import Any
 
@@ -22,24 +25,36 @@ TERMINAL_PHASES = ("Succeeded", "Failed", "Rejected")
 def add_parser(sub: Any, lazy: Any) -> None:
     p = sub.add_parser("logs", help="print the training log of a FineTuneJob (also after it finished)")
     p.add_argument("name", help="FineTuneJob name")
-    p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG / ~/.kube/config, else in-cluster)")
+    p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, as kubectl chooses)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: as kubectl chooses: $KUBECONFIG, ~/.kube/config)")
     p.add_argument("--dashboard", help="Ray dashboard URL to read from instead of status.dashboardUrl (e.g. a port-forward)")
     p.add_argument("-f", "--follow", action="store_true", help="stream new lines as they are written, until the Ray job ends")
     p.add_argument("--tail", type=int, default=None, metavar="N", help="print only the last N lines")
     p.set_defaults(func=lazy("graft.cli.logs", "main"))
 
 
-def _namespace(args: argparse.Namespace) -> str:
-    if args.namespace:
-        return str(args.namespace)
-    import kubernetes
-
+def _kubectl(args: argparse.Namespace, *cmd: str) -> subprocess.CompletedProcess[str]:
+    """kubectl with the user's kubeconfig and credentials (graft logs needs no Kubernetes client library)."""
+    kubeconfig = ["--kubeconfig", args.kubeconfig] if args.kubeconfig else []
+    namespace = ["-n", args.namespace] if args.namespace else []
     try:
-        _, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
-    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
-        return "default"
-    return str(((active or {}).get("context") or {}).get("namespace") or "default")
+        return subprocess.run(["kubectl", *kubeconfig, *namespace, *cmd], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError as exc:
+        raise LogsError("kubectl is not on PATH; graft logs reads the FineTuneJob through kubectl") from exc
+
+
+class LogsError(RuntimeError):
+    """The FineTuneJob cannot be read; the message says why."""
+
+
+def _finetunejob(args: argparse.Namespace) -> dict[str, Any]:
+    proc = _kubectl(args, "get", "finetunejob", args.name, "-o", "json")
+    if proc.returncode != 0:
+        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"kubectl exited {proc.returncode}"
+        hint = " (check -n NAMESPACE)" if "NotFound" in proc.stderr else ""
+        raise LogsError(f"cannot read FineTuneJob {args.name}: {reason}{hint}")
+    obj: dict[str, Any] = json.loads(proc.stdout)
+    return obj
 
 
 def _http(url: str) -> str:
@@ -64,21 +79,14 @@ def _read_copy(uri: str) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from kubernetes.client import ApiException
-
-    from graft.operator import kube as k
     from graft.operator.shared.jobs import ClusterUnavailable, RayJobs
 
-    ns = _namespace(args)
-    client = k.Kube(k.api_client(args.kubeconfig))
     try:
-        obj = client.get(k.FINETUNEJOBS, ns, args.name)
-    except ApiException as exc:
-        print(f"graft logs: cannot read FineTuneJob {ns}/{args.name}: {exc.reason} ({exc.status})", file=sys.stderr)
+        obj = _finetunejob(args)
+    except LogsError as exc:
+        print(f"graft logs: {exc}", file=sys.stderr)
         return 1
-    if obj is None:
-        print(f"graft logs: FineTuneJob {ns}/{args.name} not found (check -n NAMESPACE)", file=sys.stderr)
-        return 1
+    ns = obj["metadata"]["namespace"]
     st = obj.get("status") or {}
     sid = st.get("jobSubmissionId")
     dashboard = args.dashboard or st.get("dashboardUrl")
@@ -123,7 +131,7 @@ def _follow(dashboard: str, sid: str, printed: int) -> int:
 
     The tail starts at the beginning of the log: the first `printed` characters were printed already.
     """
-    import websocket  # websocket-client, a dependency of the Kubernetes client
+    import websocket  # websocket-client
 
     url = _http(dashboard).replace("http", "ws", 1).rstrip("/") + f"/api/jobs/{sid}/logs/tail"
     try:

@@ -69,3 +69,4 @@ def test_image_locks_use_the_versions_of_the_development_lock() -> None:
 def test_operator_and_core_locks_hold_no_ray_and_no_torch() -> None:
     for lock in ("locks/operator-image.txt", "locks/core.txt"):
         assert {"ray", "torch", "deepspeed", "transformers"} & set(pins(lock)) == set(), lock
+    assert "kubernetes" not in pins("locks/core.txt")
