@@ -1,6 +1,7 @@
 # The two commands a new user needs:
 #   make demo   set up everything, then fine-tune, tune and serve examples/finetune.yaml on a local Ray (offline)
-#   make test   set up everything the tests need (venv, Go-built control plane), then run the whole suite
+#   make test   set up everything the tests need (venv, Go-built control plane and node, Debian
+#               packages of the node), then run the whole suite (tests marked kuberay need root)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ export GRAFT_CACHE ?= $(HOME)/.cache/graft
 export TORCH_EXTENSIONS_DIR ?= $(GRAFT_CACHE)/torch-extensions
 export PIP_CACHE_DIR ?= $(GRAFT_CACHE)/pip
 
-.PHONY: venv lock demo test test-unit test-integration test-e2e controlplane crds chart-docs clean
+.PHONY: venv lock demo test test-unit test-integration test-e2e test-kuberay controlplane node-deps cluster-up cluster-down crds chart-docs clean
 
 venv:
 	scripts/venv.sh
@@ -25,10 +26,20 @@ lock:
 chart-docs: venv
 	$(PY) tools/chart_docs.py
 
+# Debian packages of the one-node cluster (containerd, runc, CNI plugins, iptables, ...).
+node-deps:
+	scripts/cluster.sh deps
+
+cluster-up: node-deps controlplane
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
 crds: venv
 	$(VENV)/bin/graft crd --output-file charts/graft/crds/graft.dev.yaml
 
-test: venv controlplane
+test: venv node-deps controlplane
 	scripts/test.sh
 
 test-unit: venv
@@ -37,8 +48,11 @@ test-unit: venv
 test-integration: venv controlplane
 	$(PY) -m pytest -m integration
 
-test-e2e: venv controlplane
+test-e2e: venv node-deps controlplane
 	$(PY) -m pytest -m e2e
+
+test-kuberay: venv node-deps controlplane
+	scripts/test.sh -m kuberay
 
 clean:
 	rm -rf runs .pytest_cache build *.egg-info

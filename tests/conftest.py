@@ -7,13 +7,22 @@ from typing import Iterator
 import pytest
 
 from tests.controlplane import ControlPlane
+from tests.nodehost import NODE_IP
+
+NODE_FIXTURE = "kube_node"  # tests/kuberay/conftest.py: the real one-node cluster
+
+
+def _session_needs_node(session: pytest.Session) -> bool:
+    return any(NODE_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items)
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
+def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """A real etcd + kube-apiserver + kube-controller-manager for the whole session,
-    with the official KubeRay CRDs installed (see docs/testing-control-plane.md)."""
-    cp = ControlPlane()
+    with the official KubeRay CRDs installed (see docs/testing-control-plane.md).
+    When the session has ``kuberay`` tests, the same control plane is made ready for
+    the node they run on (``node_ip``: reachable from pods)."""
+    cp = ControlPlane(node_ip=NODE_IP if _session_needs_node(request.session) else None)
     cp.start(crds=ControlPlane.kuberay_crd_paths())
     try:
         yield cp
@@ -33,10 +42,17 @@ LAYERS = ("unit", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test belongs to exactly one layer; the run goes fast to slow: unit, integration, e2e."""
+    """Every test belongs to exactly one layer; the run goes fast to slow: unit, integration, e2e.
+    A test runs on the real node (fixture ``kube_node``) exactly when it is marked ``kuberay``."""
     unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(m) is not None for m in LAYERS) != 1]
     if unmarked:
         raise pytest.UsageError(f"tests need exactly one of the markers {', '.join(LAYERS)}: {', '.join(unmarked[:10])}")
+    mismatched = [item.nodeid for item in items
+                  if (item.get_closest_marker("kuberay") is not None)
+                  != (NODE_FIXTURE in getattr(item, "fixturenames", ()))]
+    if mismatched:
+        raise pytest.UsageError(f"tests on the real node (fixture {NODE_FIXTURE}) and only they are "
+                                f"marked kuberay: {', '.join(mismatched[:10])}")
 
     def layer(item: pytest.Item) -> int:
         return next(i for i, m in enumerate(LAYERS) if item.get_closest_marker(m) is not None)

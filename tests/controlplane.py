@@ -53,6 +53,17 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "job-controller",
     "endpointslice-controller",
 )
+# Added when a node joins (tests/kubenode.py): node lifecycle (removes the not-ready taint
+# the kubelet registers with), volumes, pod GC, finished Jobs.
+NODE_CONTROLLERS: tuple[str, ...] = (
+    "node-lifecycle-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "pod-garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "disruption-controller",
+)
 
 
 class ControlPlaneError(RuntimeError):
@@ -115,14 +126,47 @@ def find_kubectl() -> str:
 _BUILD: dict[str, Path] = {}
 
 
-def ensure_binaries() -> dict[str, Path]:
-    """Run scripts/controlplane.sh once per process; returns {'bin': ..., 'crds': ...}.
+BASE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "crds")
+# The one-node cluster's (tests/kubenode.py) and its add-ons' (tests/addons.py).
+NODE_COMPONENTS = ("kubelet", "kube-scheduler", "kube-proxy", "coredns", "pause")
+ADDON_COMPONENTS = ("kuberay-operator", "kueue", "kueue-manifests")
+
+
+def ensure_binaries(extra: Sequence[str] = ()) -> dict[str, Path]:
+    """Run scripts/controlplane.sh for the control plane (plus ``extra`` components, e.g.
+    :data:`NODE_COMPONENTS`) once per process; returns {'bin', 'crds', 'kueue'} dirs.
 
     A cold build takes tens of minutes (see docs/testing-control-plane.md): run the
     script before pytest so pytest-timeout does not cut it short.
     """
-    if _BUILD:
+    binaries = [c for c in (*BASE_COMPONENTS, *extra) if "crds" not in c and "manifests" not in c]
+    if _BUILD and all(os.access(_BUILD["bin"] / n, os.X_OK) for n in binaries):
         return _BUILD
+    override = os.environ.get("GRAFT_CONTROLPLANE_BIN")
+    if override:
+        bin_dir = Path(override)
+        found = {
+            "KUBERAY_CRDS": os.environ.get("GRAFT_KUBERAY_CRDS", str(bin_dir.parent.parent / "kuberay-crds-v1.5.0")),
+            "KUEUE_MANIFESTS": os.environ.get("GRAFT_KUEUE_MANIFESTS", str(bin_dir.parent.parent / "kueue-manifests-v0.17.0")),
+        }
+    else:
+        proc = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), *dict.fromkeys((*BASE_COMPONENTS, *extra))],
+            stdout=subprocess.PIPE, stderr=None, text=True,
+        )
+        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        if proc.returncode != 0 or not lines:
+            raise ControlPlaneError(
+                f"{BUILD_SCRIPT} failed (rc={proc.returncode}); stdout:\n{proc.stdout[-4000:]}"
+            )
+        bin_dir = Path(lines[-1])
+        found = dict(ln.split("=", 1) for ln in lines if "=" in ln)
+    for name in binaries:
+        if not os.access(bin_dir / name, os.X_OK):
+            raise ControlPlaneError(f"missing {bin_dir / name} (run scripts/controlplane.sh)")
+    _BUILD.update(bin=bin_dir, crds=Path(found.get("KUBERAY_CRDS", bin_dir.parent.parent / "kuberay-crds-v1.5.0")),
+                  kueue=Path(found.get("KUEUE_MANIFESTS", bin_dir.parent.parent / "kueue-manifests-v0.17.0")))
+    return _BUILD
     override = os.environ.get("GRAFT_CONTROLPLANE_BIN")
     if override:
         bin_dir = Path(override)
@@ -171,7 +215,18 @@ class ControlPlane:
         startup_timeout: float = 90.0,
         extra_apiserver_args: Sequence[str] = (),
         extra_controller_manager_args: Sequence[str] = (),
+        node_ip: str | None = None,
+        detached: bool = False,
     ) -> None:
+        """``node_ip``: make the API server reachable from pods of a node
+        (tests/kubenode.py): listen on all addresses, advertise ``node_ip`` as the
+        ``kubernetes`` Service's endpoint, a kubelet client certificate, NodeRestriction
+        and the node controllers. ``detached``: the processes outlive this Python process
+        (scripts/cluster.sh up); stop them with :meth:`stop_pids`."""
+        self.node_ip = node_ip
+        self.detached = detached
+        if node_ip:
+            controllers = (*controllers, *NODE_CONTROLLERS)
         self.controllers = tuple(controllers)
         self.kubectl_bin = kubectl or find_kubectl()
         self.startup_timeout = startup_timeout
@@ -228,7 +283,8 @@ class ControlPlane:
             raise ControlPlaneError("already started")
         self.bin_dir = ensure_binaries()["bin"]
         self.workdir = Path(tempfile.mkdtemp(prefix="graft-cp-"))
-        atexit.register(self.stop)
+        if not self.detached:
+            atexit.register(self.stop)
         try:
             (self.workdir / "logs").mkdir()
             self._timed("pki", self._make_pki)
@@ -442,7 +498,8 @@ class ControlPlane:
                       "-out", "apiserver.csr", "-subj", "/CN=kube-apiserver")
         (pki / "san.ext").write_text(
             "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-            "DNS:kubernetes.default.svc,IP:10.0.0.1\n"
+            "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1"
+            + (f",IP:{self.node_ip}" if self.node_ip else "") + "\n"
             "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
         )
         self._openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
@@ -450,6 +507,60 @@ class ControlPlane:
         self._openssl("genrsa", "-out", "sa.key", "2048")
         self._openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
         (pki / "tokens.csv").write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n')
+        if self.node_ip:  # the API server's identity towards kubelets (logs, exec)
+            self.sign_client_cert("kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
+
+    def sign_client_cert(self, name: str, cn: str, org: str) -> tuple[Path, Path]:
+        """A client certificate ``pki/<name>.crt`` (+ ``.key``) for user ``cn`` in group
+        ``org``, signed by the cluster CA. Returns (cert, key)."""
+        return self._sign(name, f"/O={org}/CN={cn}", "extendedKeyUsage=clientAuth\n")
+
+    def sign_serving_cert(self, name: str, sans: str = "IP:127.0.0.1,DNS:localhost") -> tuple[Path, Path]:
+        """A serving certificate ``pki/<name>.crt`` (+ ``.key``) for ``sans``, signed by the
+        cluster CA (``ca_file``), e.g. for a webhook the API server calls. Returns (cert, key)."""
+        return self._sign(name, f"/CN={name}",
+                          f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
+                          "keyUsage=digitalSignature,keyEncipherment\n")
+
+    def _sign(self, name: str, subj: str, ext: str) -> tuple[Path, Path]:
+        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                      "-out", f"{name}.csr", "-subj", subj)
+        self._path("pki", f"{name}.ext").write_text(ext)
+        self._openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                      "-CAcreateserial", "-out", f"{name}.crt", "-days", "3",
+                      "-extfile", f"{name}.ext")
+        return self._path("pki", f"{name}.crt"), self._path("pki", f"{name}.key")
+
+    def cert_kubeconfig(self, path: Path, cert: Path, key: Path, user: str) -> Path:
+        """Write a kubeconfig that authenticates with a client certificate."""
+        cfg = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "graft-test", "cluster": {
+                "server": self.server, "certificate-authority": str(self.ca_file)}}],
+            "users": [{"name": user, "user": {
+                "client-certificate": str(cert), "client-key": str(key)}}],
+            "contexts": [{"name": "graft-test", "context": {"cluster": "graft-test", "user": user}}],
+            "current-context": "graft-test",
+        }
+        path.write_text(json.dumps(cfg, indent=2))
+        path.chmod(0o600)
+        return path
+
+    def pids(self) -> dict[str, int]:
+        """PIDs of the running components (for a detached control plane's state file)."""
+        return {n: p.pid for n, p in self._procs.items() if p.poll() is None}
+
+    @staticmethod
+    def stop_pids(pids: dict[str, int], workdir: str | None) -> None:
+        """Stop a detached control plane from another process: SIGTERM the process group
+        of each PID whose command line still names its component, then remove ``workdir``."""
+        from tests.nodehost import stop_pid  # local: nodehost is only needed here
+
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            if name in pids:
+                stop_pid(pids[name], name)
+        if workdir and os.environ.get("GRAFT_KEEP_CONTROLPLANE") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = self._path("logs", f"{name}.log")
@@ -458,7 +569,7 @@ class ControlPlane:
             proc = subprocess.Popen(
                 [str(self.bin_dir / name), *args],
                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=None if self.detached else _die_with_parent,
             )
         self._procs[name] = proc
         return proc
@@ -532,8 +643,7 @@ class ControlPlane:
         pki = self._path("pki")
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *self._listen_args(),
             f"--secure-port={self.port}",
             f"--cert-dir={self._path('certs')}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -560,6 +670,19 @@ class ControlPlane:
                 return r.status == 200
 
         self._wait_ready("kube-apiserver", ready, self.startup_timeout)
+
+    def _listen_args(self) -> list[str]:
+        if not self.node_ip:
+            return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"]
+        pki = self._path("pki")
+        return [
+            "--bind-address=0.0.0.0",  # pods reach it on the node IP (kubernetes Service)
+            f"--advertise-address={self.node_ip}",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--enable-admission-plugins=NodeRestriction",
+        ]
 
     def _start_controller_manager(self) -> None:
         self.kcm_port = free_port()

@@ -1,0 +1,176 @@
+"""The real KubeRay operator and Kueue, run out of cluster against a tests/controlplane.py
+control plane (binaries from scripts/controlplane.sh; see docs/testing-control-plane.md).
+
+* :class:`KubeRayOperator`: ``ray-operator`` v1.5.0 with the admin kubeconfig, leader
+  election off, loopback ports, ``-use-kubernetes-proxy`` (it reaches each Ray head's
+  dashboard through the API server's service proxy: the host cannot resolve
+  ``*.svc.cluster.local``).
+* :class:`Kueue`: ``kueue`` v0.17.0 with its CRDs, a config that enables the
+  ``ray.io/rayjob`` integration, and its webhooks served on 127.0.0.1 with a certificate
+  signed by the cluster CA; the webhook configurations point at that URL and are removed
+  again by :meth:`Kueue.stop` (a dead webhook would block every RayJob).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.controlplane import ControlPlane, ControlPlaneError, _die_with_parent, free_port, wait_until
+
+KUEUE_NAMESPACE = "kueue-system"
+# Kueue's webhooks we install: its own API and the RayJob integration. The others in its
+# manifest (Pods, Deployments, batch Jobs, ...) would intercept objects of every test.
+KUEUE_WEBHOOK_RESOURCES = {"clusterqueues", "localqueues", "resourceflavors", "workloads",
+                           "cohorts", "rayjobs"}
+
+
+class _Process:
+    """One local process with its log file; stopped by process group."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def spawn(self, args: list[str], env: dict[str, str]) -> None:
+        with open(self.log, "ab") as f:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=f,
+                                         stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_http_ok(self, url: str, timeout: float) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+
+        def ok() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise ControlPlaneError(f"{self.name} exited; log tail:\n{self.tail()}")
+            with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
+                return r.status == 200
+
+        try:
+            wait_until(ok, timeout=timeout, interval=0.5, what=f"{self.name} at {url}")
+        except TimeoutError as exc:
+            raise ControlPlaneError(f"{exc}; log tail:\n{self.tail()}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class KubeRayOperator:
+    def __init__(self, cp: ControlPlane, bin_dir: Path, *, extra_args: tuple[str, ...] = ()) -> None:
+        self.cp = cp
+        self.binary = bin_dir / "kuberay-operator"
+        self.extra_args = extra_args
+        self.process = _Process("kuberay-operator", cp._path("logs"))
+
+    def start(self, timeout: float = 120.0) -> "KubeRayOperator":
+        probe = free_port()
+        self.process.spawn([
+            str(self.binary),
+            "-enable-leader-election=false",
+            f"-metrics-addr=127.0.0.1:{free_port()}",
+            f"-health-probe-bind-address=127.0.0.1:{probe}",
+            "-use-kubernetes-proxy",
+            "-log-stdout-encoder=console",
+            *self.extra_args,
+        ], env={"KUBECONFIG": str(self.cp.kubeconfig)})
+        self.process.wait_http_ok(f"http://127.0.0.1:{probe}/readyz", timeout)
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.process.tail(lines)
+
+
+class Kueue:
+    def __init__(self, cp: ControlPlane, bin_dir: Path, manifests: Path) -> None:
+        self.cp = cp
+        self.binary = bin_dir / "kueue"
+        self.manifests = manifests
+        self.workdir = cp._path("kueue")
+        self.process = _Process("kueue", cp._path("logs"))
+        self.webhook_port = 0
+        self.webhook_configs: list[tuple[str, str]] = []  # (kind, name) installed by us
+
+    def start(self, timeout: float = 180.0) -> "Kueue":
+        self.cp.install_crds(sorted((self.manifests / "crds").glob("*.yaml")))
+        if self.cp.kubectl("get", "namespace", KUEUE_NAMESPACE, check=False).returncode != 0:
+            self.cp.kubectl("create", "namespace", KUEUE_NAMESPACE)
+        certs = self.workdir / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        crt, key = self.cp.sign_serving_cert("kueue-webhook")
+        (certs / "tls.crt").write_bytes(crt.read_bytes())
+        (certs / "tls.key").write_bytes(key.read_bytes())
+        self.webhook_port, health = free_port(), free_port()
+        config = self.workdir / "config.yaml"
+        config.write_text(json.dumps({
+            "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+            "kind": "Configuration",
+            "namespace": KUEUE_NAMESPACE,
+            "manageJobsWithoutQueueName": False,
+            "internalCertManagement": {"enable": False},
+            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "certDir": str(certs)},
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{health}"},
+            "metrics": {"bindAddress": f"127.0.0.1:{free_port()}"},
+            "leaderElection": {"leaderElect": False},
+            "integrations": {"frameworks": ["ray.io/rayjob"]},
+            "featureGates": {"VisibilityOnDemand": False},
+        }, indent=2))
+        self.process.spawn([str(self.binary), f"--config={config}", "--zap-log-level=info"],
+                           env={"KUBECONFIG": str(self.cp.kubeconfig)})
+        self.process.wait_http_ok(f"http://127.0.0.1:{health}/readyz", timeout)
+        self._install_webhooks()
+        # Webhooks answer: a server-side dry-run goes through Kueue's defaulting webhook.
+        flavor = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
+                  "metadata": {"name": "graft-webhook-probe"}}
+        wait_until(lambda: self.cp.kubectl("create", "--dry-run=server", "-f", "-",
+                                           input=json.dumps(flavor), check=False).returncode == 0,
+                   timeout=60, interval=0.5, what="Kueue webhooks")
+        return self
+
+    def stop(self) -> None:
+        for kind, name in self.webhook_configs:
+            self.cp.kubectl("delete", kind, name, "--ignore-not-found", check=False)
+        self.webhook_configs = []
+        self.process.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.process.tail(lines)
+
+    def _install_webhooks(self) -> None:
+        ca = base64.b64encode(self.cp.ca_file.read_bytes()).decode()
+        docs = [d for d in yaml.safe_load_all((self.manifests / "webhooks.yaml").read_text()) if d]
+        for doc in docs:
+            doc["metadata"]["name"] = "kueue-" + doc["metadata"]["name"]
+            hooks = [h for h in doc["webhooks"]
+                     if KUEUE_WEBHOOK_RESOURCES & {r for rule in h["rules"] for r in rule["resources"]}]
+            for h in hooks:
+                path = h["clientConfig"]["service"]["path"]
+                h["clientConfig"] = {"url": f"https://127.0.0.1:{self.webhook_port}{path}",
+                                     "caBundle": ca}
+            doc["webhooks"] = hooks
+            self.cp.kubectl("apply", "--server-side", "--force-conflicts",
+                            "--field-manager=graft-tests", "-f", "-", input=json.dumps(doc))
+            self.webhook_configs.append((doc["kind"].lower(), doc["metadata"]["name"]))
