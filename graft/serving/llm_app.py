@@ -39,7 +39,7 @@ from graft.serving.openai_protocol import (
 api = FastAPI(title="Graft language model (OpenAI-compatible)")
 # Generations running at once on one replica; more requests wait their turn (Serve queues beyond
 # max_ongoing_requests).
-GENERATION_THREADS = 4
+GENERATION_THREADS = 8
 
 
 def served_name(args: ServeArgs) -> str:
