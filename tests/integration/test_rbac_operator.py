@@ -5,9 +5,12 @@ TokenRequest token, may make exactly the calls the operator makes, and nothing i
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +32,7 @@ NEEDED: list[tuple[str, str, str, str | None]] = [
     ("patch", "graft.dev", "finetunejobs", "status"),
     ("patch", "graft.dev", "modelendpoints", "status"),
     ("update", "graft.dev", "finetunejobs", "finalizers"),
+    ("update", "graft.dev", "modelendpoints", "finalizers"),
     *[(v, "ray.io", "rayjobs", None) for v in ("get", "list", "watch", "create", "patch", "delete")],
     *[(v, "ray.io", "rayservices", None) for v in ("get", "list", "watch", "create", "patch")],
     *[(v, "", "configmaps", None) for v in ("get", "list", "watch", "create", "patch", "delete")],
@@ -101,6 +105,15 @@ def denials(cp: ControlPlane, who: Identity, checks: list[tuple[str, str, str, s
     return out
 
 
+def merge_patch(cp: ControlPlane, token: str, path: str, body: dict[str, Any]) -> None:
+    """A JSON merge patch with `token`, as the operator's Kubernetes client sends it (no GET first)."""
+    req = urllib.request.Request(cp.server + path, data=json.dumps(body).encode(), method="PATCH",
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/merge-patch+json"})
+    with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(cp.ca_file)), timeout=30) as resp:
+        assert resp.status == 200
+
+
 def token_of(kubeconfig: Path) -> str:
     return json.loads(kubeconfig.read_text())["users"][0]["user"]["token"]
 
@@ -153,8 +166,9 @@ def test_operator_really_manages_its_objects(control_plane: ControlPlane, cluste
     cp = control_plane
     kc = clusterwide.kubeconfig
     cp.kubectl("create", "-n", tenant, "-f", "-", input=json.dumps(JOB))  # the tenant's job (admin)
-    cp.kubectl("patch", "finetunejob", "rbac-probe", "-n", tenant, "--subresource=status", "--type=merge",
-               "-p", json.dumps({"status": {"phase": "Pending", "message": "admitted"}}), kubeconfig=kc)
+    # The operator merge-patches status without reading it first (kubectl patch would GET it).
+    merge_patch(cp, clusterwide.token, f"/apis/graft.dev/v1alpha1/namespaces/{tenant}/finetunejobs/rbac-probe/status",
+                {"status": {"phase": "Pending", "message": "admitted"}})
     cp.kubectl("annotate", "finetunejob", "rbac-probe", "-n", tenant, "graft.dev/probe=1", kubeconfig=kc)
     cp.kubectl("create", "configmap", "rbac-probe-graft-spec", "-n", tenant, "--from-literal=spec.yaml={}",
                kubeconfig=kc)
@@ -182,6 +196,30 @@ def test_operator_really_manages_its_objects(control_plane: ControlPlane, cluste
                kubeconfig=kc)
     refused = cp.kubectl("delete", "finetunejob", "rbac-probe", "-n", tenant, kubeconfig=kc, check=False)
     assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
+
+
+def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(verb, group, resource[/subresource]) for every verb a list of RBAC rules grants."""
+    return {(verb, group, resource) for rule in rules for group in rule.get("apiGroups", [])
+            for resource in rule.get("resources", []) for verb in rule.get("verbs", [])}
+
+
+def wanted(checks: list[tuple[str, str, str, str | None]]) -> set[tuple[str, str, str]]:
+    return {(verb, group, f"{resource}/{sub}" if sub else resource) for verb, group, resource, sub in checks}
+
+
+@pytest.mark.tenancy
+def test_operator_rules_are_exactly_what_the_code_uses() -> None:
+    """The chart grants the operator exactly NEEDED in each watched namespace and NEEDED_CLUSTER
+    cluster-wide (plus kopf peering): nothing more, e.g. no ConfigMaps (issue 8 item 14)."""
+    docs = render_chart({"watchNamespaces": ["team-a"], "peering": {"enabled": False}})
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == "team-a")
+    assert granted(role["rules"]) == wanted(NEEDED)
+    cluster = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator-cluster"))
+    assert granted(cluster["rules"]) == wanted([(v, g, r, None) for v, g, r in NEEDED_CLUSTER])
+    everywhere = render_chart({"peering": {"enabled": False}})
+    clusterwide = next(d for d in everywhere if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "graft-operator")
+    assert granted(clusterwide["rules"]) == wanted(NEEDED)
 
 
 @pytest.fixture(scope="module")

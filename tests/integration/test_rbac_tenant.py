@@ -116,6 +116,18 @@ def test_tenant_cannot_write_status_or_policies(control_plane: ControlPlane, ten
     assert p.returncode != 0 and "Forbidden" in p.stderr, p.stderr
 
 
+@pytest.mark.tenancy
+def test_tenant_cannot_write_the_operators_children(control_plane: ControlPlane, tenants: tuple[Tenant, Tenant]) -> None:
+    """The spec that runs travels in the RayJob's entrypoint: tenants can neither create nor edit RayJobs
+    or RayServices (issue 8 item 3)."""
+    a, _ = tenants
+    for verb in ("create", "update", "patch"):
+        for resource in ("rayjobs", "rayservices", "rayclusters"):
+            assert not can_i(control_plane, a.token, verb, resource, group="ray.io", namespace=a.namespace), (verb, resource)
+        assert not can_i(control_plane, a.token, verb, "finetunejobs", group="graft.dev", namespace=a.namespace,
+                         subresource="status")
+
+
 def test_viewer_reads_but_cannot_create(control_plane: ControlPlane, tenants: tuple[Tenant, Tenant], tmp_path: Path) -> None:
     a, _ = tenants
     control_plane.kubectl("create", "-n", a.namespace, "-f", "-", input=endpoint("a-visible"), kubeconfig=a.kubeconfig)

@@ -69,9 +69,10 @@ one Role per namespace otherwise). Argument: the root context.
 - apiGroups: ["graft.dev"]
   resources: ["modelendpoints"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Status is written with merge patches of the status subresource (never read through it).
 - apiGroups: ["graft.dev"]
   resources: ["finetunejobs/status", "modelendpoints/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion: true, which the
 # OwnerReferencesPermissionEnforcement admission plugin allows only with update on the owner's finalizers.
 - apiGroups: ["graft.dev"]
