@@ -246,6 +246,10 @@ class TrainingSpec(ApiModel):
     full_fine_tune: bool = Field(default=False, description="causal-lm: train every weight instead of LoRA (use ZeRO-3 for large models).")
     packing: bool = Field(default=True, description="causal-lm: pack several examples into each maxSeqLength row (else batch by length).")
     quantization: Literal["none", "4bit"] = Field(default="none", description="causal-lm: 4bit loads the base model in NF4 for QLoRA (GPU only).")
+    max_failures: int = Field(
+        default=1, ge=0, le=100,
+        description="Worker-group failures a trial survives: Ray Train restarts the workers, which resume from the trial's latest checkpoint.",
+    )
 
     @model_validator(mode="after")
     def _lora_or_freeze(self) -> TrainingSpec:
@@ -340,6 +344,7 @@ class CheckpointSpec(ApiModel):
         description="Path or URI for checkpoints and the exported model (default: the run directory).",
     )
     num_to_keep: int = Field(default=2, ge=1, le=100)
+    frequency: int = Field(default=1, ge=1, le=1000, description="Checkpoint every N epochs (and at the last epoch); resume restarts from the latest.")
     score_metric: MetricName | None = Field(
         default=None, description="Defaults to tuning.metric."
     )

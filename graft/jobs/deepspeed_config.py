@@ -9,6 +9,7 @@ point TORCH_EXTENSIONS_DIR at a persistent cache).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from graft.api.spec import TrainingSpec
@@ -22,6 +23,24 @@ GRADIENT_CLIPPING = 1.0
 
 class PrecisionError(ValueError):
     """The requested precision cannot run on this hardware."""
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags of this machine (empty where /proc/cpuinfo does not exist)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
+    """bf16 matrix instructions (AMX or AVX-512 BF16): without them CPU bf16 is emulated and slow."""
+    found = cpu_flags() if flags is None else flags
+    return bool(found & {"amx_bf16", "avx512_bf16"})
 
 
 def resolve_precision(requested: str, *, gpu: bool, gpu_bf16: bool = False, cpu_bf16: bool = False) -> ResolvedPrecision:

@@ -86,26 +86,27 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     found = preflight.inspect(spec)
     check_cluster(spec)
 
-    phases.enter("loading", f"{len(found.dataset.train_texts)} training / {len(found.dataset.val_texts)} validation rows, labels {found.dataset.label_names}")
+    phases.enter("loading")
+    data = found.task.prepare(found.dataset, found.model_path)  # once per job, shared by every trial
     storage = storage_root(spec, run_dir)
     base = TrainingResult(
         job_name=job.metadata.name,
         status="failed",
         metric=spec.score_metric,
         mode=spec.score_mode,
-        label_names=found.dataset.label_names,
+        label_names=data.label_names,
         started_at=started_at,
         finished_at=started_at,
     )
 
-    phases.enter("tuning", f"{spec.tuning.num_trials} trial(s), {spec.resources.workers} worker(s) each")
+    phases.enter("tuning", f"{data.summary()}; {spec.tuning.num_trials} trial(s), {spec.resources.workers} worker(s) each")
     outcome = None
     error: str | None = None
     from ray.exceptions import RayError
     from ray.tune.error import TuneError
 
     try:
-        outcome = run_tuning(job, found.dataset, storage, emit)
+        outcome = run_tuning(job, data, storage, emit)
     except (TuneError, RayError, RuntimeError, ValueError, OSError) as exc:  # how Tune/Train surface failures
         error = f"tuning failed: {exc}"
 
@@ -130,7 +131,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
         "score": best_metrics[spec.score_metric],
         "config": best_record.config,
         "checkpoint": ckpt,
-        "label_names": found.dataset.label_names,
+        "label_names": data.label_names,
     }
     try:
         uri = export_best(ckpt, storage, job.metadata.name, meta)

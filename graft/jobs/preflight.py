@@ -9,19 +9,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from graft.api.errors import FieldError, SpecError
 from graft.api.spec import FineTuneJobSpec
-from graft.jobs.data import DataError, LoadedDataset, load_dataset
+from graft.jobs.data import DataError
 from graft.jobs.sources import SourceError, resolve_source
+from graft.jobs.tasks import Task, get_task
 
 
 @dataclass
 class Preflight:
-    """What preflight found: the local model directory and the loaded dataset."""
+    """What preflight found: the task, the local model directory and the loaded (raw) dataset."""
 
+    task: Task
     model_path: Path
-    dataset: LoadedDataset
+    dataset: Any  # what task.load() returned; task.prepare() preprocesses it
 
 
 def _model_errors(spec: FineTuneJobSpec) -> tuple[Path | None, list[FieldError]]:
@@ -80,15 +83,16 @@ def inspect(spec: FineTuneJobSpec) -> Preflight:
     errors = _spec_errors(spec)
     model_path, model_errors = _model_errors(spec)
     errors += model_errors
-    dataset: LoadedDataset | None = None
+    task = get_task(spec)
+    dataset: Any = None
     try:
-        dataset = load_dataset(spec.dataset)
+        dataset = task.load()
     except DataError as exc:
         errors.append(FieldError(exc.field, exc.message))
     if errors:
         raise SpecError(errors)
     assert model_path is not None and dataset is not None
-    return Preflight(model_path=model_path, dataset=dataset)
+    return Preflight(task=task, model_path=model_path, dataset=dataset)
 
 
 def check(spec: FineTuneJobSpec) -> None:

@@ -1,23 +1,28 @@
-"""The per-worker training loop that Ray Train's `TorchTrainer` runs on every worker.
+"""The task-agnostic per-worker training loop that Ray Train's `TorchTrainer` runs on every worker.
 
 One trial = one `TorchTrainer` run of `train_loop_per_worker(config)` on `resources.workers`
-workers. Each epoch every rank trains on its shard (DistributedSampler), evaluates, and calls
-`ray.train.report(metrics, checkpoint=...)` with its own temporary checkpoint directory: the
-DeepSpeed shards of that rank, and on rank 0 also a plain Hugging Face export under `hf/`
-(consolidated weights as safetensors, tokenizer, config with id2label). Ray merges the
-directories into one checkpoint and keeps the N best by the score metric.
+workers. The task (`graft.jobs.tasks`, chosen by `spec.task`) supplies the model, batches, loss,
+metrics and export; the data arrives preprocessed from the driver through the object store. The
+engine (`graft.jobs.engine`) is a plain loop on one worker, DDP on several, DeepSpeed only where
+ZeRO partitioning or offload buys memory.
+
+Every epoch each rank trains on its shard, evaluates (sums on the device, one all-reduce), and
+calls `ray.train.report(metrics, checkpoint=...)`: with a checkpoint every
+`checkpoints.frequency` epochs, at the last epoch and when early stopping ends the trial; the
+exported model (`hf/`) only in checkpoints whose epoch is the trial's best so far. When Ray Train
+restarts the worker group after a failure (`training.maxFailures`), the loop restores the latest
+checkpoint (`graft.jobs.checkpoint`) and continues with the next epoch.
 
 Timing in every epoch's metrics: `train_seconds` (the optimizer steps only, so throughput is
 `steps / train_seconds`), `seconds` (steps plus evaluation) and `checkpoint_seconds` (the local
-DeepSpeed save and Hugging Face export; Ray's upload to storage follows).
+save and export; Ray's upload to storage follows).
 
-All ranks run the same number of steps and the same number of `report` calls; early stopping
-decisions are taken from metrics that are identical on every rank, so collectives never hang.
+All ranks run the same number of steps and `report` calls, and early stopping is decided from
+metrics identical on every rank, so collectives never hang.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -27,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HF_EXPORT_DIR = "hf"
-DEEPSPEED_DIR = "deepspeed"
-META_FILE = "graft_checkpoint.json"
+from graft.jobs.checkpoint import HF_EXPORT_DIR, META_FILE, Progress
+
+__all__ = ["HF_EXPORT_DIR", "META_FILE", "WorkerConfig", "default_env", "is_improvement", "train_loop_per_worker"]
 
 
 @dataclass
@@ -37,27 +42,32 @@ class WorkerConfig:
     """What the driver sends every worker (through `train_loop_config`)."""
 
     trial_id: str
-    training: dict[str, Any]  # TrainingSpec.model_dump() with the trial's sampled values applied
+    spec: dict[str, Any]  # FineTuneJobSpec.model_dump(mode="json")
+    training: dict[str, Any]  # the trial's TrainingSpec (searched values applied), model_dump(mode="json")
     trial_config: dict[str, Any]
-    model_source: str
-    model_revision: str | None
-    trust_remote_code: bool
-    label_names: list[str]
     metric: str
     mode: str
     use_gpu: bool
     env: dict[str, str]
-    data: Any  # ObjectRef to a graft.jobs.data.LoadedDataset (or the dataset itself)
+    data: Any  # ObjectRef to the job's graft.jobs.tasks.TaskData (or the TaskData itself)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def default_env(use_gpu: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment every worker needs: DeepSpeed's accelerator, the op build cache, hub settings."""
+def worker_threads(cpus_per_worker: float) -> int:
+    """Torch threads for a worker: its whole CPUs, at least one."""
+    return max(1, int(cpus_per_worker))
+
+
+def default_env(use_gpu: bool, extra: dict[str, str] | None = None, cpus_per_worker: float = 1) -> dict[str, str]:
+    """Environment every worker needs: thread counts, DeepSpeed's accelerator, the op cache, hub settings."""
+    threads = str(worker_threads(cpus_per_worker))
     env = {
         "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "graft" / "torch-extensions")),
         "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
     }
     if not use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
@@ -76,21 +86,13 @@ def is_improvement(score: float, best: float | None, mode: str, min_delta: float
     return score > best + min_delta if mode == "max" else score < best - min_delta
 
 
-def classification_metrics(labels: list[int], preds: list[int], losses: list[float]) -> dict[str, float]:
-    """eval_loss (mean per-sample cross-entropy), eval_accuracy, eval_f1 (macro)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {
-        "eval_loss": float(sum(losses) / max(1, len(losses))),
-        "eval_accuracy": float(accuracy_score(labels, preds)),
-        "eval_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
-    }
-
-
 def train_loop_per_worker(raw: dict[str, Any]) -> None:
     """Ray Train entry point (runs on every worker)."""
     cfg = WorkerConfig(**raw)
     os.environ.update(cfg.env)
+    import torch
+
+    torch.set_num_threads(int(cfg.env.get("OMP_NUM_THREADS", "1")))
     _Worker(cfg).run()
 
 
@@ -100,302 +102,208 @@ class _Worker:
         import ray.train
         import torch
 
-        from graft.api.spec import TrainingSpec
+        from graft.api.spec import FineTuneJobSpec, TrainingSpec
+        from graft.jobs.tasks import get_task
 
         self.cfg = cfg
+        self.spec = FineTuneJobSpec.model_validate(cfg.spec)
         self.training = TrainingSpec.model_validate(cfg.training)
+        self.task = get_task(self.spec, self.training)
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world = ctx.get_world_size()
-        data = cfg.data
-        self.data = ray.get(data) if isinstance(data, ray.ObjectRef) else data
+        self.data = ray.get(cfg.data) if isinstance(cfg.data, ray.ObjectRef) else cfg.data
         self.use_gpu = cfg.use_gpu and torch.cuda.is_available()
         torch.manual_seed(self.training.seed)
 
-    # -- setup -----------------------------------------------------------------------------------
-
-    def _precision(self) -> str:
+    def _precision(self) -> Any:
         import torch
 
-        from graft.jobs.deepspeed_config import resolve_precision
+        from graft.jobs.deepspeed_config import cpu_has_native_bf16, resolve_precision
 
         gpu_bf16 = bool(self.use_gpu and torch.cuda.is_bf16_supported())
-        cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return resolve_precision(str(self.training.precision), gpu=self.use_gpu, gpu_bf16=gpu_bf16, cpu_bf16=cpu_bf16)
+        return resolve_precision(str(getattr(self.training.precision, "value", self.training.precision)), gpu=self.use_gpu, gpu_bf16=gpu_bf16, cpu_bf16=cpu_has_native_bf16())
 
-    def _model(self, path: Path) -> tuple[Any, Any]:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        names = self.cfg.label_names
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.cfg.trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-            trust_remote_code=self.cfg.trust_remote_code,
-        )
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-            model.config.pad_token_id = tokenizer.pad_token_id
-        if self.training.lora is not None:
-            model = self._lora(model)
-        elif self.training.freeze_base:
-            prefix = model.base_model_prefix + "."
-            for name, param in model.named_parameters():
-                param.requires_grad = not name.startswith(prefix)
-        return tokenizer, model
-
-    def _lora_config(self) -> Any:
-        from peft import LoraConfig, TaskType
-
-        lora = self.training.lora
-        assert lora is not None
-        return LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules or None,  # None: peft's default for the model type (BERT: query, value)
-        )
-
-    def _lora(self, model: Any) -> Any:
-        from peft import get_peft_model
-
-        return get_peft_model(model, self._lora_config())
-
-    def _loaders(self, tokenizer: Any) -> tuple[Any, Any, Any, Any]:
+    def _device(self) -> Any:
+        import ray.train.torch
         import torch
-        from torch.utils.data import DataLoader, DistributedSampler
 
-        max_len = self.training.max_seq_length
+        return ray.train.torch.get_device() if self.use_gpu else torch.device("cpu")
 
-        def encode(texts: list[str], labels: list[int]) -> list[dict[str, Any]]:
-            enc = tokenizer(texts, truncation=True, max_length=max_len)
-            keys = list(enc.keys())
-            return [{**{k: enc[k][i] for k in keys}, "labels": labels[i], "idx": i} for i in range(len(texts))]
+    def _batches(self, split: dict[str, Any], epoch: int, train: bool) -> list[tuple[Any, Any]]:
+        from graft.jobs.checkpoint import shard
+        from graft.jobs.tasks import TaskData
 
-        train = encode(self.data.train_texts, self.data.train_labels)
-        val = encode(self.data.val_texts, self.data.val_labels)
-
-        def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-            idx = torch.tensor([r["idx"] for r in rows])
-            batch = tokenizer.pad([{k: v for k, v in r.items() if k != "idx"} for r in rows], return_tensors="pt")
-            batch["idx"] = idx
-            return dict(batch)
-
-        seed = self.training.seed
-        train_sampler = DistributedSampler(train, num_replicas=self.world, rank=self.rank, shuffle=True, seed=seed, drop_last=False)
-        val_sampler = DistributedSampler(val, num_replicas=self.world, rank=self.rank, shuffle=False, drop_last=False)
+        rows = TaskData.rows(split)
+        idx, valid = shard(rows, self.world, self.rank, seed=self.training.seed, epoch=epoch, shuffle=train)
         bs = self.training.batch_size
-        train_loader = DataLoader(train, batch_size=bs, sampler=train_sampler, collate_fn=collate)
-        val_loader = DataLoader(val, batch_size=bs, sampler=val_sampler, collate_fn=collate)
-        return train_loader, train_sampler, val_loader, val_sampler
-
-    def _optimizer(self, model: Any, total_steps: int) -> tuple[Any, Any]:
-        import torch
-
-        from graft.jobs.deepspeed_config import adamw_params, lr_multiplier, warmup_steps
-
-        params = adamw_params(self.training)
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layernorm" in name else decay).append(p)
-        groups = [{"params": decay, "weight_decay": params["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=params["lr"], betas=tuple(params["betas"]), eps=params["eps"])
-        warm = warmup_steps(self.training, total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, warmup=warm, total=total_steps))
-        return optimizer, scheduler
-
-    # -- loop ------------------------------------------------------------------------------------
+        return [(idx[i : i + bs], valid[i : i + bs]) for i in range(0, len(idx), bs)]
 
     def run(self) -> None:
-        import deepspeed
+        import ray.train
         import torch
-        import torch.distributed as dist
 
-        from graft.jobs.deepspeed_config import deepspeed_config
+        from graft.jobs.engine import choose_backend, make_engine
         from graft.jobs.sources import resolve_source
 
         t = self.training
         precision = self._precision()
-        model_path = resolve_source(self.cfg.model_source, field="spec.model.source", revision=self.cfg.model_revision)
-        tokenizer, model = self._model(model_path)
-        train_loader, train_sampler, val_loader, _ = self._loaders(tokenizer)
+        model_path = resolve_source(self.spec.model.source, field="spec.model.source", revision=self.spec.model.revision)
+        self.model_path = model_path
+        module = self.task.build_model(model_path, self.data)
 
+        micro_batches = len(self._batches(self.data.train, 0, True))
         gas = t.gradient_accumulation_steps
-        steps_per_epoch = max(1, math.ceil(len(train_loader) / gas))
+        steps_per_epoch = max(1, math.ceil(micro_batches / gas))
         if t.max_steps_per_epoch is not None:
             steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
-        micro_per_epoch = min(len(train_loader), steps_per_epoch * gas)
-        total_steps = steps_per_epoch * t.epochs
-
-        optimizer, scheduler = self._optimizer(model, total_steps)
-        ds_cfg = deepspeed_config(t, world_size=self.world, precision=precision, use_gpu=self.use_gpu)  # type: ignore[arg-type]
-        if not self.use_gpu and os.environ.get("GRAFT_DS_SHM_COMM", "0") != "1":
-            # DeepSpeed's CPU shared-memory allreduce is a C++ op compiled on first use (and again
-            # whenever its build config changes); gloo needs no build. GRAFT_DS_SHM_COMM=1 opts in.
-            import deepspeed.ops
-
-            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
-        device = engine.device
-        self.zero_stage = engine.zero_optimization_stage()
+        micro_per_epoch = min(micro_batches, steps_per_epoch * gas)
+        backend = choose_backend(t, self.world)
+        self.engine = make_engine(
+            backend, module, t, precision, world_size=self.world, use_gpu=self.use_gpu, device=self._device(), total_steps=steps_per_epoch * t.epochs
+        )
+        progress = self._restore(ray.train.get_checkpoint())
         if self.rank == 0:
+            resumed = f", resumed after epoch {progress.epoch}" if progress.epoch else ""
             print(
-                f"[graft] trial {self.cfg.trial_id}: {self.world} worker(s), precision {precision}, ZeRO-{self.zero_stage}, "
-                f"{torch.get_num_threads()} torch thread(s), "
-                f"{len(self.data.train_texts)} train / {len(self.data.val_texts)} validation rows, {steps_per_epoch} steps/epoch",
+                f"[graft] trial {self.cfg.trial_id}: {self.world} worker(s), {backend}, precision {precision}, "
+                f"{torch.get_num_threads()} torch thread(s), {self.data.summary()}, {steps_per_epoch} steps/epoch{resumed}",
                 flush=True,
             )
+        import ray.util
 
         # Reported with every epoch so the driver can free this trial's workers if the scheduler
         # kills the trial (Ray's own cleanup needs the state API, see graft.jobs.tune).
-        import ray.util
-
         pg = ray.util.get_current_placement_group()
         self.placement_group = pg.id.hex() if pg is not None else ""
-        best: float | None = None
-        stale = 0
-        for epoch in range(1, t.epochs + 1):
-            started = time.monotonic()
-            train_sampler.set_epoch(epoch)
-            engine.train()
-            loss_sum = torch.zeros(2, dtype=torch.float64)
-            for i, batch in enumerate(train_loader):
-                if i >= micro_per_epoch:
-                    break
-                batch.pop("idx")
-                batch = {k: v.to(device) for k, v in batch.items()}
-                out = engine(**batch)
-                engine.backward(out.loss)
-                engine.step()
-                loss_sum += torch.tensor([float(out.loss.detach().float()), 1.0], dtype=torch.float64)
-            train_seconds = time.monotonic() - started  # the optimizer steps only: throughput = steps / train_seconds
-            dist.all_reduce(loss_sum)
-            train_loss = float(loss_sum[0] / max(1.0, float(loss_sum[1])))
-            metrics: dict[str, Any] = dict(self._evaluate(engine, val_loader, device))
-            metrics.update(
-                {
-                    "epoch": epoch,
-                    "epochs": t.epochs,
-                    "train_loss": train_loss,
-                    "steps": steps_per_epoch,
-                    "train_seconds": train_seconds,
-                    "seconds": time.monotonic() - started,
-                }
-            )
-            score = float(metrics[self.cfg.metric])
-            early = False
-            if t.early_stopping is not None:
-                if is_improvement(score, best, self.cfg.mode, t.early_stopping.min_delta):
-                    stale = 0
-                else:
-                    stale += 1
-                early = stale >= t.early_stopping.patience and epoch < t.epochs
-            if is_improvement(score, best, self.cfg.mode):
-                best = score
-            metrics["early_stopped"] = 1 if early else 0
-            metrics["placement_group"] = self.placement_group
-            self._report(engine, tokenizer, epoch, metrics)
-            if self.rank == 0:
-                print(
-                    f"[graft] trial {self.cfg.trial_id} epoch {epoch}/{t.epochs}: train_loss={train_loss:.4f} "
-                    f"eval_loss={metrics['eval_loss']:.4f} eval_accuracy={metrics['eval_accuracy']:.4f} "
-                    f"eval_f1={metrics['eval_f1']:.4f} ({metrics['seconds']:.1f}s)" + (" early stop" if early else ""),
-                    flush=True,
-                )
-            if early:
+        for epoch in range(progress.epoch + 1, t.epochs + 1):
+            metrics = self._epoch(epoch, micro_per_epoch, steps_per_epoch, progress)
+            if metrics.pop("_early"):
                 break
 
-    def _evaluate(self, engine: Any, loader: Any, device: Any) -> dict[str, float]:
+    def _epoch(self, epoch: int, micro_per_epoch: int, steps_per_epoch: int, progress: Progress) -> dict[str, Any]:
+        import torch
+
+        t = self.training
+        started = time.monotonic()
+        engine = self.engine
+        engine.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
+        batches = self._batches(self.data.train, epoch, True)[:micro_per_epoch]
+        gas = t.gradient_accumulation_steps
+        for i, (idx, _) in enumerate(batches):
+            batch = {k: v.to(engine.device, non_blocking=True) for k, v in self.task.collate(self.data.train, idx, self.data).items()}
+            boundary = (i + 1) % gas == 0 or i + 1 == len(batches)
+            loss_sum += engine.micro_step(lambda model, b=batch: self.task.loss(model, b), boundary).to(torch.float64)
+        progress.global_step += steps_per_epoch
+        train_loss = float(self._all_reduce({"loss": loss_sum})["loss"]) / max(1, len(batches) * self.world)
+        train_seconds = time.monotonic() - started  # the optimizer steps only: throughput = steps / train_seconds
+        metrics: dict[str, Any] = dict(self._evaluate())
+        metrics.update({"epoch": epoch, "epochs": t.epochs, "train_loss": train_loss, "steps": steps_per_epoch, "train_seconds": train_seconds})
+        metrics["seconds"] = time.monotonic() - started
+        score = float(metrics[self.cfg.metric])
+        early = False
+        if t.early_stopping is not None:
+            progress.stale = 0 if is_improvement(score, progress.best, self.cfg.mode, t.early_stopping.min_delta) else progress.stale + 1
+            early = progress.stale >= t.early_stopping.patience and epoch < t.epochs
+        # Export on ties too: Ray may keep either of two checkpoints with the same score.
+        as_good = not math.isnan(score) and (progress.best is None or not is_improvement(progress.best, score, self.cfg.mode))
+        if is_improvement(score, progress.best, self.cfg.mode):
+            progress.best = score
+        progress.epoch = epoch
+        metrics["early_stopped"] = 1 if early else 0
+        metrics["placement_group"] = self.placement_group
+        metrics["restarts"] = progress.restarts
+        every = self.spec.checkpoints.frequency
+        checkpoint = epoch % every == 0 or epoch == t.epochs or early
+        self._report(metrics, progress, checkpoint=checkpoint, export=checkpoint and as_good)
+        if self.rank == 0:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("eval_") or k == "train_loss")
+            print(f"[graft] trial {self.cfg.trial_id} epoch {epoch}/{t.epochs}: {shown} ({metrics['seconds']:.1f}s)" + (" early stop" if early else ""), flush=True)
+        return {**metrics, "_early": early}
+
+    def _all_reduce(self, sums: dict[str, Any]) -> dict[str, Any]:
+        """Sum tensors over ranks with one all-reduce (nothing to do on one worker)."""
         import torch
         import torch.distributed as dist
-        import torch.nn.functional as F
 
+        if self.world == 1 or not dist.is_initialized():
+            return sums
+        keys = sorted(sums)
+        flat = torch.cat([sums[k].reshape(-1).to(torch.float64) for k in keys])
+        dist.all_reduce(flat)
+        out, at = {}, 0
+        for k in keys:
+            n = sums[k].numel()
+            out[k] = flat[at : at + n].reshape(sums[k].shape)
+            at += n
+        return out
+
+    def _evaluate(self) -> dict[str, float]:
+        import torch
+
+        from graft.jobs.tasks.base import VALID
+
+        engine = self.engine
         engine.eval()
-        rows: list[tuple[int, int, int, float]] = []
-        with torch.no_grad():
-            for batch in loader:
-                idx = batch.pop("idx").tolist()
-                labels = batch["labels"]
-                batch = {k: v.to(device) for k, v in batch.items()}
-                logits = engine(**batch).logits.float()
-                losses = F.cross_entropy(logits, batch["labels"], reduction="none").cpu().tolist()
-                preds = logits.argmax(-1).cpu().tolist()
-                rows += list(zip(idx, labels.tolist(), preds, losses))
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, rows)
-        unique: dict[int, tuple[int, int, float]] = {}
-        for part in gathered:
-            for i, y, p, loss in part:
-                unique[i] = (y, p, loss)  # DistributedSampler pads by repeating rows: count each once
-        ys = [unique[i][0] for i in sorted(unique)]
-        ps = [unique[i][1] for i in sorted(unique)]
-        ls = [unique[i][2] for i in sorted(unique)]
-        return classification_metrics(ys, ps, ls)
+        model = engine.eval_model()
+        sums: dict[str, Any] = {}
+        with torch.no_grad(), engine.autocast():
+            for idx, valid in self._batches(self.data.validation, 0, False):
+                batch = {k: v.to(engine.device, non_blocking=True) for k, v in self.task.collate(self.data.validation, idx, self.data).items()}
+                batch[VALID] = torch.from_numpy(valid).to(engine.device)
+                for k, v in self.task.eval_sums(model, batch).items():
+                    sums[k] = sums[k] + v if k in sums else v
+        return self.task.metrics(self._all_reduce(sums))
 
-    # -- checkpoints -----------------------------------------------------------------------------
+    # -- checkpoints -------------------------------------------------------------------------------
 
-    def _report(self, engine: Any, tokenizer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+    def _restore(self, checkpoint: Any) -> Progress:
+        """Progress from the trial's latest checkpoint (Ray passes it to a restarted worker group)."""
+        from graft.jobs.checkpoint import load_rng, read_meta
+
+        if checkpoint is None:
+            return Progress()
+        with checkpoint.as_directory() as d:
+            src = Path(d)
+            _, progress = read_meta(src)
+            self.engine.load(src)
+            load_rng(src, self.rank)
+        progress.restarts += 1
+        if self.rank == 0:
+            print(f"[graft] trial {self.cfg.trial_id}: restored the checkpoint of epoch {progress.epoch} (step {progress.global_step}, restart {progress.restarts})", flush=True)
+        return progress
+
+    def _report(self, metrics: dict[str, Any], progress: Progress, *, checkpoint: bool, export: bool) -> None:
         import ray.train
 
+        from graft.jobs.checkpoint import save_rng, write_meta
+
+        if not checkpoint:
+            ray.train.report(metrics)
+            return
         tmp = Path(tempfile.mkdtemp(prefix=f"graft-ckpt-r{self.rank}-"))
         try:
             started = time.monotonic()
-            engine.save_checkpoint(str(tmp / DEEPSPEED_DIR), tag=f"epoch-{epoch}")
-            self._export_hf(engine, tokenizer, tmp / HF_EXPORT_DIR)
+            self.engine.save(tmp, self.rank)
+            save_rng(tmp, self.rank)
+            if export:
+                with self.engine.full_weights() as module:
+                    if self.rank == 0:
+                        self.task.export(module, tmp / HF_EXPORT_DIR, self.model_path, self.data)
             metrics["checkpoint_seconds"] = time.monotonic() - started  # local save; Ray's upload comes after
             if self.rank == 0:
                 meta = {
                     "trial_id": self.cfg.trial_id,
-                    "epoch": epoch,
+                    "epoch": progress.epoch,
                     "metrics": metrics,
                     "config": self.cfg.trial_config,
-                    "label_names": self.cfg.label_names,
-                    "zero_stage": self.zero_stage,
+                    "label_names": self.data.label_names,
+                    "backend": self.engine.backend,
+                    "exported": export,
                 }
-                (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+                write_meta(tmp, meta, progress)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _full_state_dict(self, engine: Any) -> dict[str, Any] | None:
-        """The unpartitioned weights on rank 0 (None elsewhere); a collective under ZeRO-3."""
-        module = engine.module
-        if self.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                state = {k: v.detach().cpu().float().clone() for k, v in module.state_dict().items()} if self.rank == 0 else None
-            return state
-        if self.rank != 0:
-            return None
-        return {k: v.detach().cpu().float().clone() for k, v in module.state_dict().items()}
-
-    def _export_hf(self, engine: Any, tokenizer: Any, out: Path) -> None:
-        """Rank 0 writes a plain Hugging Face directory (fp32 safetensors, tokenizer, config with labels)."""
-        import torch
-        from transformers import AutoModelForSequenceClassification
-
-        state = self._full_state_dict(engine)
-        if self.rank != 0 or state is None:
-            return
-        module = engine.module
-        config = module.get_base_model().config if self.training.lora is not None else module.config
-        fresh = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32, trust_remote_code=self.cfg.trust_remote_code)
-        if self.training.lora is not None:
-            from peft import get_peft_model
-
-            fresh = get_peft_model(fresh, self._lora_config())
-            fresh.load_state_dict(state)
-            fresh = fresh.merge_and_unload()
-        else:
-            fresh.load_state_dict(state)
-        fresh.config.id2label = dict(enumerate(self.cfg.label_names))
-        fresh.config.label2id = {n: i for i, n in enumerate(self.cfg.label_names)}
-        fresh.save_pretrained(str(out), safe_serialization=True)
-        tokenizer.save_pretrained(str(out))

@@ -31,7 +31,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from graft.api.result import EpochMetrics, TrialRecord
 from graft.api.spec import FineTuneJob, FineTuneJobSpec
-from graft.jobs.data import LoadedDataset
+from graft.jobs.tasks import TaskData
 from graft.jobs.events import JobEvent, TrialEpochEvent, TrialFinishedEvent, TrialStartedEvent, TrialStoppedEvent
 from graft.jobs.search_space import apply_config, describe, param_space
 from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
@@ -105,7 +105,7 @@ class TrialPlan:
 
     job_name: str
     spec: FineTuneJobSpec
-    dataset: LoadedDataset
+    data: Any  # ObjectRef to the job's TaskData: put in the object store once per job
     run_name: str
     train_storage: str
     env: dict[str, str]
@@ -123,17 +123,14 @@ def _trial(config: dict[str, Any], plan: TrialPlan) -> None:
     use_gpu = spec.resources.gpus_per_worker > 0
     worker = WorkerConfig(
         trial_id=trial_id,
+        spec=spec.model_dump(mode="json"),
         training=training.model_dump(mode="json"),
         trial_config=describe(config),
-        model_source=spec.model.source,
-        model_revision=spec.model.revision,
-        trust_remote_code=spec.model.trust_remote_code,
-        label_names=plan.dataset.label_names,
         metric=spec.score_metric,
         mode=spec.score_mode,
         use_gpu=use_gpu,
         env=plan.env,
-        data=ray.put(plan.dataset),
+        data=plan.data,
     )
     per_worker: dict[str, float] = {"CPU": spec.resources.cpus_per_worker}
     if use_gpu:
@@ -150,7 +147,10 @@ def _trial(config: dict[str, Any], plan: TrialPlan) -> None:
                 checkpoint_score_attribute=spec.score_metric,
                 checkpoint_score_order=spec.score_mode,
             ),
-            failure_config=FailureConfig(max_failures=0),
+            # Worker-group failures restart from the trial's latest checkpoint (graft.jobs.train).
+            failure_config=FailureConfig(max_failures=spec.training.max_failures),
+            # Thread counts and DeepSpeed settings must be in place before the worker imports torch.
+            worker_runtime_env={"env_vars": plan.env},
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -399,7 +399,7 @@ class TuneOutcome:
 
 def run_tuning(
     job: FineTuneJob,
-    dataset: LoadedDataset,
+    data: TaskData,
     storage: str,
     emit: Callable[[JobEvent], None],
 ) -> TuneOutcome:
@@ -410,10 +410,10 @@ def run_tuning(
     plan = TrialPlan(
         job_name=job.metadata.name,
         spec=spec,
-        dataset=dataset,
+        data=ray.put(data),
         run_name=run_name,
         train_storage=_join(storage, "runs", run_name, "train"),
-        env=default_env(use_gpu, spec.runtime.env),
+        env=default_env(use_gpu, spec.runtime.env, spec.resources.cpus_per_worker),
     )
     tracker = TrialTracker(spec, emit)
     search_alg = make_search_alg(spec)

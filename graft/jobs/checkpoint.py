@@ -1,0 +1,91 @@
+"""What a trial checkpoint holds, and how a restarted worker group reads it back.
+
+A checkpoint directory (Ray merges every rank's directory into one):
+
+    graft_checkpoint.json   rank 0: trial, epoch, metrics, progress (epoch, optimizer steps, best
+                            score, early-stopping count), backend, whether `hf/` is present
+    rng-<rank>.pt           every rank: Python, numpy and torch (CPU and CUDA) RNG states
+    state.pt                single/ddp, rank 0: trainable weights, optimizer, scheduler (+ scaler)
+    deepspeed/state/       DeepSpeed: every rank's shards (`save_checkpoint`)
+    hf/                     only when the epoch is the trial's best so far: the exported model
+
+Data order needs no state: every epoch's shuffle is seeded by (seed, epoch). So a worker group
+that restarts from the checkpoint of epoch k trains epochs k+1.. exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+META_FILE = "graft_checkpoint.json"
+HF_EXPORT_DIR = "hf"
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # epochs completed
+    global_step: int = 0  # optimizer steps done
+    best: float | None = None  # best score metric so far
+    stale: int = 0  # epochs without improvement (earlyStopping)
+    restarts: int = 0  # worker-group restarts this trial has resumed from
+
+
+def rng_file(rank: int) -> str:
+    return f"rng-{rank}.pt"
+
+
+def save_rng(out: Path, rank: int) -> None:
+    import numpy as np
+    import torch
+
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(state, out / rng_file(rank))
+
+
+def load_rng(src: Path, rank: int) -> bool:
+    """Restore this rank's RNG state; False when the checkpoint has none for it (e.g. a changed world size)."""
+    import numpy as np
+    import torch
+
+    path = src / rng_file(rank)
+    if not path.is_file():
+        return False
+    state = torch.load(path, weights_only=False)
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    return True
+
+
+def write_meta(out: Path, meta: dict[str, Any], progress: Progress) -> None:
+    (out / META_FILE).write_text(json.dumps({**meta, "progress": asdict(progress)}, indent=2, default=str))
+
+
+def read_meta(src: Path) -> tuple[dict[str, Any], Progress]:
+    meta = json.loads((src / META_FILE).read_text())
+    return meta, Progress(**meta.get("progress", {}))
+
+
+def shard(rows: int, world: int, rank: int, *, seed: int, epoch: int, shuffle: bool) -> tuple[Any, Any]:
+    """This rank's row indices and a validity mask (False for padding rows).
+
+    Rows are (optionally) permuted with a generator seeded by (seed, epoch), padded by repeating
+    from the start to a multiple of `world`, and dealt round-robin, so every rank gets the same
+    count (the same number of batches: collectives line up) and every row is counted once.
+    """
+    import numpy as np
+
+    order = np.random.default_rng([seed, epoch]).permutation(rows) if shuffle else np.arange(rows)
+    per_rank = -(-rows // world) if rows else 0
+    total = per_rank * world
+    padded = np.resize(order, total) if rows else order
+    valid = np.arange(total) < rows
+    return padded[rank::world], valid[rank::world]
