@@ -15,7 +15,7 @@ from graft.api.errors import FieldError, SpecError
 from graft.api.spec import FineTuneJobSpec
 from graft.jobs.data import DataError
 from graft.jobs.sources import SourceError, resolve_source
-from graft.jobs.tasks import Task, get_task
+from graft.jobs.tasks import Task, UnknownTask, get_task
 
 
 @dataclass
@@ -83,15 +83,18 @@ def inspect(spec: FineTuneJobSpec) -> Preflight:
     errors = _spec_errors(spec)
     model_path, model_errors = _model_errors(spec)
     errors += model_errors
-    task = get_task(spec)
+    task: Task | None = None
     dataset: Any = None
     try:
+        task = get_task(spec)
         dataset = task.load()
     except DataError as exc:
         errors.append(FieldError(exc.field, exc.message))
+    except UnknownTask as exc:
+        errors.append(FieldError("spec.task", str(exc)))
     if errors:
         raise SpecError(errors)
-    assert model_path is not None and dataset is not None
+    assert model_path is not None and dataset is not None and task is not None
     return Preflight(task=task, model_path=model_path, dataset=dataset)
 
 

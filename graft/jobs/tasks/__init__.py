@@ -13,10 +13,14 @@ TASKS: dict[str, str] = {
 }
 
 
+class UnknownTask(ValueError):
+    """`spec.task` names no task module that graft.jobs can train."""
+
+
 def task_class(name: str) -> type[Task]:
     target = TASKS.get(name)
     if target is None:
-        raise ValueError(f"spec.task: unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        raise UnknownTask(f"no training task {name!r} in graft.jobs; tasks that train: {', '.join(sorted(TASKS))}")
     module, _, cls = target.partition(":")
     found: type[Task] = getattr(importlib.import_module(module), cls)
     return found
@@ -28,4 +32,4 @@ def get_task(spec: FineTuneJobSpec, training: TrainingSpec | None = None) -> Tas
     return task_class(task)(spec, training)
 
 
-__all__ = ["TASKS", "Task", "TaskData", "get_task", "task_class"]
+__all__ = ["TASKS", "Task", "TaskData", "UnknownTask", "get_task", "task_class"]
