@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["graft.dev"], "resources": ["finetunejobs"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["graft.dev"], "resources": ["modelendpoints"], "verbs": ["get", "list", "watch", "create", "patch"]},
-    {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/status", "modelendpoints/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/status", "modelendpoints/status"], "verbs": ["patch"]},
     {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/finalizers", "modelendpoints/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "watch", "create", "patch"]},
