@@ -120,11 +120,16 @@ def _package(source: str, field: str) -> Path:
             if not path.exists():
                 raise SourceError(field, f"{module_name}.get_model_path() returned {str(path)!r}, which does not exist; reinstall `{hint}`")
             return path.resolve()
+    if ".." in Path(subpath).parts:
+        raise SourceError(field, f"{source!r} climbs out of package {module_name!r} ('..'); name a path inside it")
     roots = list(spec.submodule_search_locations or []) or ([str(Path(spec.origin).parent)] if spec.origin else [])
     for root in roots:
         candidate = Path(root) / subpath if subpath else Path(root)
         if candidate.exists():
-            return candidate.resolve()
+            resolved = candidate.resolve()
+            if not resolved.is_relative_to(Path(root).resolve()):
+                raise SourceError(field, f"{source!r} resolves to {str(resolved)!r}, outside package {module_name!r}")
+            return resolved
     where = ", ".join(roots) or "<no location>"
     raise SourceError(field, f"{subpath!r} does not exist inside package {module_name!r} (looked in {where})")
 

@@ -96,3 +96,21 @@ def test_sources_module_imports_no_training_stack() -> None:
     code = "import sys, graft.jobs.sources; bad = [m for m in ('torch', 'ray', 'transformers', 'deepspeed') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ})
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.tenancy
+def test_package_source_cannot_climb_out_of_the_package() -> None:
+    with pytest.raises(SourceError, match="climbs out of package 'graft'"):
+        resolve_source("package://graft/../../../etc/passwd")
+
+
+@pytest.mark.tenancy
+def test_package_source_symlinked_out_of_the_package_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "graft_escape_probe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (tmp_path / "secret.txt").write_text("other tenant's data")
+    (pkg / "link.txt").symlink_to(tmp_path / "secret.txt")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SourceError, match="outside package 'graft_escape_probe'"):
+        resolve_source("package://graft_escape_probe/link.txt")
