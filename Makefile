@@ -39,8 +39,22 @@ cluster-down:
 crds: venv
 	$(VENV)/bin/graft crd --output-file charts/graft/crds/graft.dev.yaml
 
-test: venv node-deps controlplane
+test: venv node-deps controlplane lint check-crds
 	scripts/test.sh
+
+# ruff (lint + import order) and mypy, configured in pyproject.toml.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The committed CRDs are generated from graft/api: fail when they drifted.
+check-crds: venv
+	$(VENV)/bin/graft crd | diff -u charts/graft/crds/graft.dev.yaml - >/dev/null || \
+	  { echo "charts/graft/crds/graft.dev.yaml drifted from graft/api: run make crds"; exit 1; }
+
+# Operator scale benchmark (real control plane; see docs/benchmarks.md).
+bench: venv controlplane
+	$(PY) bench/operator_scale.py
 
 test-unit: venv
 	$(PY) -m pytest -m unit

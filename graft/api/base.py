@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "graft.dev"
 API_VERSION = "v1alpha1"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+GROUP_VERSION: Final = "graft.dev/v1alpha1"  # f"{API_GROUP}/{API_VERSION}", spelled out for the type checker
 
 
 class ApiModel(BaseModel):

@@ -34,6 +34,9 @@ class CrdInfo:
     categories: list[str] = field(default_factory=lambda: ["graft", "all"])
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     spec_required: bool = True
+    # Spec fields that may change after creation; every other top-level spec field gets a CEL
+    # transition rule refusing an edit (None: the whole spec stays editable).
+    mutable_spec_fields: frozenset[str] | None = None
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -122,10 +125,13 @@ FINETUNEJOB = CrdInfo(
     short_names=["ftj"],
     spec_model=FineTuneJobSpec,
     status_model=FineTuneJobStatus,
+    mutable_spec_fields=frozenset({"suspend"}),
     printer_columns=[
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Metric", "type": "string", "jsonPath": ".status.metric", "priority": 1},
+        {"name": "Trials", "type": "string", "jsonPath": ".status.progress.trials"},
+        {"name": "Metric", "type": "string", "jsonPath": ".status.metric"},
         {"name": "Best", "type": "string", "jsonPath": ".status.bestMetric"},
+        {"name": "ETA-Seconds", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
@@ -157,9 +163,30 @@ def register(info: CrdInfo) -> None:
         CRDS.append(info)
 
 
+def immutability_rules(kind: str, spec_schema: dict[str, Any], mutable: frozenset[str]) -> list[dict[str, str]]:
+    """One CEL transition rule per top-level spec field not in `mutable`: an edit, an addition or a
+    removal of the field after creation is refused by the API server with a message naming it."""
+    rules = []
+    for name in sorted(spec_schema.get("properties") or {}):
+        if name in mutable:
+            continue
+        allowed = ", ".join(f"spec.{m}" for m in sorted(mutable)) or "nothing"
+        rules.append({
+            "rule": f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})",
+            "message": f"spec.{name} is immutable: delete the {kind} and create it again (only {allowed} can change)",
+            "fieldPath": f".{name}",
+            "reason": "FieldValueForbidden",
+        })
+    return rules
+
+
 def build_crd(info: CrdInfo) -> dict[str, Any]:
     spec_schema = structural_schema(info.spec_model)
     spec_schema["description"] = f"Desired state of the {info.kind}."
+    if info.mutable_spec_fields is not None:
+        spec_schema.setdefault("x-kubernetes-validations", []).extend(
+            immutability_rules(info.kind, spec_schema, info.mutable_spec_fields)
+        )
     status_schema = _status_schema(info.status_model)
     status_schema["description"] = f"Observed state of the {info.kind}, written by the Graft operator."
     root: dict[str, Any] = {

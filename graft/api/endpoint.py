@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from graft.api.base import GROUP_VERSION, ApiModel
 from graft.api.spec import MAX_URI_LENGTH, SAFE_PATH, ClusterRef, ObjectMeta, ServingSpec, Task, check_path
-from graft.api.status import Condition
+from graft.api.status import CONDITIONS_LIST_MAP, DATE_TIME, Condition
 
 
 class ServedModel(ApiModel):
@@ -43,7 +43,7 @@ class PromotionRecord(ApiModel):
     uri: str
     score: float | None = None
     source_job: str | None = None
-    time: str
+    time: str = Field(json_schema_extra=DATE_TIME)
 
 
 class ModelEndpointStatus(ApiModel):
@@ -56,7 +56,7 @@ class ModelEndpointStatus(ApiModel):
     ray_service_name: str | None = None
     application: str | None = None
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST_MAP)
     history: list[PromotionRecord] = Field(default_factory=list, max_length=20)
 
 

@@ -122,5 +122,5 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel] | None 
         path = _path(loc)
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
-        out.append(FieldError(path, _message(err, model)))
+        out.append(FieldError(path, _message(dict(err), model)))
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import socket
@@ -100,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
         log_to_driver=False,
         runtime_env={"env_vars": dict(LOCAL_ENV)},
         configure_logging=True,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
     )
     try:
         result = _train(job, run_dir, console)

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ from graft.api.errors import FieldError, SpecError
 from graft.api.load import parse_as, parse_spec
 from graft.api.result import RESULT_LOG_MARKER
 from graft.api.spec import FineTuneJob
-from graft.jobs.events import JobEvent
+from graft.jobs.events import (
+    JobEvent,
+    PhaseEvent,
+    TrialEpochEvent,
+    TrialFinishedEvent,
+    TrialStartedEvent,
+    TrialStoppedEvent,
+)
 
 
 def load_job_document(path: Path) -> FineTuneJob:
@@ -43,36 +50,68 @@ def load_job_document(path: Path) -> FineTuneJob:
     return FineTuneJob.model_validate({"metadata": {"name": name}, "spec": spec.to_wire()})
 
 
+def parse_job_json(text: str) -> FineTuneJob:
+    """A FineTuneJob from the JSON document of `--spec-json`."""
+    try:
+        doc: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError([FieldError("", f"--spec-json is not JSON: {exc}")], source="--spec-json") from exc
+    if not isinstance(doc, dict) or "spec" not in doc:
+        raise SpecError([FieldError("", "--spec-json must be a FineTuneJob document with a spec")], source="--spec-json")
+    return parse_as(FineTuneJob, doc, source="--spec-json")
+
+
 def log_event(event: JobEvent) -> None:
     """One plain line per event on stdout (the RayJob's log)."""
-    kind = event.type
-    if kind == "phase":
+    if isinstance(event, PhaseEvent):
         took = f" ({event.previous} took {event.seconds:.1f}s)" if event.previous and event.seconds is not None else ""
-        print(f"[graft] phase {event.phase}{took} {event.message}".rstrip(), flush=True)
-    elif kind == "trial_started":
-        print(f"[graft] trial {event.trial_id} started config={event.config}", flush=True)
-    elif kind == "trial_epoch":
+        line = f"[graft] phase {event.phase}{took} {event.message}".rstrip()
+    elif isinstance(event, TrialStartedEvent):
+        line = f"[graft] trial {event.trial_id} started config={event.config}"
+    elif isinstance(event, TrialEpochEvent):
         m = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items())
-        print(f"[graft] trial {event.trial_id} epoch {event.epoch}/{event.epochs} {m}", flush=True)
-    elif kind == "trial_stopped":
-        print(f"[graft] trial {event.trial_id} stopped after epoch {event.epoch}/{event.epochs} by {event.reason}", flush=True)
-    elif kind == "trial_finished":
+        line = f"[graft] trial {event.trial_id} epoch {event.epoch}/{event.epochs} {m}"
+    elif isinstance(event, TrialStoppedEvent):
+        line = f"[graft] trial {event.trial_id} stopped after epoch {event.epoch}/{event.epochs} by {event.reason}"
+    elif isinstance(event, TrialFinishedEvent):
         extra = f" error={event.error.splitlines()[-1]}" if event.error else ""
-        print(f"[graft] trial {event.trial_id} {event.status} epochs={event.epochs_completed} best={event.best_score}{extra}", flush=True)
-    elif kind == "job_finished":
-        print(f"[graft] job {event.status}: {event.message} model={event.model_uri}", flush=True)
+        line = f"[graft] trial {event.trial_id} {event.status} epochs={event.epochs_completed} best={event.best_score}{extra}"
+    else:
+        line = f"[graft] job {event.status}: {event.message} model={event.model_uri}"
+    print(line, flush=True)
+
+
+def progress_emitter(job: FineTuneJob, result: str) -> Callable[[JobEvent], None]:
+    """Per event: the human log line, the structured `GRAFT_EVENT {json}` line, and the progress
+    snapshot written next to the result (`progress.json`, read by the operator)."""
+    from graft.jobs.progress import PROGRESS_FILE, ProgressTracker, ProgressWriter, event_line
+
+    spec = job.spec
+    tracker = ProgressTracker(spec.tuning.num_trials, spec.score_mode, spec.training.epochs)
+    where = f"{result.rsplit('/', 1)[0]}/{PROGRESS_FILE}" if "/" in result else PROGRESS_FILE
+    writer = ProgressWriter(tracker, where,
+                            warn=lambda m: print(f"[graft] {m}", file=sys.stderr, flush=True))
+
+    def emit(event: JobEvent) -> None:
+        log_event(event)
+        print(event_line(event), flush=True)
+        writer(event)
+
+    return emit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m graft.jobs", description="Run a FineTuneJob on Ray and write its result document.")
-    parser.add_argument("--spec", required=True, type=Path, help="FineTuneJob (or its spec) as YAML or JSON")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec", type=Path, help="FineTuneJob (or its spec) as a YAML or JSON file")
+    source.add_argument("--spec-json", help="the FineTuneJob as a JSON document (how the operator passes it in a RayJob)")
     parser.add_argument("--result", required=True, help="where to write the TrainingResult JSON: a path or an fsspec URI (s3://...)")
     parser.add_argument("--run-dir", type=Path, default=None, help="working directory (default: next to --result)")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     args = parser.parse_args(argv)
 
     try:
-        job = load_job_document(args.spec)
+        job = parse_job_json(args.spec_json) if args.spec_json else load_job_document(args.spec)
         from graft.jobs import preflight
 
         preflight.check(job.spec)
@@ -95,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.init(address="local", resources=ray_init_resources(job.spec), include_dashboard=False)
     code = 0
     try:
-        run_job(job, run_dir, on_event=log_event)
+        run_job(job, run_dir, on_event=progress_emitter(job, args.result))
     except TrainingFailed as exc:
         print(f"[graft] training failed: {exc}", file=sys.stderr)
         code = 1

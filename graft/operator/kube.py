@@ -4,16 +4,16 @@ the real CRD does not have fails loudly instead of being pruned."""
 
 from __future__ import annotations
 
+import builtins
 import logging
-import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
 from graft.api.base import API_GROUP, API_VERSION
+from graft.operator.metrics import METRICS
 
 FIELD_MANAGER = "graft-operator"
 log = logging.getLogger("graft.operator")
@@ -57,8 +57,9 @@ class Kube:
 
     # --------------------------------------------------------------- custom objects
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        METRICS.record_api("get", kind.plural)
         try:
-            return self.custom.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name)
+            return cast(dict[str, Any], self.custom.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -66,20 +67,22 @@ class Kube:
 
     def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
         kw: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
+        METRICS.record_api("list", kind.plural)
         if namespace is None:
             out = self.custom.list_cluster_custom_object(kind.group, kind.version, kind.plural, **kw)
         else:
             out = self.custom.list_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, **kw)
-        return list(out.get("items", []))
+        return list(cast(dict[str, Any], out).get("items", []))
 
     def create(self, kind: Kind, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create `body` (strict field validation); returns (object, created). Idempotent."""
         ns = body["metadata"]["namespace"]
+        METRICS.record_api("create", kind.plural)
         try:
             obj = self.custom.create_namespaced_custom_object(
                 kind.group, kind.version, ns, kind.plural, body, field_manager=FIELD_MANAGER, field_validation="Strict"
             )
-            return obj, True
+            return cast(dict[str, Any], obj), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -90,23 +93,26 @@ class Kube:
 
     def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch (a resourceVersion in patch.metadata makes it conditional: 409 on conflict)."""
-        return self.custom.patch_namespaced_custom_object(
+        METRICS.record_api("patch", kind.plural)
+        return cast(dict[str, Any], self.custom.patch_namespaced_custom_object(
             kind.group, kind.version, namespace, kind.plural, name, patch,
             field_manager=FIELD_MANAGER, field_validation="Strict", _content_type="application/merge-patch+json",
-        )
+        ))
 
     def patch_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        METRICS.record_api("patch", f"{kind.plural}/status")
         try:
-            return self.custom.patch_namespaced_custom_object_status(
+            return cast(dict[str, Any], self.custom.patch_namespaced_custom_object_status(
                 kind.group, kind.version, namespace, kind.plural, name, {"status": status},
                 field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
-            )
+            ))
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile
                 return None
             raise
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        METRICS.record_api("delete", kind.plural)
         try:
             self.custom.delete_namespaced_custom_object(
                 kind.group, kind.version, namespace, kind.plural, name, propagation_policy="Background"
@@ -118,57 +124,16 @@ class Kube:
             raise
 
     # --------------------------------------------------------------- core objects
-    def create_configmap(self, body: dict[str, Any]) -> bool:
-        try:
-            self.core.create_namespaced_config_map(
-                body["metadata"]["namespace"], body, field_manager=FIELD_MANAGER, field_validation="Strict"
-            )
-            return True
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-
-    def delete_configmap(self, namespace: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on `obj` (best effort: a failure is logged, never raised). Posted directly,
-        not through kopf, so it works from any thread (kopf.event only works inside its handlers)."""
-        md = obj["metadata"]
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": md["name"],
-                "namespace": md["namespace"], "uid": md.get("uid"),
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": socket.gethostname(),
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.core.create_namespaced_event(md["namespace"], body)
-        except ApiException as exc:
-            log.warning("could not post Event %s on %s/%s: %s", reason, md["namespace"], md["name"], exc.reason)
+    def create_event(self, body: dict[str, Any]) -> None:
+        METRICS.record_api("create", "events")
+        self.core.create_namespaced_event(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
+        METRICS.record_api("get", "namespaces")
         ns = self.core.read_namespace(namespace)
-        return dict(ns.metadata.labels or {})
+        return dict((ns.metadata.labels if ns.metadata else None) or {})
 
-    def list_policies(self) -> list[dict[str, Any]]:
+    def list_policies(self) -> builtins.list[dict[str, Any]]:
         """All FineTunePolicies; none when the CRD is not installed."""
         try:
             return self.list(FINETUNEPOLICIES)

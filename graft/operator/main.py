@@ -39,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-mount-path", default="/mnt/graft")
     p.add_argument("--service-account", help="ServiceAccount of the Ray pods")
     p.add_argument("--image-pull-policy", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent")
-    p.add_argument("--resync-seconds", type=float, default=30.0, help="safety-net timer interval")
+    p.add_argument("--resync-seconds", type=float, default=30.0, help="safety net: how often every unfinished object is reconciled")
+    p.add_argument("--progress-seconds", type=float, help="how often a running job's progress is read into status, at most (default 15)")
+    p.add_argument("--workers", type=int, help="reconcile worker threads (default 8)")
     p.add_argument("--serve-port", type=int, help="Serve HTTP port: of RayService clusters, and the one Graft starts Serve on "
                    "on a shared Ray cluster where Serve is not running yet (default 8000)")
     p.add_argument("--shared-poll-seconds", type=float, help="how often jobs and endpoints on shared Ray clusters are polled (default 5)")
@@ -89,6 +91,8 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "serve_memory": getattr(args, "serve_memory", None),
         "require_policy": getattr(args, "require_policy", None) or None,
         "allowed_cluster_addresses": getattr(args, "allow_cluster_address", None) or None,
+        "progress_seconds": getattr(args, "progress_seconds", None),
+        "workers": getattr(args, "workers", None),
     }
     extra_env = getattr(args, "job_env", None) or []
     if extra_env:
@@ -101,18 +105,19 @@ def main(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)  # kopf's login reads it too
     import kopf
 
-    from graft.operator.handlers import Operator, build_registry
+    from graft.operator.controller import Controller
+    from graft.operator.handlers import build_registry
     from graft.operator.kube import Kube, api_client
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("graft").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # one line per Ray API call otherwise
     settings = settings_from_args(args)
-    op = Operator(Kube(api_client(args.kubeconfig)), settings)
+    namespaces = list(args.namespace)
+    ctl = Controller(Kube(api_client(args.kubeconfig, pool_size=settings.workers * 2)), settings, namespaces)
     if args.metrics_port is not None:
         from graft.operator.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port)
-    namespaces = list(args.namespace)
     print(
         f"graft operator: watching {', '.join(namespaces) if namespaces else 'all namespaces'}; "
         f"ray image {settings.ray_image}",
@@ -120,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     kopf.run(
-        registry=build_registry(op, namespaces),
+        registry=build_registry(ctl),
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=args.peering is None,

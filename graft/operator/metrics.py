@@ -1,10 +1,11 @@
 """Prometheus metrics of the Graft operator, served by `start_metrics_server(port)`.
 
-    graft_reconciles_total{kind, result}                    handler runs: success, retry, error, permanent_error
-    graft_reconcile_errors_total{kind, error}               failed handler runs by exception class
+    graft_reconciles_total{kind, result}                    reconciles: success, retry
+    graft_reconcile_errors_total{kind, error}               retried reconciles by exception class
     graft_finetunejobs{namespace, phase}                    FineTuneJobs known to this operator, by phase
     graft_finetunejob_phase_duration_seconds{phase}         time a job spent in a phase before leaving it
     graft_policy_admissions_total{result}                   FineTunePolicy decisions: allowed, rejected, waiting
+    graft_api_requests_total{verb, resource}                Kubernetes API requests of the reconcile loop
 
 The jobs gauge is computed from a per-job map (`set_job_phase`/`forget_job`), so replaying
 handlers after a restart sets it right instead of drifting like inc/dec counting would.
@@ -13,11 +14,8 @@ handlers after a restart sets it right instead of drifting like inc/dec counting
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
-import kopf
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # 1 s to 1 day: phases last from moments (Pending) to many hours (Running).
@@ -47,36 +45,23 @@ class OperatorMetrics:
         self.admissions = Counter(
             "graft_policy_admissions", "FineTunePolicy admission decisions.", ["result"], registry=registry
         )
+        self.api_requests = Counter(
+            "graft_api_requests", "Kubernetes API requests made by the reconcile loop.", ["verb", "resource"],
+            registry=registry,
+        )
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def record_reconcile(self, kind: str, result: str) -> None:
-        """Count one handler run; result is success, retry, error or permanent_error."""
+        """Count one reconcile; result is success or retry (an API or Ray error, retried later)."""
         self.reconciles.labels(kind=kind, result=result).inc()
+
+    def record_api(self, verb: str, resource: str) -> None:
+        self.api_requests.labels(verb=verb, resource=resource).inc()
 
     def record_error(self, kind: str, error: BaseException | str) -> None:
         name = error if isinstance(error, str) else type(error).__name__
         self.errors.labels(kind=kind, error=name).inc()
-
-    @contextmanager
-    def reconcile(self, kind: str) -> Iterator[None]:
-        """Count the wrapped handler body: success, or retry (kopf.TemporaryError), permanent_error
-        (kopf.PermanentError) or error (anything else), re-raising the exception."""
-        try:
-            yield
-        except kopf.TemporaryError as exc:
-            self.record_reconcile(kind, "retry")
-            self.record_error(kind, exc)
-            raise
-        except kopf.PermanentError as exc:
-            self.record_reconcile(kind, "permanent_error")
-            self.record_error(kind, exc)
-            raise
-        except BaseException as exc:
-            self.record_reconcile(kind, "error")
-            self.record_error(kind, exc)
-            raise
-        self.record_reconcile(kind, "success")
 
     def set_job_phase(self, namespace: str, name: str, phase: str) -> None:
         """Record a FineTuneJob's current phase (idempotent) and recompute the gauge."""

@@ -12,7 +12,7 @@ MANAGED_BY = "graft-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB = f"{PREFIX}/finetunejob"
 LABEL_ENDPOINT = f"{PREFIX}/modelendpoint"
-ANNOTATION_SPEC_HASH = f"{PREFIX}/spec-hash"
+ANNOTATION_SPEC_HASH = f"{PREFIX}/spec-hash"  # on a RayService: the spec it was last updated to
 ANNOTATION_MODEL_VERSION = f"{PREFIX}/model-version"
 # KubeRay derives RayCluster names (name + 6 chars) from RayJob/RayService names: both are capped at 47.
 MAX_RAY_NAME = 47
@@ -32,8 +32,12 @@ def ray_name(name: str, max_len: int = MAX_RAY_NAME) -> str:
     return f"{base}-{digest}"
 
 
-def spec_configmap_name(job_name: str) -> str:
-    return f"{job_name}-graft-spec"[:253]
+def run_dir(root: str, namespace: str, name: str, uid: str) -> str:
+    """A job's own directory under a storage root: `<root>/<namespace>/<name>-<uid8>` (design.md 3), so
+    tenants and a re-created job of the same name never share checkpoints, results or models."""
+    if not uid:
+        raise ValueError(f"FineTuneJob {namespace}/{name} has no metadata.uid")
+    return f"{root.rstrip('/')}/{namespace}/{name}-{uid[:8]}"
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, object]:
@@ -58,7 +62,7 @@ def endpoint_labels(endpoint_name: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ENDPOINT: endpoint_name}
 
 
-def serve_url(service_name: str, namespace: str, port: int = 8000) -> str:
+def rayservice_url(service_name: str, namespace: str, port: int = 8000) -> str:
     """In-cluster URL of a RayService's serve Service (KubeRay names it `<name>-serve-svc`)."""
     return f"http://{service_name}-serve-svc.{namespace}.svc:{port}/"
 

@@ -22,17 +22,18 @@ from pydantic import ValidationError
 
 from graft.api.result import RESULT_LOG_MARKER as RESULT_MARKER
 from graft.api.result import TrainingResult
+from graft.operator.names import run_dir
 
 RESULT_FILE = "result.json"
 
 
-def result_uri(storage: str | None, job_name: str, uid: str) -> str | None:
-    """Where the job writes its result: `<storage>/<name>-<uid8>/result.json` (None without storage).
-
-    The uid keeps a re-created job with the same name from reading its predecessor's result."""
+def result_uri(storage: str | None, namespace: str, job_name: str, uid: str) -> str | None:
+    """Where the job writes its result: `<storage>/<namespace>/<name>-<uid8>/result.json` (None
+    without storage). The uid keeps a re-created job with the same name from reading its
+    predecessor's result; the namespace keeps tenants apart."""
     if not storage:
         return None
-    return f"{storage.rstrip('/')}/{job_name}-{uid[:8]}/{RESULT_FILE}"
+    return f"{run_dir(storage, namespace, job_name, uid)}/{RESULT_FILE}"
 
 
 class ResultUnavailable(RuntimeError):
@@ -62,15 +63,20 @@ def result_from_log(log: str) -> TrainingResult | None:
     return None
 
 
+MAX_RESULT_BYTES = 8 * 1024 * 1024  # a result document is kilobytes; never read an unbounded file whole
+
+
 def read_result_file(uri: str) -> TrainingResult:
     try:
-        with fsspec.open(uri, "r") as fh:
-            text = fh.read()
+        with fsspec.open(uri, "rb") as fh:
+            data = fh.read(MAX_RESULT_BYTES + 1)
     except FileNotFoundError as exc:
         raise ResultUnavailable(f"{uri} does not exist (yet)") from exc
     except OSError as exc:
         raise ResultUnavailable(f"cannot read {uri}: {exc}") from exc
-    return parse_result(text, uri)
+    if len(data) > MAX_RESULT_BYTES:
+        raise ResultUnavailable(f"{uri} is larger than {MAX_RESULT_BYTES} bytes: not a result document")
+    return parse_result(data.decode(errors="replace"), uri)
 
 
 def read_result_from_dashboard(dashboard_url: str, job_id: str, timeout: float = 10.0) -> TrainingResult:

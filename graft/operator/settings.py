@@ -42,7 +42,7 @@ class OperatorSettings(BaseModel):
     serve_env: dict[str, str] = Field(default_factory=lambda: {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     serve_port: int = Field(default=8000, ge=1, le=65535)
     history_limit: int = Field(default=20, ge=1, le=20, description="Promotions kept in ModelEndpoint status.")
-    resync_seconds: float = Field(default=30.0, gt=0, description="Safety-net timer that re-reads child status.")
+    resync_seconds: float = Field(default=30.0, gt=0, description="Safety net: how often every unfinished object is reconciled.")
     shared_dashboard_url: str = Field(
         default="http://{name}-head-svc.{namespace}.svc:8265",
         description="Dashboard of a shared RayCluster named by spec.runtime.cluster.name ({name}, {namespace} filled in).",
@@ -54,3 +54,5 @@ class OperatorSettings(BaseModel):
         default_factory=list,
         description="Shared Ray cluster addresses (prefixes or globs) every namespace may use, besides its own Services.",
     )
+    progress_seconds: float = Field(default=15.0, gt=0, description="How often a running job's progress is read into status (at most).")
+    workers: int = Field(default=8, ge=1, le=256, description="Reconcile worker threads.")

@@ -10,8 +10,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -123,15 +124,15 @@ def finetunejob(name: str, *, storage: str | None = None, **spec: Any) -> dict[s
     return {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name}, "spec": body}
 
 
-def write_result(storage: str, job_name: str, uid: str, *, score: float, status: str = "succeeded",
+def write_result(storage: str, namespace: str, job_name: str, uid: str, *, score: float, status: str = "succeeded",
                  metric: str = "eval_accuracy", mode: str = "max", message: str = "") -> str:
     """Write the result.json graft.jobs would write, where the operator told it to (returns the model URI)."""
     from graft.api import TrainingResult
     from graft.operator.result import result_uri
 
-    uri = result_uri(storage, job_name, uid)
+    uri = result_uri(storage, namespace, job_name, uid)
     assert uri is not None
-    model_uri = f"{storage}/{job_name}-{uid[:8]}/model"
+    model_uri = f"{uri.rsplit('/', 1)[0]}/model"
     res = TrainingResult(
         job_name=job_name, status=status, metric=metric, mode=mode, best_score=score, best_trial_id="trial-0",
         best_config={"learningRate": 3e-5}, model_uri=model_uri if status == "succeeded" else None,
@@ -155,7 +156,7 @@ class OperatorProcess:
     def log_path(self) -> Path:
         return self.log_dir / f"operator-{self.starts}.log"
 
-    def start(self, timeout: float = 90.0) -> "OperatorProcess":
+    def start(self, timeout: float = 90.0) -> OperatorProcess:
         self.starts += 1
         self.port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -163,6 +164,9 @@ class OperatorProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "graft", "operator", "--kubeconfig", str(self.cp.kubeconfig),
                  "--namespace", self.namespace, "--resync-seconds", "2", "--ray-image", "example.org/graft-ray:test",
+                 # Storage every Ray pod reaches (a PVC mounted at the test's directory), read by the operator too.
+                 "--storage-pvc", "graft-test", "--storage-mount-path", str(self.log_dir),
+                 "--result-storage", str(self.log_dir / "storage-default"),
                  "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
             )

@@ -14,7 +14,6 @@ from tests.integration.helpers import (
     FTJ,
     MEP,
     RJ,
-    rayjob_examples,
     OperatorProcess,
     apply,
     condition,
@@ -23,6 +22,7 @@ from tests.integration.helpers import (
     names,
     patch,
     phase_is,
+    rayjob_examples,
     set_rayjob_status,
     status,
     wait_for,
@@ -60,8 +60,7 @@ def test_applying_an_example_creates_its_rayjob(operator: OperatorProcess, names
         assert group["replicas"] == res.get("workers", 1)
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert limits["cpu"] == cpu_quantity(res.get("cpusPerWorker", 1))
-        assert get(cp, "configmap", f"{name}-graft-spec", namespace) is not None
-        st = wait_for(lambda: status(cp, FTJ, name, namespace).get("rayJobName"), what="status.rayJobName")
+        st = wait_for(lambda n=name: status(cp, FTJ, n, namespace).get("rayJobName"), what="status.rayJobName")
         assert st == rj["metadata"]["name"]
         assert status(cp, FTJ, name, namespace)["phase"] == "Pending"
 
@@ -84,7 +83,7 @@ def test_rayjob_status_drives_the_job_through_pending_running_succeeded(
     # Succeeded only once the result is read: until then the job says what it waits for.
     msg = wait_for(lambda: "result" in status(cp, FTJ, "ok", namespace).get("message", ""), what="waiting-for-result message")
     assert msg and status(cp, FTJ, "ok", namespace)["phase"] == "Running"
-    write_result(storage, "ok", uid(cp, "ok", namespace), score=0.875)
+    write_result(storage, namespace, "ok", uid(cp, "ok", namespace), score=0.875)
     wait_for(phase_is(cp, FTJ, "ok", namespace, "Succeeded"), what="Succeeded")
     st = status(cp, FTJ, "ok", namespace)
     assert st["bestMetric"] == "0.875" and st["result"]["bestScore"] == 0.875 and st["completionTime"]
@@ -108,7 +107,7 @@ def test_a_result_reporting_failure_fails_the_job(operator: OperatorProcess, nam
     cp, storage = operator.cp, str(tmp_path / "s")
     apply(cp, finetunejob("tf", storage=storage), namespace)
     rayjob(cp, "tf", namespace)
-    write_result(storage, "tf", uid(cp, "tf", namespace), score=0.0, status="failed", message="all trials failed: OOM")
+    write_result(storage, namespace, "tf", uid(cp, "tf", namespace), score=0.0, status="failed", message="all trials failed: OOM")
     set_rayjob_status(cp, "tf", namespace, "Complete", "SUCCEEDED")
     wait_for(phase_is(cp, FTJ, "tf", namespace, "Failed"), what="Failed")
     assert "all trials failed" in status(cp, FTJ, "tf", namespace)["message"]
@@ -151,7 +150,7 @@ def test_deleting_the_job_cascades_to_its_rayjob_and_keeps_the_endpoint(
     cp, storage = operator.cp, str(tmp_path / "s")
     apply(cp, finetunejob("gone", storage=storage, serving={"endpoint": "keep", "promotion": "always"}), namespace)
     rayjob(cp, "gone", namespace)
-    write_result(storage, "gone", uid(cp, "gone", namespace), score=0.8)
+    write_result(storage, namespace, "gone", uid(cp, "gone", namespace), score=0.8)
     set_rayjob_status(cp, "gone", namespace, "Complete", "SUCCEEDED")
     wait_for(lambda: get(cp, MEP, "keep", namespace), what="ModelEndpoint keep")
     job = get(cp, FTJ, "gone", namespace)
@@ -160,7 +159,6 @@ def test_deleting_the_job_cascades_to_its_rayjob_and_keeps_the_endpoint(
     wait_for(lambda: get(cp, FTJ, "gone", namespace) is None, timeout=60, what="the FineTuneJob to be deleted")
     # The garbage collector of kube-controller-manager (not the operator) deletes the children.
     wait_for(lambda: get(cp, RJ, "gone", namespace) is None, timeout=180, what="garbage collection of the RayJob")
-    wait_for(lambda: get(cp, "configmap", "gone-graft-spec", namespace) is None, timeout=180, what="GC of the spec ConfigMap")
     assert get(cp, MEP, "keep", namespace) is not None
 
 
@@ -170,7 +168,7 @@ def test_finished_rayjob_is_deleted_after_its_ttl_and_the_status_kept(
     cp, storage = operator.cp, str(tmp_path / "s")
     apply(cp, finetunejob("ttl", storage=storage, serving={"enabled": False}, runtime={"ttlSecondsAfterFinished": 0}), namespace)
     rayjob(cp, "ttl", namespace)
-    write_result(storage, "ttl", uid(cp, "ttl", namespace), score=0.7)
+    write_result(storage, namespace, "ttl", uid(cp, "ttl", namespace), score=0.7)
     set_rayjob_status(cp, "ttl", namespace, "Complete", "SUCCEEDED")
     wait_for(lambda: get(cp, RJ, "ttl", namespace) is None, what="TTL deletion of the RayJob")
     st = wait_for(lambda: condition(status(cp, FTJ, "ttl", namespace), "RayJobDeleted"), what="RayJobDeleted condition")
@@ -189,7 +187,7 @@ def test_restarting_the_operator_mid_job_duplicates_nothing_and_loses_nothing(
     wait_for(phase_is(cp, FTJ, "rs", namespace, "Running"), what="Running")
 
     operator.kill()  # a crash, mid-job
-    write_result(storage, "rs", uid(cp, "rs", namespace), score=0.91)
+    write_result(storage, namespace, "rs", uid(cp, "rs", namespace), score=0.91)
     set_rayjob_status(cp, "rs", namespace, "Complete", "SUCCEEDED")  # finished while nobody watched
     operator.start()
     wait_for(phase_is(cp, FTJ, "rs", namespace, "Succeeded"), what="Succeeded after restart")

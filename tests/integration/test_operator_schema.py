@@ -10,7 +10,7 @@ import yaml
 
 from graft.api import ModelEndpoint
 from graft.api.load import parse_as
-from graft.operator.builders import build_rayjob, build_rayservice, build_spec_configmap
+from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.settings import OperatorSettings
 from tests.controlplane import ControlPlane
 from tests.integration.helpers import example_job, rayjob_examples
@@ -29,14 +29,13 @@ def dry_run_create(cp: ControlPlane, doc: dict, namespace: str) -> str:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_rayjob_and_configmap_of_every_example_pass_strict_validation(
+def test_the_rayjob_of_every_example_passes_strict_validation(
     graft_crds: ControlPlane, namespace: str, path: Path
 ) -> None:
     job = example_job(path, namespace, "00000000-0000-0000-0000-000000000001")
     created = yaml.safe_load(dry_run_create(graft_crds, build_rayjob(job, SETTINGS), namespace))
     workers = created["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == job.spec.resources.workers
-    dry_run_create(graft_crds, build_spec_configmap(job, SETTINGS), namespace)
 
 
 def test_rayservice_passes_strict_validation(graft_crds: ControlPlane, namespace: str) -> None:

@@ -34,7 +34,7 @@ def finish(op: OperatorProcess, ns: str, storage: str, name: str, score: float) 
     apply(cp, finetunejob(name, storage=storage, serving={"endpoint": "sentiment", "promotion": "ifBetter"}), ns)
     wait_for(lambda: get(cp, RJ, name, ns), what=f"RayJob {name}")
     uid = get(cp, FTJ, name, ns)["metadata"]["uid"]  # type: ignore[index]
-    model = write_result(storage, name, uid, score=score)
+    model = write_result(storage, ns, name, uid, score=score)
     set_rayjob_status(cp, name, ns, "Complete", "SUCCEEDED")
     wait_for(lambda: status(cp, FTJ, name, ns).get("promotion"), what=f"promotion decision of {name}")
     return model
@@ -93,7 +93,7 @@ def test_manual_promotion_only_records_the_candidate(operator: OperatorProcess, 
     cp, ns, storage = operator.cp, namespace, str(tmp_path / "s")
     apply(cp, finetunejob("man", storage=storage, serving={"endpoint": "by-hand", "promotion": "manual"}), ns)
     wait_for(lambda: get(cp, RJ, "man", ns), what="RayJob man")
-    model = write_result(storage, "man", get(cp, FTJ, "man", ns)["metadata"]["uid"], score=0.99)  # type: ignore[index]
+    model = write_result(storage, namespace, "man", get(cp, FTJ, "man", ns)["metadata"]["uid"], score=0.99)  # type: ignore[index]
     set_rayjob_status(cp, "man", ns, "Complete", "SUCCEEDED")
     promo = wait_for(lambda: status(cp, FTJ, "man", ns).get("promotion"), what="promotion decision")
     assert promo["decision"] == "recorded" and model in promo["reason"]

@@ -97,7 +97,7 @@ def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: ChartOper
                       startTime="2026-01-01T00:00:00Z")
     wait_for(phase_is(cp, FTJ, "runas", namespace, "Running"), what="Running")
     uid = cp.kubectl_json("get", FTJ, "runas", "-n", namespace)["metadata"]["uid"]
-    write_result(storage, "runas", uid, score=0.9)
+    write_result(storage, namespace, "runas", uid, score=0.9)
     set_rayjob_status(cp, "runas", namespace, "Complete", "SUCCEEDED")
     wait_for(phase_is(cp, FTJ, "runas", namespace, "Succeeded"), timeout=90, what="Succeeded")
     wait_for(lambda: get(cp, MEP, "runas", namespace), timeout=60, what="the promoted ModelEndpoint")

@@ -51,7 +51,24 @@ def test_finetunejob_has_short_name_status_and_printer_columns() -> None:
     assert crd["spec"]["names"]["shortNames"] == ["ftj"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Metric", "Best", "Endpoint", "Age"]
+    assert columns == ["Phase", "Trials", "Metric", "Best", "ETA-Seconds", "Endpoint", "Age"]
+
+
+def test_every_spec_field_but_suspend_is_immutable_by_a_cel_transition_rule() -> None:
+    spec = schema_of("FineTuneJob")["properties"]["spec"]
+    rules = {r["fieldPath"]: r for r in spec["x-kubernetes-validations"] if "oldSelf" in r["rule"]}
+    assert set(rules) == {f".{name}" for name in spec["properties"] if name != "suspend"}
+    assert rules[".resources"]["message"].startswith("spec.resources is immutable: delete the FineTuneJob")
+    assert "has(oldSelf.runtime)" in rules[".runtime"]["rule"]  # adding a field the job lacked is an edit too
+
+
+def test_conditions_are_a_list_map_by_type_and_times_are_date_time() -> None:
+    status = schema_of("FineTuneJob")["properties"]["status"]["properties"]
+    conditions = status["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert conditions["items"]["required"] == ["type", "status"]
+    assert conditions["items"]["properties"]["lastTransitionTime"]["format"] == "date-time"
+    assert status["startTime"]["format"] == status["completionTime"]["format"] == "date-time"
 
 
 def test_optional_fields_are_nullable_and_enums_kept() -> None:

@@ -1,7 +1,8 @@
-"""Pure builders: FineTuneJob -> RayJob/ConfigMap, ModelEndpoint -> RayService, promotion -> ModelEndpoint."""
+"""Pure builders: FineTuneJob -> RayJob, ModelEndpoint -> RayService, promotion -> ModelEndpoint."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -9,16 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from graft.api import FineTuneJob, ModelEndpoint, TrainingResult, load_job
+from graft.api import FineTuneJob, ModelEndpoint, TrainingResult
 from graft.api.load import parse_as
-from graft.operator.builders import (
-    build_endpoint,
-    build_rayjob,
-    build_rayservice,
-    build_spec_configmap,
-)
-from graft.operator.builders.common import UnsupportedSpec, cpu_quantity
-from graft.operator.names import ray_name, serve_url
+from graft.operator.builders import build_endpoint, build_rayjob, build_rayservice
+from graft.operator.builders.common import cpu_quantity
+from graft.operator.names import ray_name, rayservice_url
 from graft.operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
@@ -94,15 +90,14 @@ def test_image_comes_from_the_spec_else_the_operator_default() -> None:
     assert images(build_rayjob(job(runtime={"image": "mine:1"}), SETTINGS)) == {"mine:1"}
 
 
-def test_entrypoint_runs_graft_jobs_on_the_mounted_spec_with_a_result_uri() -> None:
+def test_entrypoint_carries_the_spec_and_a_result_uri_in_the_jobs_own_directory() -> None:
     rj = build_rayjob(job(checkpoints={"storage": "s3://bucket/runs"}), SETTINGS)
     argv = shlex.split(rj["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", "graft.jobs"]
-    assert argv[argv.index("--spec") + 1] == "/etc/graft/spec/finetunejob.yaml"
-    assert argv[argv.index("--result") + 1] == "s3://bucket/runs/demo-01234567/result.json"
-    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    assert head["volumes"][0]["configMap"]["name"] == "demo-graft-spec"
-    assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/graft/spec"
+    assert argv[argv.index("--result") + 1] == "s3://bucket/runs/team-a/demo-01234567/result.json"
+    doc = json.loads(argv[argv.index("--spec-json") + 1])
+    assert doc["spec"]["checkpoints"]["storage"] == "s3://bucket/runs/team-a/demo-01234567"
+    assert doc["metadata"] == {"name": "demo", "namespace": "team-a"}
 
 
 def test_without_storage_the_result_stays_in_the_head_pod() -> None:
@@ -117,29 +112,20 @@ def test_head_advertises_the_trial_driver_resource_graft_jobs_asks_for() -> None
     assert head["resources"] == {TRIAL_DRIVER_RESOURCE: "3"}
 
 
-def test_spec_configmap_holds_the_job_with_defaults_and_is_owned() -> None:
-    j = job()
-    cm = build_spec_configmap(j, SETTINGS)
-    doc = yaml.safe_load(cm["data"]["finetunejob.yaml"])
-    assert parse_as(FineTuneJob, doc).spec == j.spec
-    assert doc["spec"]["training"]["deepspeed"]["zeroStage"] == 2
-    assert cm["metadata"]["ownerReferences"][0]["uid"] == "0123456789abcdef"
+def test_graft_jobs_runs_the_spec_the_rayjob_carries() -> None:
+    from graft.jobs.__main__ import parse_job_json
+
+    j = job(training={"epochs": 5}, checkpoints={"storage": "s3://b/r"})
+    argv = shlex.split(build_rayjob(j, SETTINGS)["spec"]["entrypoint"])
+    loaded = parse_job_json(argv[argv.index("--spec-json") + 1])
+    assert loaded.spec.training == j.spec.training and loaded.metadata.name == "demo"
+    assert loaded.spec.training.deepspeed.zero_stage == 2  # defaults applied
 
 
-def test_graft_jobs_reads_the_mounted_spec(tmp_path: Path) -> None:
-    from graft.jobs.__main__ import load_job_document
-
-    j = job(training={"epochs": 5})
-    path = tmp_path / "finetunejob.yaml"
-    path.write_text(build_spec_configmap(j, SETTINGS)["data"]["finetunejob.yaml"])
-    loaded = load_job_document(path)
-    assert loaded.spec == j.spec and loaded.metadata.name == "demo"
-
-
-def test_runtime_env_merges_operator_defaults_with_spec_env() -> None:
+def test_runtime_env_adds_spec_env_but_never_overrides_the_operators_keys() -> None:
     rj = build_rayjob(job(runtime={"env": {"HF_HUB_OFFLINE": "0", "EXTRA": "1"}}), SETTINGS)
     env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])["env_vars"]
-    assert env["HF_HUB_OFFLINE"] == "0" and env["EXTRA"] == "1" and env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["EXTRA"] == "1" and env["RAY_USAGE_STATS_ENABLED"] == "0"
 
 
 def test_lifecycle_fields_follow_spec_runtime_and_suspend() -> None:
@@ -149,11 +135,6 @@ def test_lifecycle_fields_follow_spec_runtime_and_suspend() -> None:
     assert spec["shutdownAfterJobFinishes"] is True
     assert (spec["ttlSecondsAfterFinished"], spec["activeDeadlineSeconds"], spec["backoffLimit"]) == (60, 3600, 2)
     assert spec["suspend"] is True and spec["submissionMode"] == "K8sJobMode"
-
-
-def test_shared_cluster_is_refused_with_the_field_and_the_fix() -> None:
-    with pytest.raises(UnsupportedSpec, match=r"spec.runtime.cluster: .*remove spec.runtime.cluster"):
-        build_rayjob(job(runtime={"cluster": {"name": "shared"}}), SETTINGS)
 
 
 @pytest.mark.parametrize("path", rayjob_examples(), ids=lambda p: p.name)
@@ -213,5 +194,5 @@ def test_new_endpoint_is_not_owned_by_the_job() -> None:
     assert parsed.spec.model.uri == "s3://b/demo/model" and parsed.spec.model.score == 0.9
 
 
-def test_serve_url_names_the_kuberay_serve_service() -> None:
-    assert serve_url("sentiment", "team-a") == "http://sentiment-serve-svc.team-a.svc:8000/"
+def test_rayservice_url_names_the_kuberay_serve_service() -> None:
+    assert rayservice_url("sentiment", "team-a") == "http://sentiment-serve-svc.team-a.svc:8000/"

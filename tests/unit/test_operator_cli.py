@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from graft.api.status import FineTuneJobStatus
 from graft.cli.main import build_parser
 from graft.operator.main import settings_from_args
-from graft.operator.reconcile import needs_resync
 from graft.operator.settings import DEFAULT_RAY_IMAGE
+from graft.operator.status import needs_work
 
 pytestmark = pytest.mark.unit
 
@@ -47,5 +48,5 @@ def test_priority_accepts_random_or_an_integer() -> None:
                                                {"type": "RayJobDeleted", "status": "True"}]}, False),
     ],
 )
-def test_the_resync_timer_stops_once_a_job_is_fully_done(status: dict, expected: bool) -> None:
-    assert needs_resync(status) is expected
+def test_the_resync_stops_once_a_job_is_fully_done(status: dict, expected: bool) -> None:
+    assert needs_work(FineTuneJobStatus.model_validate(status) if status else None, ray_job_path=True) is expected

@@ -23,12 +23,12 @@ RESULT = TrainingResult(job_name="demo", status="succeeded", metric="eval_accura
 
 
 def test_result_uri_is_per_job_instance() -> None:
-    assert result_uri("s3://b/runs/", "demo", "abcdef123456") == "s3://b/runs/demo-abcdef12/result.json"
-    assert result_uri(None, "demo", "abc") is None
+    assert result_uri("s3://b/runs/", "team-a", "demo", "abcdef123456") == "s3://b/runs/team-a/demo-abcdef12/result.json"
+    assert result_uri(None, "team-a", "demo", "abc") is None
 
 
 def test_result_file_on_storage_is_read(tmp_path: Path) -> None:
-    uri = result_uri(str(tmp_path), "demo", "abcdef123456")
+    uri = result_uri(str(tmp_path), "team-a", "demo", "abcdef123456")
     assert uri is not None
     Path(uri).parent.mkdir(parents=True)
     Path(uri).write_text(RESULT.model_dump_json(by_alias=True))

@@ -1,29 +1,23 @@
-"""Shared Ray cluster mode: names, submissions, RayJob/RayService translation, Serve config merging (pure)."""
+"""Shared Ray cluster mode: names, submissions, typed observations of Ray jobs and Serve apps, Serve config merging (pure)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from graft.api.endpoint import ModelEndpoint
 from graft.api.spec import ClusterRef, FineTuneJob
-from graft.api.status import Phase
-from graft.operator.reconcile import (
-    EndpointObservation,
-    JobObservation,
-    compute_endpoint_status,
-    compute_status,
-    needs_resync,
-)
+from graft.api.status import FineTuneJobStatus, Phase
 from graft.operator.settings import OperatorSettings
-from graft.operator.shared.jobs import JobInfo, as_rayjob, build_submission, error_summary
+from graft.operator.shared.jobs import JobInfo, as_run, build_submission, error_summary
 from graft.operator.shared.naming import app_name, attempt_of, dashboard_url, route_prefix, serve_url, submission_id
-from graft.operator.shared.serve import as_rayservice, build_application, http_port, merged_config
+from graft.operator.shared.serve import as_serve, build_application, http_port, merged_config
+from graft.operator.status import JobObservation, compute_endpoint_status, compute_status, needs_work
 
 pytestmark = pytest.mark.unit
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0123456789abcdef"
 SETTINGS = OperatorSettings()
 
@@ -78,7 +72,7 @@ def test_serve_url_uses_dashboard_host_serve_port_and_route() -> None:
 
 def test_submission_runs_graft_jobs_with_spec_result_and_env() -> None:
     sub = build_submission(_job(), SETTINGS, "sid")
-    assert sub.entrypoint == "python -m graft.jobs --spec finetunejob.yaml --result /data/graft/sentiment-01234567/result.json"
+    assert sub.entrypoint == "python -m graft.jobs --spec finetunejob.yaml --result /data/graft/team-a/sentiment-01234567/result.json"
     assert sub.env_vars["EXTRA"] == "1" and sub.env_vars["HF_HUB_OFFLINE"] == "1"
     assert sub.env_vars["GRAFT_JOB_NAME"] == "sentiment"
     assert "name: sentiment" in sub.spec_yaml and "namespace: team-a" in sub.spec_yaml
@@ -90,12 +84,12 @@ def test_each_run_checkpoints_and_exports_under_its_own_directory() -> None:
     import yaml
 
     doc = yaml.safe_load(build_submission(_job(), SETTINGS, "sid").spec_yaml)
-    assert doc["spec"]["checkpoints"]["storage"] == "/data/graft/sentiment-01234567"
+    assert doc["spec"]["checkpoints"]["storage"] == "/data/graft/team-a/sentiment-01234567"
 
 
 def _status_of(info: JobInfo | None, suspend: bool = False, error: str | None = None):  # type: ignore[no-untyped-def]
-    ray_job = as_rayjob(info, suspend=suspend, dashboard="http://d:8265", submission="sid", error=error)
-    return compute_status(None, JobObservation(generation=1, ray_job=ray_job, suspend=suspend), NOW)
+    run = as_run(info, suspend=suspend, dashboard="http://d:8265", submission="sid", error=error)
+    return compute_status(None, JobObservation(generation=1, run=run), NOW, suspend=suspend)
 
 
 def test_ray_job_states_map_to_phases() -> None:
@@ -141,9 +135,12 @@ def test_error_summary_without_traceback_keeps_the_last_lines() -> None:
 def test_finished_shared_job_needs_no_resync_once_promoted() -> None:
     base = {"phase": "Succeeded", "jobSubmissionId": "sid",
             "conditions": [{"type": "Accepted", "status": "True"}]}
-    assert needs_resync(base)
-    assert not needs_resync({**base, "promotion": {"endpoint": "e", "decision": "promoted"}})
-    assert not needs_resync({**base, "phase": "Failed"})
+    def needs(status: dict[str, object]) -> bool:
+        return needs_work(FineTuneJobStatus.model_validate(status), ray_job_path=False)
+
+    assert needs(base)
+    assert not needs({**base, "promotion": {"endpoint": "e", "decision": "promoted"}})
+    assert not needs({**base, "phase": "Failed"})
 
 
 def test_application_is_tenant_scoped_with_autoscaling() -> None:
@@ -196,9 +193,8 @@ def _app(status: str, version: int, replicas: int) -> dict[str, object]:
 
 def _endpoint_status(app: dict[str, object] | None, version: int, prev=None):  # type: ignore[no-untyped-def]
     ep = _endpoint(version=version)
-    obs = EndpointObservation(generation=1, model=ep.spec.model, application="team-a.sentiment",
-                              url="http://h:8000/team-a/sentiment", ray_service=as_rayservice(app))
-    return compute_endpoint_status(prev, obs, NOW)
+    obs = as_serve(app, "team-a.sentiment", "http://h:8000/team-a/sentiment")
+    return compute_endpoint_status(prev, ep.spec.model, obs, NOW, generation=1)
 
 
 def test_endpoint_is_ready_when_its_version_runs() -> None:

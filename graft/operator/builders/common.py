@@ -10,14 +10,6 @@ from graft.operator.settings import OperatorSettings
 STORAGE_VOLUME = "graft-storage"
 
 
-class UnsupportedSpec(ValueError):
-    """A valid spec the operator cannot run; names the field and what to do instead."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
-
-
 def cpu_quantity(cpus: float) -> str:
     """1 -> "1", 1.5 -> "1500m" (Kubernetes canonical forms)."""
     milli = int((Decimal(str(cpus)) * 1000).to_integral_value())

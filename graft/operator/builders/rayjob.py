@@ -1,8 +1,8 @@
-"""FineTuneJob -> KubeRay `ray.io/v1` RayJob (+ the ConfigMap holding the spec the job reads)."""
+"""FineTuneJob -> KubeRay `ray.io/v1` RayJob. The spec the job runs travels inside the RayJob's
+entrypoint (`--spec-json`): one object, written by the operator only, nothing a tenant can pre-create."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 from typing import Any
@@ -10,21 +10,14 @@ from typing import Any
 import yaml
 
 from graft.api.spec import FineTuneJob
-from graft.operator.builders.common import UnsupportedSpec, cpu_quantity, pod_template, resources, worker_group
-from graft.operator.names import (
-    ANNOTATION_SPEC_HASH,
-    job_labels,
-    owner_reference,
-    ray_name,
-    spec_configmap_name,
-)
-from graft.operator.result import result_uri
+from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
+from graft.operator.names import job_labels, owner_reference, ray_name
+from graft.operator.result import RESULT_FILE
 from graft.operator.settings import OperatorSettings
+from graft.operator.storage import job_dir
 
-SPEC_MOUNT = "/etc/graft/spec"
-SPEC_KEY = "finetunejob.yaml"
-SPEC_VOLUME = "graft-spec"
 WORKER_GROUP = "workers"
+LOCAL_RESULT_DIR = "/tmp/graft"
 
 
 def _meta(job: FineTuneJob) -> tuple[str, str, str]:
@@ -40,53 +33,34 @@ def job_owner(job: FineTuneJob) -> dict[str, object]:
     return owner_reference(job.api_version, job.kind, name, uid)
 
 
-def spec_document(job: FineTuneJob) -> dict[str, Any]:
-    """What the job reads: the FineTuneJob with defaults applied, metadata reduced to name/namespace."""
+def spec_document(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
+    """What the job runs: the FineTuneJob with defaults applied, metadata reduced to name and
+    namespace, and checkpoints.storage narrowed to the job's own directory."""
     wire = job.to_wire()
     wire["metadata"] = {"name": job.metadata.name, "namespace": job.metadata.namespace}
+    own = job_dir(job, settings)
+    if own:
+        wire["spec"].setdefault("checkpoints", {})["storage"] = own
     return wire
 
 
-def spec_hash(job: FineTuneJob) -> str:
-    doc = spec_document(job)
-    return hashlib.sha256(json.dumps(doc["spec"], sort_keys=True).encode()).hexdigest()[:16]
-
-
-def build_spec_configmap(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
-    name, namespace, _ = _meta(job)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": spec_configmap_name(name),
-            "namespace": namespace,
-            "labels": job_labels(name),
-            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(job)},
-            "ownerReferences": [job_owner(job)],
-        },
-        "data": {SPEC_KEY: yaml.safe_dump(spec_document(job), sort_keys=False)},
-    }
-
-
 def job_result_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
-    name, _, uid = _meta(job)
-    return result_uri(job.spec.checkpoints.storage or settings.result_storage, name, uid)
-
-
-LOCAL_RESULT_DIR = "/tmp/graft"
+    own = job_dir(job, settings)
+    return f"{own}/{RESULT_FILE}" if own else None
 
 
 def entrypoint(job: FineTuneJob, settings: OperatorSettings) -> str:
-    """`python -m graft.jobs --spec <mounted ConfigMap> --result <uri>`, shell-quoted.
+    """`python -m graft.jobs --spec-json <spec> --result <uri>`, shell-quoted.
 
     Without result storage the result goes to the head pod's disk and reaches the operator
     through the job log's GRAFT_RESULT line instead."""
-    uri = job_result_uri(job, settings) or f"{LOCAL_RESULT_DIR}/{job.metadata.name}/result.json"
-    return shlex.join(["python", "-m", "graft.jobs", "--spec", f"{SPEC_MOUNT}/{SPEC_KEY}", "--result", uri])
+    uri = job_result_uri(job, settings) or f"{LOCAL_RESULT_DIR}/{job.metadata.name}/{RESULT_FILE}"
+    spec = json.dumps(spec_document(job, settings), separators=(",", ":"), sort_keys=True)
+    return shlex.join(["python", "-m", "graft.jobs", "--spec-json", spec, "--result", uri])
 
 
 def runtime_env(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
-    env = {**settings.job_env, **job.spec.runtime.env}
+    env = {**job.spec.runtime.env, **settings.job_env}  # keys the operator sets cannot be overridden
     return {"env_vars": env}
 
 
@@ -95,8 +69,6 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
     res = job.spec.resources
     image = job.spec.runtime.image or settings.ray_image
     labels = job_labels(name)
-    spec_volume = {"name": SPEC_VOLUME, "configMap": {"name": spec_configmap_name(name)}}
-    spec_mount = {"name": SPEC_VOLUME, "mountPath": SPEC_MOUNT, "readOnly": True}
     head: dict[str, Any] = {
         "rayStartParams": {"dashboard-host": "0.0.0.0"},
         "template": pod_template(
@@ -105,8 +77,6 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
             settings=settings,
             container_resources=resources(settings.head_cpu, settings.head_memory),
             labels=labels,
-            volumes=[spec_volume],
-            volume_mounts=[spec_mount],
             ports=[
                 {"name": "gcs", "containerPort": 6379},
                 {"name": "dashboard", "containerPort": 8265},
@@ -132,10 +102,10 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
 
 
 def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
-    """The RayJob that runs `graft.jobs` for this FineTuneJob, owned by it (GC deletes it with the job)."""
+    """The RayJob that runs `graft.jobs` for this FineTuneJob (with its admitted runtime values
+    applied), owned by it: garbage collection deletes it with the job."""
     name, namespace, _ = _meta(job)
     rt = job.spec.runtime
-    labels = job_labels(name)  # Kueue's queue label: graft.operator.policy.apply_kueue, at creation
     spec: dict[str, Any] = {
         "entrypoint": entrypoint(job, settings),
         "runtimeEnvYAML": yaml.safe_dump(runtime_env(job, settings), sort_keys=True),
@@ -144,12 +114,6 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
     }
     if rt.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = rt.active_deadline_seconds
-    if rt.cluster is not None:
-        raise UnsupportedSpec(
-            "spec.runtime.cluster",
-            "running on a shared Ray cluster is supported by `graft run` only; on Kubernetes remove "
-            "spec.runtime.cluster and the operator creates a RayJob cluster sized by spec.resources",
-        )
     spec["rayClusterSpec"] = _cluster_spec(job, settings)
     spec["shutdownAfterJobFinishes"] = True
     spec["ttlSecondsAfterFinished"] = rt.ttl_after_finished
@@ -160,8 +124,7 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
         "metadata": {
             "name": ray_name(name),
             "namespace": namespace,
-            "labels": labels,
-            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(job)},
+            "labels": job_labels(name),
             "ownerReferences": [job_owner(job)],
         },
         "spec": spec,

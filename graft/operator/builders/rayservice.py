@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from graft.api.endpoint import ModelEndpoint
-from graft.operator.builders.common import UnsupportedSpec, cpu_quantity, pod_template, resources, worker_group
+from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
 from graft.operator.names import ANNOTATION_MODEL_VERSION, endpoint_labels, owner_reference, ray_name
 from graft.operator.settings import OperatorSettings
 from graft.serving.args import ServeArgs, serve_config
@@ -83,12 +83,6 @@ def build_rayservice(endpoint: ModelEndpoint, settings: OperatorSettings) -> dic
     model URI and version in the app's args), which KubeRay applies in place; a change of the
     cluster shape rolls out on a new cluster first (`upgradeStrategy: NewCluster`, zero downtime)."""
     name, namespace, uid = _meta(endpoint)
-    if endpoint.spec.cluster is not None:
-        raise UnsupportedSpec(
-            "spec.cluster",
-            "serving on a shared Ray cluster is not supported by the operator; remove spec.cluster "
-            "and the operator creates a RayService for the endpoint",
-        )
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",

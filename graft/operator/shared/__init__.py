@@ -4,7 +4,7 @@
 in the object's namespace or gives a Ray dashboard address. Training is submitted through Ray's
 Job Submission API (`jobs`), serving is deployed through Serve's declarative REST API (`serve`),
 and every name on the cluster is derived from namespace and name (`naming`) so tenants do not
-collide. `runtime.SharedRuntime` is what the kopf handlers call.
+collide. `graft.operator.backends.shared` builds the backends on these.
 """
 
 from graft.operator.shared.naming import app_name, dashboard_url, route_prefix, submission_id

@@ -4,8 +4,7 @@ Submission uses `ray.job_submission.JobSubmissionClient` (it uploads the spec as
 `working_dir` package); status, logs, stop and delete use the same REST endpoints directly with
 timeouts, so a slow dashboard never blocks an operator thread for good.
 
-The job's Ray status is translated into the shape of a KubeRay RayJob status (`as_rayjob`), the
-input `graft.operator.reconcile.compute_status` already maps onto Graft phases.
+The job's Ray status becomes a typed `RunObservation` (`as_run`), as a RayJob's does.
 """
 
 from __future__ import annotations
@@ -14,14 +13,14 @@ import re
 import shlex
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
 
 from graft.api.spec import FineTuneJob
+from graft.operator.backends.base import RunObservation, RunState
 from graft.operator.builders.rayjob import job_result_uri, runtime_env, spec_document
 from graft.operator.settings import OperatorSettings
 
@@ -69,7 +68,7 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     """The Ray job of a FineTuneJob: `python -m graft.jobs --spec finetunejob.yaml --result URI`.
 
     The spec travels as the job's working_dir package (no shared volume needed for it), with
-    `checkpoints.storage` narrowed to the run's directory `<storage>/<name>-<uid8>`. The driver
+    `checkpoints.storage` narrowed to the job's directory `<storage>/<namespace>/<name>-<uid8>`. The driver
     reserves no CPU: Ray Train's workers request spec.resources themselves and a driver holding a
     CPU would starve them on a small cluster."""
     name = job.metadata.name
@@ -78,11 +77,7 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     result = job_result_uri(job, settings) or LOCAL_RESULT
     argv = ["python", "-m", "graft.jobs", "--spec", SPEC_FILE, "--result", result]
     env = {**runtime_env(job, settings)["env_vars"], "GRAFT_JOB_NAME": name}
-    doc = spec_document(job)
-    if result != LOCAL_RESULT:
-        # Checkpoints and the exported model go under this run's own directory, so two tenants (or
-        # two runs) with the same job name never write into, or serve from, the same place.
-        doc["spec"].setdefault("checkpoints", {})["storage"] = result.rsplit("/", 1)[0]
+    doc = spec_document(job, settings)  # checkpoints.storage narrowed to the job's own directory
     return Submission(
         submission_id=submission,
         entrypoint=shlex.join(argv),
@@ -92,21 +87,13 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     )
 
 
-_WAITING = {
-    ("Running", "PENDING"): "the Ray job is submitted and waits to start (runtime environment, resources)",
-    ("Suspending", "PENDING"): "stopping the Ray job (spec.suspend)",
-    ("Suspending", "RUNNING"): "stopping the Ray job (spec.suspend)",
-    ("Suspended", "STOPPED"): "the Ray job is stopped while spec.suspend is true; setting it to false submits it again",
-}
-
-
 def _iso_ms(ms: int | None) -> str | None:
     if not ms:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def as_rayjob(
+def as_run(
     info: JobInfo | None,
     *,
     suspend: bool,
@@ -114,41 +101,33 @@ def as_rayjob(
     submission: str,
     cluster_name: str | None = None,
     error: str | None = None,
-) -> dict[str, Any] | None:
-    """A RayJob-shaped document (`status.jobDeploymentStatus`/`jobStatus`) for `compute_status`.
-
-    Ray PENDING/RUNNING map to a running deployment, SUCCEEDED/FAILED to Complete, STOPPED to
-    Suspended while spec.suspend is true (else Complete: someone stopped it). `error` replaces
-    Ray's long failure message (which embeds 20 kB of log) with the line that matters."""
+    log_uri: str | None = None,
+) -> RunObservation:
+    """The RunObservation of a Ray job (None: not submitted). PENDING/RUNNING while spec.suspend is
+    true means a stop is under way (Suspended); STOPPED while suspended is Suspended, else Failed
+    (someone stopped it). `error` replaces Ray's long failure message (it embeds 20 kB of log)."""
     if info is None:
-        return None
+        return RunObservation(RunState.ABSENT, dashboard_url=dashboard)
     status = info.status
-    if suspend and status in ("PENDING", "RUNNING"):
-        deploy, job_status = "Suspending", status
-    elif suspend and status == "STOPPED":
-        deploy, job_status = "Suspended", status
-    elif status in ("PENDING", "RUNNING"):
-        deploy, job_status = "Running", status
+    if suspend and status in ("PENDING", "RUNNING", "STOPPED"):
+        state, reason = RunState.SUSPENDED, "Suspended" if status == "STOPPED" else "Suspending"
+        message = ("the Ray job is stopped while spec.suspend is true; setting it to false submits it again"
+                   if status == "STOPPED" else "stopping the Ray job (spec.suspend)")
+    elif status == "PENDING":
+        state, reason = RunState.PENDING, "JobPending"
+        message = "the Ray job is submitted and waits to start (runtime environment, resources)"
+    elif status == "RUNNING":
+        state, reason, message = RunState.RUNNING, "JobRunning", "the Ray job is running"
+    elif status == "SUCCEEDED":
+        state, reason, message = RunState.SUCCEEDED, "ReadingResult", "the Ray job succeeded; reading its result"
     else:
-        deploy, job_status = "Complete", status
-    if deploy == "Complete":
-        message = (error or info.message or "") if status != "SUCCEEDED" else ""
-    else:
-        message = _WAITING.get((deploy, job_status), "")
-    st: dict[str, Any] = {
-        "jobDeploymentStatus": deploy,
-        "jobStatus": job_status,
-        "jobId": submission,
-        "dashboardURL": dashboard,
-        "message": message,
-    }
-    if cluster_name:
-        st["rayClusterName"] = cluster_name
-    if info.start_time_ms and status != "PENDING":
-        st["startTime"] = _iso_ms(info.start_time_ms)
-    if info.end_time_ms and info.terminal:
-        st["endTime"] = _iso_ms(info.end_time_ms)
-    return {"status": st}
+        state, reason = RunState.FAILED, f"Job{status.capitalize()}"
+        message = error or info.message or f"the Ray job ended {status}"
+    return RunObservation(
+        state, reason, message, cluster_name=cluster_name, submission_id=submission, dashboard_url=dashboard,
+        start_time=_iso_ms(info.start_time_ms) if status != "PENDING" else None,
+        end_time=_iso_ms(info.end_time_ms) if info.terminal else None, log_uri=log_uri,
+    )
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -6,8 +6,7 @@ replace or drop ours, PUT the lot (Serve leaves applications whose config did no
 and keeps an updated application's old replicas serving until the new ones are ready). Writers
 in this process are serialized per cluster; kopf peering keeps a single active operator.
 
-The application's status is translated into the shape of a KubeRay RayService (`as_rayservice`),
-the input `graft.operator.reconcile.compute_endpoint_status` already maps onto endpoint phases.
+The application's status becomes a typed `ServeObservation` (`as_serve`), as a RayService's does.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 
 from graft.api.endpoint import ModelEndpoint
-from graft.operator.names import ANNOTATION_MODEL_VERSION
+from graft.operator.backends.base import ServeObservation
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import ClusterUnavailable
 from graft.operator.shared.naming import app_name, route_prefix
@@ -120,34 +119,22 @@ def _running_replicas(app: dict[str, Any]) -> int:
     )
 
 
-def as_rayservice(app: dict[str, Any] | None) -> dict[str, Any]:
-    """A RayService-shaped document for `compute_endpoint_status` from one application's details.
-
-    `serviceStatus: Running` means some version answers: the application is RUNNING, or it is
-    DEPLOYING an update while replicas of the previous version still serve."""
+def as_serve(app: dict[str, Any] | None, application: str, url: str) -> ServeObservation:
+    """The ServeObservation of one application's details (None: not deployed yet). Ready means some
+    version answers: the application is RUNNING, or DEPLOYING an update while old replicas serve."""
     if app is None:
-        return {"metadata": {"generation": 1, "annotations": {}},
-                "status": {"observedGeneration": 1, "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "Deploying",
-                     "message": "the Serve application is being created on the shared cluster"}]}}
+        return ServeObservation(exists=True, reason="Deploying", application=application,
+                                message="the Serve application is being created on the shared cluster")
     status = str(app.get("status") or "")
     replicas = _running_replicas(app)
     version = ((app.get("deployed_app_config") or {}).get("args") or {}).get("modelVersion")
     serving = status == "RUNNING" or (status == "DEPLOYING" and replicas > 0)
-    annotations = {ANNOTATION_MODEL_VERSION: str(version)} if version is not None else {}
-    st: dict[str, Any] = {
-        "observedGeneration": 1,
-        "numServeEndpoints": replicas,
-        "activeServiceStatus": {"applicationStatuses": {app.get("name", ""): {"status": status, "message": app.get("message") or ""}}},
-        "conditions": [{
-            "type": "Ready", "status": "True" if serving else "False",
-            "reason": "Serving" if serving else "Deploying",
-            "message": app.get("message") or f"the Serve application is {status.lower() or 'being created'}",
-        }],
-    }
-    if serving:
-        st["serviceStatus"] = "Running"
-    return {"metadata": {"generation": 1, "annotations": annotations}, "status": st}
+    return ServeObservation(
+        exists=True, ready=serving, app_status=status, reason="Serving" if serving else "Deploying",
+        message=app.get("message") or f"the Serve application is {status.lower() or 'being created'}",
+        replicas=replicas, served_version=int(version) if status == "RUNNING" and version is not None else None,
+        url=url, application=application,
+    )
 
 
 class ServeApi:

@@ -1,31 +1,27 @@
-"""compute_status / compute_endpoint_status / decide_promotion: pure status and promotion logic."""
+"""compute_status / compute_endpoint_status: pure status logic, fed by the KubeRay backends' observations."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from graft.api import FineTuneJobStatus, TrainingResult
 from graft.api.endpoint import ServedModel
-from graft.api.status import Phase
-from graft.operator.promotion import decide_promotion
-from graft.operator.reconcile import (
-    EndpointObservation,
-    JobObservation,
-    compute_endpoint_status,
-    compute_status,
-    status_patch,
-)
+from graft.api.status import Admitted, Phase, Progress
+from graft.operator.backends.base import RunObservation, RunState
+from graft.operator.backends.rayjob import observe_rayjob, observe_rayservice
+from graft.operator.status import JobObservation, Refusal, compute_endpoint_status, compute_status, status_patch
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def rayjob(deploy: str = "", job: str = "", **status: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "demo"}, "status": {"jobDeploymentStatus": deploy, "jobStatus": job, **status}}
+def rayjob(deploy: str = "", job: str = "", suspend: bool = False, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "demo"}, "spec": {"suspend": suspend},
+            "status": {"jobDeploymentStatus": deploy, "jobStatus": job, **status}}
 
 
 def result(score: float | None = 0.9, status: str = "succeeded", metric: str = "eval_accuracy", mode: str = "max",
@@ -34,8 +30,10 @@ def result(score: float | None = 0.9, status: str = "succeeded", metric: str = "
                           model_uri=uri, started_at="a", finished_at="b", message="boom" if status == "failed" else "")
 
 
-def step(prev: FineTuneJobStatus | None, t: int = 0, **obs: Any) -> FineTuneJobStatus:
-    return compute_status(prev, JobObservation(generation=1, ray_job_name="demo", **obs), T0 + timedelta(seconds=t))
+def step(prev: FineTuneJobStatus | None, t: int = 0, ray_job: dict[str, Any] | None = None, suspend: bool = False,
+         queue: str | None = None, **obs: Any) -> FineTuneJobStatus:
+    run = observe_rayjob(ray_job, suspend, queue) if ray_job is not None or "refusal" not in obs else None
+    return compute_status(prev, JobObservation(generation=1, run=run, **obs), T0 + timedelta(seconds=t), suspend=suspend)
 
 
 def cond(st: FineTuneJobStatus, type_: str) -> Any:
@@ -63,10 +61,14 @@ def test_rayjob_status_maps_to_phase(deploy: str, job: str, phase: Phase) -> Non
     assert step(None, ray_job=rayjob(deploy, job)).phase == phase
 
 
-def test_no_rayjob_yet_is_pending_and_records_the_child_name() -> None:
+def test_no_rayjob_yet_is_pending_and_accepted() -> None:
     st = step(None)
-    assert st.phase == Phase.PENDING and st.ray_job_name == "demo" and st.observed_generation == 1
+    assert st.phase == Phase.PENDING and st.observed_generation == 1
     assert cond(st, "Accepted").status == "True"
+
+
+def test_the_rayjob_name_is_recorded_from_the_child() -> None:
+    assert step(None, ray_job=rayjob("Initializing")).ray_job_name == "demo"
 
 
 def test_succeeded_with_result_fills_summary_fields() -> None:
@@ -96,27 +98,65 @@ def test_rayjob_failure_reason_and_message_are_mirrored() -> None:
 def test_terminal_phase_is_sticky_when_the_rayjob_disappears() -> None:
     done = step(None, ray_job=rayjob("Complete", "SUCCEEDED"), result=result())
     again = step(done, t=600, ray_job=None)
-    assert again.phase == Phase.SUCCEEDED and again.result == done.result
+    assert again.phase == Phase.SUCCEEDED and again.result == done.result and again.completion_time == done.completion_time
 
 
 def test_invalid_spec_fails_with_a_condition_naming_the_field() -> None:
-    st = step(None, spec_errors=["spec.resources.workers: 0 must be >= 1"])
+    st = step(None, refusal=Refusal("InvalidSpec", ["spec.resources.workers: 0 must be >= 1"]))
     c = cond(st, "Accepted")
     assert st.phase == Phase.FAILED and c.reason == "InvalidSpec" and "spec.resources.workers" in c.message
-
-
-def test_fixed_spec_leaves_the_invalid_failure() -> None:
-    bad = step(None, spec_errors=["spec.x: wrong"])
-    assert step(bad, t=5).phase == Phase.PENDING
+    assert cond(st, "Succeeded").status == "False"  # `kubectl wait --for=condition=Succeeded=False` ends
 
 
 def test_policy_rejection_is_rejected_phase() -> None:
-    st = step(None, rejection=["gpusPerWorker 4 exceeds the limit 1"])
+    st = step(None, refusal=Refusal("PolicyViolation", ["gpusPerWorker 4 exceeds the limit 1"]))
     assert st.phase == Phase.REJECTED and cond(st, "Accepted").reason == "PolicyViolation"
 
 
+def test_a_capacity_limit_waits_pending_instead_of_rejecting() -> None:
+    st = step(None, refusal=Refusal("PolicyViolation", ["already 1 unfinished"], retryable=True))
+    assert st.phase == Phase.PENDING and st.message.startswith("waiting:") and cond(st, "Accepted").status == "False"
+
+
+def test_unreachable_storage_fails_with_storage_required() -> None:
+    st = step(None, refusal=Refusal("StorageRequired", ["spec.checkpoints.storage: '/tmp/x' is a local path"]))
+    assert st.phase == Phase.FAILED and cond(st, "Accepted").reason == "StorageRequired" and "/tmp/x" in st.message
+
+
 def test_suspend_without_rayjob_status_is_suspended() -> None:
-    assert step(None, suspend=True, ray_job=rayjob("", "")).phase == Phase.SUSPENDED
+    assert step(None, suspend=True, ray_job=rayjob("", "", suspend=True)).phase == Phase.SUSPENDED
+
+
+def test_a_rayjob_held_by_kueue_is_pending_queued_not_suspended() -> None:
+    st = step(None, queue="team-a", ray_job=rayjob("Suspended", "", suspend=True))
+    assert st.phase == Phase.PENDING and cond(st, "Running").reason == "QueuedByKueue" and "team-a" in st.message
+
+
+def test_the_admitted_record_is_kept_in_status() -> None:
+    admitted = Admitted(queue_name="q", image="img:1", policies=["p"], defaults_from={"queueName": "p"})
+    st = step(None, admitted=admitted)
+    again = step(st, t=30, ray_job=rayjob("Running", "RUNNING"))
+    assert again.admitted == admitted
+
+
+def test_live_progress_while_running_sets_best_so_far() -> None:
+    progress = Progress(trials="1/4 (2 running)", trials_total=4, trials_running=2, trials_completed=1,
+                        best_score=0.81, best_trial="t2", epoch=2, epochs=3, eta_seconds=90)
+    st = step(None, metric="eval_accuracy", ray_job=rayjob("Running", "RUNNING"), progress=progress)
+    assert st.progress == progress and (st.metric, st.best_metric, st.best_trial) == ("eval_accuracy", "0.81", "t2")
+
+
+def test_progress_stops_counting_running_trials_when_the_job_ends() -> None:
+    progress = Progress(trials="3/4 (1 running)", trials_total=4, trials_running=1, eta_seconds=30, epoch=1, epochs=3)
+    running = step(None, ray_job=rayjob("Running", "RUNNING"), progress=progress)
+    done = step(running, t=60, ray_job=rayjob("Complete", "SUCCEEDED"), result=result())
+    assert done.progress is not None and done.progress.trials_running == 0 and done.progress.eta_seconds is None
+
+
+def test_shared_cluster_observation_maps_like_a_rayjob() -> None:
+    run = RunObservation(RunState.RUNNING, "JobRunning", "the Ray job is running", submission_id="graft.ns.a.1234")
+    st = compute_status(None, JobObservation(generation=1, run=run), T0)
+    assert st.phase == Phase.RUNNING and st.job_submission_id == "graft.ns.a.1234" and st.ray_job_name is None
 
 
 def test_unchanged_condition_keeps_its_transition_time() -> None:
@@ -140,46 +180,6 @@ def test_status_patch_writes_defaults_missing_on_the_server() -> None:
     assert status_patch({}, FineTuneJobStatus())["phase"] == "Pending"
 
 
-# ------------------------------------------------------------------ promotion
-
-SERVED = ServedModel(uri="s3://b/old", metric="eval_accuracy", score=0.85, mode="max", version=2)
-
-
-def test_if_better_promotes_a_better_model() -> None:
-    d = decide_promotion("ifBetter", SERVED, result(0.9))
-    assert d.promote and d.decision == "promoted" and "0.9 vs served 0.85" in d.reason
-
-
-def test_if_better_refuses_a_worse_or_equal_model() -> None:
-    assert not decide_promotion("ifBetter", SERVED, result(0.8)).promote
-    assert not decide_promotion("ifBetter", SERVED, result(0.85)).promote
-
-
-def test_if_better_respects_min_mode() -> None:
-    served = ServedModel(uri="s3://b/old", metric="eval_loss", score=0.5, mode="min")
-    assert decide_promotion("ifBetter", served, result(0.4, metric="eval_loss", mode="min")).promote
-    assert not decide_promotion("ifBetter", served, result(0.6, metric="eval_loss", mode="min")).promote
-
-
-def test_if_better_refuses_a_different_metric() -> None:
-    d = decide_promotion("ifBetter", SERVED, result(0.1, metric="eval_loss", mode="min"))
-    assert not d.promote and "not comparable" in d.reason
-
-
-def test_always_promotes_even_a_worse_model() -> None:
-    assert decide_promotion("always", SERVED, result(0.1)).promote
-
-
-def test_manual_only_records() -> None:
-    d = decide_promotion("manual", None, result())
-    assert not d.promote and d.decision == "recorded" and "s3://b/demo/model" in d.reason
-
-
-def test_first_model_is_promoted_and_failed_result_never() -> None:
-    assert decide_promotion("ifBetter", None, result()).promote
-    assert not decide_promotion("always", None, result(status="failed", uri=None)).promote
-
-
 # ------------------------------------------------------------------ endpoint status
 
 def rayservice(ready: bool, app: str = "RUNNING", gen: int = 2, observed: int = 2, version: str = "3") -> dict[str, Any]:
@@ -194,27 +194,26 @@ def rayservice(ready: bool, app: str = "RUNNING", gen: int = 2, observed: int = 
     }
 
 
-def ep_obs(rs: dict[str, Any] | None, version: int = 3) -> EndpointObservation:
-    return EndpointObservation(
-        generation=1, model=ServedModel(uri=f"s3://b/v{version}", score=0.9, version=version), application="sentiment",
-        url="http://sentiment-serve-svc.ns.svc:8000/", ray_service_name="sentiment", ray_service=rs,
-    )
+def endpoint_status(prev: Any, rs: dict[str, Any] | None, version: int = 3) -> Any:
+    model = ServedModel(uri=f"s3://b/v{version}", score=0.9, version=version)
+    obs = observe_rayservice(rs, "sentiment", "http://sentiment-serve-svc.ns.svc:8000/")
+    return compute_endpoint_status(prev, model, obs, T0, generation=1)
 
 
 def test_endpoint_ready_when_the_rayservice_serves_the_spec_version() -> None:
-    st = compute_endpoint_status(None, ep_obs(rayservice(True)), T0)
+    st = endpoint_status(None, rayservice(True))
     assert (st.phase, st.served_version, st.ready_replicas) == ("Ready", 3, 2)
     assert st.url == "http://sentiment-serve-svc.ns.svc:8000/" and st.history[-1].version == 3
 
 
 def test_endpoint_updating_while_the_new_version_rolls_out() -> None:
-    ready = compute_endpoint_status(None, ep_obs(rayservice(True)), T0)
-    rolling = compute_endpoint_status(ready, ep_obs(rayservice(True, gen=3, observed=2, version="4"), version=4), T0)
+    ready = endpoint_status(None, rayservice(True))
+    rolling = endpoint_status(ready, rayservice(True, gen=3, observed=2, version="4"), version=4)
     assert rolling.phase == "Updating" and rolling.served_version == 3
     assert [h.version for h in rolling.history] == [3, 4]
 
 
 def test_endpoint_pending_without_rayservice_and_failed_on_deploy_failure() -> None:
-    assert compute_endpoint_status(None, ep_obs(None), T0).phase == "Pending"
-    assert compute_endpoint_status(None, ep_obs(rayservice(False, app="DEPLOY_FAILED")), T0).phase == "Failed"
-    assert compute_endpoint_status(None, ep_obs(rayservice(False, app="DEPLOYING")), T0).phase == "Deploying"
+    assert endpoint_status(None, None).phase == "Pending"
+    assert endpoint_status(None, rayservice(False, app="DEPLOY_FAILED")).phase == "Failed"
+    assert endpoint_status(None, rayservice(False, app="DEPLOYING")).phase == "Deploying"

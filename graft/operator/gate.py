@@ -1,0 +1,135 @@
+"""The admission gate of the loop: runs admission on every action that starts work, persists what it
+decided (`status.admitted`) and applies it on every later reconcile (design.md sections 1 and 2).
+
+Policies come from the watch-fed store (parsed once per resourceVersion), namespace labels from
+its small cache. `maxConcurrentJobs` is counted under a per-namespace lock over the jobs the
+store knows as admitted and unfinished plus the ones this process admitted whose status write is
+still on its way, so concurrent creates admit exactly the limit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from graft.api.policy import FineTunePolicy
+from graft.api.spec import FineTuneJob
+from graft.api.status import Admitted, FineTuneJobStatus, Phase
+from graft.operator import kube as k
+from graft.operator.cache import Store
+from graft.operator.metrics import METRICS
+from graft.operator.policy import KUEUE_QUEUE_LABEL, admit, apply_defaults, matching_policies
+from graft.operator.status import ACCEPTED, Refusal
+
+
+@dataclass(frozen=True)
+class Decision:
+    job: FineTuneJob | None  # the job to run (admitted values applied); None when refused
+    admitted: Admitted | None
+    refusal: Refusal | None = None
+
+
+def with_queue_label(job: FineTuneJob) -> FineTuneJob:
+    """The `kueue.x-k8s.io/queue-name` label on the FineTuneJob names its queue when the spec does not."""
+    label = job.metadata.labels.get(KUEUE_QUEUE_LABEL)
+    if not label or job.spec.runtime.queue_name:
+        return job
+    out = job.model_copy(deep=True)
+    out.spec.runtime.queue_name = label
+    return out
+
+
+def apply_admitted(job: FineTuneJob, admitted: Admitted) -> FineTuneJob:
+    """The job with the runtime values admission decided (queue, image, TTL, deadline)."""
+    out = job.model_copy(deep=True)
+    rt = out.spec.runtime
+    for attr in ("queue_name", "image", "ttl_seconds_after_finished", "active_deadline_seconds"):
+        if getattr(admitted, attr) is not None:
+            setattr(rt, attr, getattr(admitted, attr))
+    return out
+
+
+def record(job: FineTuneJob, policies: list[str], origin: dict[str, str], now: str) -> Admitted:
+    rt = job.spec.runtime
+    return Admitted(queue_name=rt.queue_name, image=rt.image, ttl_seconds_after_finished=rt.ttl_seconds_after_finished,
+                    active_deadline_seconds=rt.active_deadline_seconds, policies=policies, defaults_from=origin, time=now)
+
+
+def _policy_doc(raw: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {key: raw[key] for key in ("apiVersion", "kind", "spec") if key in raw}
+    doc["metadata"] = {"name": raw["metadata"]["name"]}
+    return doc
+
+
+def _holds_a_slot(raw: dict[str, Any]) -> bool:
+    st = raw.get("status") or {}
+    accepted = any(c.get("type") == ACCEPTED and c.get("status") == "True" for c in st.get("conditions") or [])
+    return accepted and not Phase(st.get("phase") or "Pending").is_terminal and not raw["metadata"].get("deletionTimestamp")
+
+
+class Gate:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._parsed: dict[tuple[str, str], FineTunePolicy | None] = {}
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self._admitting: dict[str, set[str]] = defaultdict(set)  # admitted here, status not yet seen
+
+    def policies(self) -> list[FineTunePolicy]:
+        out, seen = [], set()
+        for raw in self.store.items(k.FINETUNEPOLICIES):
+            key = (raw["metadata"]["name"], str(raw["metadata"].get("resourceVersion")))
+            seen.add(key)
+            if key not in self._parsed:
+                try:
+                    self._parsed[key] = FineTunePolicy.model_validate(_policy_doc(raw))
+                except ValidationError:
+                    self._parsed[key] = None  # the API server validated it; a newer operator field set is skipped
+            if (parsed := self._parsed[key]) is not None:
+                out.append(parsed)
+        for stale in set(self._parsed) - seen:
+            self._parsed.pop(stale, None)
+        return out
+
+    def _lock(self, namespace: str) -> threading.Lock:
+        with self._guard:
+            return self._locks[namespace]
+
+    def active_jobs(self, namespace: str, exclude: str) -> int:
+        names = {r["metadata"]["name"] for r in self.store.items(k.FINETUNEJOBS, namespace) if _holds_a_slot(r)}
+        return len((names | self._admitting[namespace]) - {exclude})
+
+    def check(self, job: FineTuneJob, status: FineTuneJobStatus | None, now: str) -> Decision:
+        """Admit `job` (spec with the queue label and any admitted values applied) under the current policies."""
+        ns, name = job.metadata.namespace or "", job.metadata.name
+        base = with_queue_label(job)
+        if status is not None and status.admitted is not None:
+            base = apply_admitted(base, status.admitted)
+        policies = self.policies()
+        if not policies:
+            return Decision(base, (status.admitted if status and status.admitted else record(base, [], {}, now)))
+        labels = self.store.namespace_labels(ns)
+        limited = any(p.spec.limits.max_concurrent_jobs is not None for p in policies)
+        lock = self._lock(ns) if limited else threading.Lock()
+        with lock:
+            adm = admit(base, labels, policies, self.active_jobs(ns, name) if limited else 0)
+            if adm.allowed and limited:
+                self._admitting[ns].add(name)
+        if not adm.allowed:
+            METRICS.record_admission("waiting" if adm.retryable else "rejected")
+            return Decision(None, None, Refusal("PolicyViolation", adm.violations, retryable=adm.retryable))
+        METRICS.record_admission("allowed")
+        origin = apply_defaults(base, matching_policies(labels, policies))[1]
+        admitted = status.admitted if status and status.admitted else record(adm.job, adm.policies, origin, now)
+        return Decision(adm.job, admitted)
+
+    def settled(self, namespace: str, name: str) -> None:
+        """The job's admission is visible in the store (or it finished, or was deleted)."""
+        with self._guard:
+            self._admitting[namespace].discard(name)
+            if not self._admitting[namespace]:
+                self._admitting.pop(namespace, None)

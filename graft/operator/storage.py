@@ -1,0 +1,48 @@
+"""One storage root per job, and whether every Ray pod can reach it (design.md section 3).
+
+The root is `spec.checkpoints.storage`, else the operator's storage setting. A job writes its
+checkpoints, result, log and model under `<root>/<namespace>/<name>-<uid8>/`. On the RayJob path
+the root must be reachable from every pod of the job's own cluster: an object store URI
+(`s3://`, `gs://`, ...), or a path under the PVC mounted into every Ray pod.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from graft.api.spec import FineTuneJob
+from graft.operator.names import run_dir
+from graft.operator.settings import OperatorSettings
+
+OBJECT_STORES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "hdfs://")
+
+
+def storage_root(job: FineTuneJob, settings: OperatorSettings) -> str | None:
+    return job.spec.checkpoints.storage or settings.result_storage
+
+
+def job_dir(job: FineTuneJob, settings: OperatorSettings) -> str | None:
+    """`<root>/<namespace>/<name>-<uid8>` (None without a root)."""
+    root = storage_root(job, settings)
+    uid = str((job.metadata.model_extra or {}).get("uid") or "")
+    return run_dir(root, job.metadata.namespace or "", job.metadata.name, uid) if root else None
+
+
+def unreachable(job: FineTuneJob, settings: OperatorSettings) -> str | None:
+    """Why the job's storage cannot be reached from every pod of a RayJob cluster (None: it can)."""
+    root = storage_root(job, settings)
+    fix = ("set spec.checkpoints.storage to an object store URI (s3://...) or a path under "
+           f"{settings.storage_mount_path}, or install the operator with a storage PVC or object store")
+    if not root:
+        return f"spec.checkpoints.storage: unset and the operator has no default storage; {fix}"
+    if root.startswith(OBJECT_STORES):
+        return None
+    path = root.removeprefix("file://")
+    if "://" in path:
+        return f"spec.checkpoints.storage: {root!r} is not a storage every Ray pod can reach; {fix}"
+    mount = settings.storage_mount_path.rstrip("/")
+    inside = posixpath.normpath(path) == mount or posixpath.normpath(path).startswith(mount + "/")
+    if settings.storage_pvc and inside and ".." not in path.split("/"):
+        return None
+    where = f"the PVC {settings.storage_pvc} is mounted at {mount}" if settings.storage_pvc else "no PVC is mounted into Ray pods"
+    return f"spec.checkpoints.storage: {root!r} is a local path, but {where}; {fix}"
