@@ -88,6 +88,8 @@ def test_rayjob_status_drives_the_job_through_pending_running_succeeded(
     st = status(cp, FTJ, "ok", namespace)
     assert st["bestMetric"] == "0.875" and st["result"]["bestScore"] == 0.875 and st["completionTime"]
     assert condition(st, "Succeeded")["status"] == "True"
+    done = cp.kubectl("wait", "--for=condition=Succeeded", f"{FTJ}/ok", "-n", namespace, "--timeout=30s", check=False)
+    assert done.returncode == 0, done.stderr  # `kubectl wait --for=condition=Succeeded ftj/NAME` works
     events = cp.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=ok",
                         "-o", "jsonpath={.items[*].reason}").stdout.split()
     assert {"Pending", "Running", "Succeeded"} <= set(events)

@@ -82,6 +82,8 @@ def test_endpoint_status_mirrors_the_rayservice(operator: OperatorProcess, names
         "activeServiceStatus": {"applicationStatuses": {"sentiment": {"status": "RUNNING"}}},
     })
     wait_for(phase_is(cp, MEP, "sentiment", ns, "Ready"), what="Ready")
+    ready = cp.kubectl("wait", "--for=condition=Ready", f"{MEP}/sentiment", "-n", ns, "--timeout=30s", check=False)
+    assert ready.returncode == 0, ready.stderr
     st = status(cp, MEP, "sentiment", ns)
     assert st["url"] == f"http://sentiment-serve-svc.{ns}.svc:8000/"
     assert (st["readyReplicas"], st["servedVersion"]) == (2, 1)
