@@ -110,6 +110,8 @@ def main(args: argparse.Namespace) -> int:
     from graft.operator.kube import Kube, api_client
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("graft").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # kopf logs every event handler run at INFO: one line per watch event of every object otherwise.
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # one line per Ray API call otherwise
     settings = settings_from_args(args)
     namespaces = list(args.namespace)
