@@ -87,8 +87,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         if isinstance(out.get(flag), (int, float)) and not isinstance(out.get(flag), bool):
             out[bound] = out[flag]
             out[flag] = True
-    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
-        out.setdefault("type", "object")
+    # A node that preserves unknown fields may hold any JSON value (a structural schema needs no type
+    # there): `searchSpace.*.values` items are numbers, strings or booleans, not objects.
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
     if "items" in out and isinstance(out["items"], dict) and not out["items"].get("type"):

@@ -23,6 +23,7 @@ from graft.jobs.events import (
     TrialStartedEvent,
     TrialStoppedEvent,
 )
+from graft.jobs.progress import ProgressTracker
 
 _METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_f1")
 
@@ -52,8 +53,25 @@ class TrialTable:
         self.metric = job.spec.tuning.metric
         self.rows: dict[str, TrialRow] = {}
         self.live: Live | None = None
+        # The same progress the operator writes to status.progress (graft.jobs.progress).
+        self.progress = ProgressTracker(job.spec.tuning.num_trials, job.spec.score_mode, job.spec.training.epochs)
+        self.score_metric = job.spec.score_metric
+
+    def progress_line(self) -> str:
+        """`trials 3/8 (2 running), best eval_accuracy 0.88 (trial t2), epoch 2/3, 41s elapsed, ETA 1m30s`."""
+        p = self.progress.snapshot()
+        parts = [f"trials {p.trials}"]
+        if p.best_score is not None:
+            parts.append(f"best {self.score_metric} {_fmt(p.best_score)} (trial {p.best_trial})")
+        if p.epoch is not None:
+            parts.append(f"epoch {p.epoch}/{p.epochs}")
+        parts.append(f"{p.elapsed_seconds}s elapsed")
+        if p.eta_seconds is not None:
+            parts.append(f"ETA {p.eta_seconds // 60}m{p.eta_seconds % 60:02d}s")
+        return ", ".join(parts)
 
     def on_event(self, event: JobEvent) -> None:
+        self.progress.apply(event)
         if isinstance(event, PhaseEvent):
             took = f" (previous phase {event.seconds:.1f}s)" if event.seconds else ""
             self._print(f"[bold cyan]phase[/] {event.phase}{took} {event.message}")
@@ -79,6 +97,8 @@ class TrialTable:
                 row.status = event.status.replace("_", " ")
         elif isinstance(event, JobFinishedEvent):
             self._print(f"[bold]training {event.status}[/] {event.message}")
+        if isinstance(event, (TrialFinishedEvent, TrialStoppedEvent)):
+            self._print(f"[cyan]progress[/] {self.progress_line()}")
         self._refresh()
 
     def _row(self, trial_id: str, config: dict[str, Any], epochs: int) -> TrialRow:
@@ -97,7 +117,7 @@ class TrialTable:
             self.live.console.print(markup, highlight=False)
 
     def render(self) -> Table:
-        table = Table(title="trials", expand=False)
+        table = Table(title="trials", caption=self.progress_line(), expand=False)
         table.add_column("trial")
         table.add_column("hyperparameters")
         table.add_column("epoch", justify="right")
