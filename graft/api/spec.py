@@ -22,7 +22,7 @@ from graft.api.safety import (
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Paths and URIs (sources, storage): bounded, and never climbing out with `..` (graft.api.safety).
 MAX_URI_LENGTH = 2048
-SAFE_PATH = {"x-kubernetes-validations": TRAVERSAL_CEL_RULES}
+SAFE_PATH: dict[str, Any] = {"x-kubernetes-validations": TRAVERSAL_CEL_RULES}
 
 
 def check_path(value: str | None) -> str | None:

@@ -16,13 +16,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy
 from graft.api.spec import FineTuneJob
 from graft.api.status import Admitted, FineTuneJobStatus, Phase
 from graft.operator import kube as k
+from graft.operator.admission import AdmissionContext, admit_endpoint, admit_job
 from graft.operator.cache import Store
 from graft.operator.metrics import METRICS
-from graft.operator.policy import KUEUE_QUEUE_LABEL, admit, apply_defaults, matching_policies
+from graft.operator.policy import KUEUE_QUEUE_LABEL
+from graft.operator.settings import OperatorSettings
 from graft.operator.status import ACCEPTED, Refusal
 
 
@@ -72,8 +75,8 @@ def _holds_a_slot(raw: dict[str, Any]) -> bool:
 
 
 class Gate:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, settings: OperatorSettings) -> None:
+        self.store, self.settings = store, settings
         self._parsed: dict[tuple[str, str], FineTunePolicy | None] = {}
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
@@ -110,22 +113,26 @@ class Gate:
         if status is not None and status.admitted is not None:
             base = apply_admitted(base, status.admitted)
         policies = self.policies()
-        if not policies:
-            return Decision(base, (status.admitted if status and status.admitted else record(base, [], {}, now)))
-        labels = self.store.namespace_labels(ns)
+        labels = self.store.namespace_labels(ns) if policies else {}
         limited = any(p.spec.limits.max_concurrent_jobs is not None for p in policies)
         lock = self._lock(ns) if limited else threading.Lock()
         with lock:
-            adm = admit(base, labels, policies, self.active_jobs(ns, name) if limited else 0)
+            ctx = AdmissionContext(labels, policies, self.active_jobs(ns, name) if limited else 0, self.settings)
+            adm = admit_job(base, ctx)
             if adm.allowed and limited:
                 self._admitting[ns].add(name)
         if not adm.allowed:
             METRICS.record_admission("waiting" if adm.retryable else "rejected")
             return Decision(None, None, Refusal("PolicyViolation", adm.violations, retryable=adm.retryable))
         METRICS.record_admission("allowed")
-        origin = apply_defaults(base, matching_policies(labels, policies))[1]
-        admitted = status.admitted if status and status.admitted else record(adm.job, adm.policies, origin, now)
+        admitted = status.admitted if status and status.admitted else record(adm.job, adm.policies, adm.origin, now)
         return Decision(adm.job, admitted)
+
+    def check_endpoint(self, endpoint: ModelEndpoint) -> list[str]:
+        """Violations of the tenant boundary by an endpoint (none: it may be deployed or changed)."""
+        policies = self.policies()
+        labels = self.store.namespace_labels(endpoint.metadata.namespace or "") if policies else {}
+        return admit_endpoint(endpoint, AdmissionContext(labels, policies, 0, self.settings)).violations
 
     def settled(self, namespace: str, name: str) -> None:
         """The job's admission is visible in the store (or it finished, or was deleted)."""

@@ -24,7 +24,7 @@ from graft.api.spec import FineTuneJob, ObjectMeta
 from graft.api.status import Admitted, FineTuneJobStatus, Phase, Progress
 from graft.jobs.progress import PROGRESS_FILE, read_progress
 from graft.operator import kube as k
-from graft.operator.backends.base import EndpointBackend, JobBackend, RunObservation, RunState
+from graft.operator.backends.base import EndpointBackend, JobBackend, RunObservation, RunState, ServeObservation
 from graft.operator.backends.rayjob import RayJobBackend, RayServiceBackend
 from graft.operator.backends.shared import SharedJobBackend, SharedServeBackend
 from graft.operator.cache import Store
@@ -50,6 +50,7 @@ from graft.operator.storage import unreachable
 
 log = logging.getLogger("graft.operator")
 RETRY_SECONDS = 10.0
+_NOTHING = ServeObservation(exists=False)
 Raw = dict[str, Any]
 
 
@@ -94,7 +95,7 @@ def _time(value: str | None) -> datetime | None:
 class Loop:
     def __init__(self, kube: k.Kube, store: Store, settings: OperatorSettings, events: EventRecorder) -> None:
         self.kube, self.store, self.settings, self.events = kube, store, settings, events
-        self.gate = Gate(store)
+        self.gate = Gate(store, settings)
         self.rayjobs = RayJobBackend(kube, store, settings)
         self.shared_jobs = SharedJobBackend(settings)
         self.rayservices = RayServiceBackend(kube, store, settings)
@@ -267,6 +268,11 @@ class Loop:
             failed = (prev or ModelEndpointStatus()).model_copy(update={"phase": "Failed"})
             self._write_endpoint(raw, failed, str(exc))
             return None
+        refused = self.gate.check_endpoint(ep)
+        if refused:
+            self._write_endpoint(raw, compute_endpoint_status(prev, ep.spec.model, _NOTHING, _now(), gen, self.settings.history_limit,
+                                                              error="refused by policy: " + "; ".join(refused)), None)
+            return RETRY_SECONDS * 3  # a policy change may allow it
         backend: EndpointBackend = self.shared_serve if ep.spec.cluster is not None else self.rayservices
         obs = backend.apply(ep)
         for ev in obs.events:

@@ -247,7 +247,8 @@ def compute_endpoint_status(
         st.history = (st.history + [record])[-history_limit:]
     if error:
         st.phase = "Failed"
-        st.conditions = set_condition(conds, READY, "False", "InvalidSpec", error, ts, generation)
+        reason = "PolicyViolation" if error.startswith("refused by policy") else "InvalidSpec"
+        st.conditions = set_condition(conds, READY, "False", reason, error, ts, generation)
         return st
     st.ray_service_name = obs.ray_service_name or st.ray_service_name
     if not obs.exists:

@@ -18,10 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from graft.serving.args import DEPLOYMENT_NAME, ServeArgs, max_ongoing_requests
-from graft.serving.model import LoadedModel, resolve_model_dir
 from graft.serving import protocols
+from graft.serving.args import DEPLOYMENT_NAME, ServeArgs, max_ongoing_requests
 from graft.serving.isolation import Rejected, each_or_rejected, first_rejection, read_body
+from graft.serving.model import LoadedModel, resolve_model_dir
 from graft.serving.protocol import Limits, RequestError, decode_json, parse_predict_request, prediction
 
 api = FastAPI(title="Graft text classifier")

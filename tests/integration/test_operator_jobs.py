@@ -68,7 +68,7 @@ def test_applying_an_example_creates_its_rayjob(operator: OperatorProcess, names
 def test_rayjob_status_drives_the_job_through_pending_running_succeeded(
     operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
-    cp, storage = operator.cp, str(tmp_path / "storage")
+    cp, storage = operator.cp, str(tmp_path / namespace / "storage")
     apply(cp, finetunejob("ok", storage=storage, serving={"enabled": False}), namespace)
     rayjob(cp, "ok", namespace)
     set_rayjob_status(cp, "ok", namespace, "Initializing")
@@ -106,7 +106,7 @@ def test_a_failed_rayjob_fails_the_job_with_kuberays_reason(operator: OperatorPr
 
 
 def test_a_result_reporting_failure_fails_the_job(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
-    cp, storage = operator.cp, str(tmp_path / "s")
+    cp, storage = operator.cp, str(tmp_path / namespace / "s")
     apply(cp, finetunejob("tf", storage=storage), namespace)
     rayjob(cp, "tf", namespace)
     write_result(storage, namespace, "tf", uid(cp, "tf", namespace), score=0.0, status="failed", message="all trials failed: OOM")
@@ -149,7 +149,7 @@ def test_semantically_invalid_spec_ends_failed_with_a_clear_condition(operator: 
 def test_deleting_the_job_cascades_to_its_rayjob_and_keeps_the_endpoint(
     operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
-    cp, storage = operator.cp, str(tmp_path / "s")
+    cp, storage = operator.cp, str(tmp_path / namespace / "s")
     apply(cp, finetunejob("gone", storage=storage, serving={"endpoint": "keep", "promotion": "always"}), namespace)
     rayjob(cp, "gone", namespace)
     write_result(storage, namespace, "gone", uid(cp, "gone", namespace), score=0.8)
@@ -167,7 +167,7 @@ def test_deleting_the_job_cascades_to_its_rayjob_and_keeps_the_endpoint(
 def test_finished_rayjob_is_deleted_after_its_ttl_and_the_status_kept(
     operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
-    cp, storage = operator.cp, str(tmp_path / "s")
+    cp, storage = operator.cp, str(tmp_path / namespace / "s")
     apply(cp, finetunejob("ttl", storage=storage, serving={"enabled": False}, runtime={"ttlSecondsAfterFinished": 0}), namespace)
     rayjob(cp, "ttl", namespace)
     write_result(storage, namespace, "ttl", uid(cp, "ttl", namespace), score=0.7)
@@ -182,7 +182,7 @@ def test_finished_rayjob_is_deleted_after_its_ttl_and_the_status_kept(
 def test_restarting_the_operator_mid_job_duplicates_nothing_and_loses_nothing(
     operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
-    cp, storage = operator.cp, str(tmp_path / "s")
+    cp, storage = operator.cp, str(tmp_path / namespace / "s")
     apply(cp, finetunejob("rs", storage=storage, serving={"endpoint": "rs-ep", "promotion": "always"}), namespace)
     first = rayjob(cp, "rs", namespace)
     set_rayjob_status(cp, "rs", namespace, "Running", "RUNNING")

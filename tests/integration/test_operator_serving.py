@@ -49,7 +49,7 @@ def served_args(op: OperatorProcess, ns: str) -> dict:
 def test_if_better_promotes_a_better_model_and_refuses_a_worse_one(
     operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
-    cp, ns, storage = operator.cp, namespace, str(tmp_path / "s")
+    cp, ns, storage = operator.cp, namespace, str(tmp_path / namespace / "s")
     first = finish(operator, ns, storage, "v1", 0.80)
     wait_for(lambda: get(cp, RS, "sentiment", ns), what="RayService")
     assert served_args(operator, ns)["modelUri"] == first and served_args(operator, ns)["modelVersion"] == 1
@@ -71,7 +71,7 @@ def test_if_better_promotes_a_better_model_and_refuses_a_worse_one(
 
 def test_endpoint_status_mirrors_the_rayservice(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
     cp, ns = operator.cp, namespace
-    finish(operator, ns, str(tmp_path / "s"), "m1", 0.8)
+    finish(operator, ns, str(tmp_path / namespace / "s"), "m1", 0.8)
     wait_for(lambda: get(cp, RS, "sentiment", ns), what="RayService")
     wait_for(phase_is(cp, MEP, "sentiment", ns, "Deploying") , what="Deploying")
     gen = get(cp, RS, "sentiment", ns)["metadata"]["generation"]  # type: ignore[index]
@@ -92,7 +92,7 @@ def test_endpoint_status_mirrors_the_rayservice(operator: OperatorProcess, names
 
 
 def test_manual_promotion_only_records_the_candidate(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
-    cp, ns, storage = operator.cp, namespace, str(tmp_path / "s")
+    cp, ns, storage = operator.cp, namespace, str(tmp_path / namespace / "s")
     apply(cp, finetunejob("man", storage=storage, serving={"endpoint": "by-hand", "promotion": "manual"}), ns)
     wait_for(lambda: get(cp, RJ, "man", ns), what="RayJob man")
     model = write_result(storage, namespace, "man", get(cp, FTJ, "man", ns)["metadata"]["uid"], score=0.99)  # type: ignore[index]
@@ -104,7 +104,7 @@ def test_manual_promotion_only_records_the_candidate(operator: OperatorProcess, 
 
 def test_deleting_the_endpoint_removes_its_rayservice(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
     cp, ns = operator.cp, namespace
-    finish(operator, ns, str(tmp_path / "s"), "d1", 0.8)
+    finish(operator, ns, str(tmp_path / namespace / "s"), "d1", 0.8)
     wait_for(lambda: get(cp, RS, "sentiment", ns), what="RayService")
     cp.kubectl("delete", MEP, "sentiment", "-n", ns, "--wait=false")
     wait_for(lambda: get(cp, RS, "sentiment", ns) is None, timeout=180, what="garbage collection of the RayService")

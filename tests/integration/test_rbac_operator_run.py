@@ -88,7 +88,7 @@ def chart_operator(graft_crds: ControlPlane, namespace: str, tmp_path: Path) -> 
 
 def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: ChartOperator, namespace: str,
                                                        tmp_path: Path) -> None:
-    cp, storage = chart_operator.cp, str(tmp_path / "storage")
+    cp, storage = chart_operator.cp, str(tmp_path / namespace / "storage")
     job = finetunejob("runas", storage=storage, serving={"endpoint": "runas", "promotion": "always"},
                       runtime={"ttlSecondsAfterFinished": 0})
     apply(cp, job, namespace)

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.addons import Kueue, KubeRayOperator
+from tests.addons import KubeRayOperator, Kueue
 from tests.cluster import node_lock, running_cluster
 from tests.controlplane import ADDON_COMPONENTS, NODE_COMPONENTS, ControlPlane, ensure_binaries
 from tests.kubenode import KubeNode
