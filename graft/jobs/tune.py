@@ -31,9 +31,9 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from graft.api.result import EpochMetrics, TrialRecord
 from graft.api.spec import FineTuneJob, FineTuneJobSpec
-from graft.jobs.tasks import TaskData
 from graft.jobs.events import JobEvent, TrialEpochEvent, TrialFinishedEvent, TrialStartedEvent, TrialStoppedEvent
 from graft.jobs.search_space import apply_config, describe, param_space
+from graft.jobs.tasks import TaskData
 from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
 
 TRIAL_DRIVER_RESOURCE = "graft_trial_driver"
