@@ -16,8 +16,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
+import shutil
 import ssl
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -55,15 +58,22 @@ class _Process:
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
 
         def ok() -> bool:
-            if self.proc is None or self.proc.poll() is not None:
-                raise ControlPlaneError(f"{self.name} exited; log tail:\n{self.tail()}")
             with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
                 return r.status == 200
 
-        try:
-            wait_until(ok, timeout=timeout, interval=0.5, what=f"{self.name} at {url}")
-        except TimeoutError as exc:
-            raise ControlPlaneError(f"{exc}; log tail:\n{self.tail()}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is None or self.proc.poll() is not None:
+                raise ControlPlaneError(f"{self.name} exited; log tail:\n{self.tail()}")
+            try:
+                if ok():
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"{self.name} not ready at {url} after {timeout:.0f}s; "
+                                        f"log tail:\n{self.tail()}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -138,7 +148,17 @@ class Kueue:
             "integrations": {"frameworks": ["ray.io/rayjob"]},
             "featureGates": {"VisibilityOnDemand": False},
         }, indent=2))
-        self.process.spawn([str(self.binary), f"--config={config}", "--zap-log-level=info"],
+        # Without internal cert management Kueue reads its metrics certificate from the fixed
+        # /etc/kueue/metrics/certs: give it that path in a private mount namespace (an overlay
+        # on /etc that only this process sees), not on the host.
+        upper, work = self.workdir / "etc-upper", self.workdir / "etc-work"
+        (upper / "kueue" / "metrics").mkdir(parents=True, exist_ok=True)
+        work.mkdir(exist_ok=True)
+        shutil.copytree(certs, upper / "kueue" / "metrics" / "certs", dirs_exist_ok=True)
+        script = (f"mount -t overlay graft-kueue-etc -o lowerdir=/etc,upperdir={shlex.quote(str(upper))},"
+                  f"workdir={shlex.quote(str(work))} /etc && exec {shlex.quote(str(self.binary))} "
+                  f"--config={shlex.quote(str(config))} --zap-log-level=info")
+        self.process.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                            env={"KUBECONFIG": str(self.cp.kubeconfig)})
         self.process.wait_http_ok(f"http://127.0.0.1:{health}/readyz", timeout)
         self._install_webhooks()
