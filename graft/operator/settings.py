@@ -24,6 +24,8 @@ class OperatorSettings(BaseModel):
     head_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN)
     worker_memory: str = Field(default="4Gi", pattern=QUANTITY_PATTERN, description="Used when a spec sets no memory.")
     serve_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN, description="Serve worker memory when a spec sets none.")
+    autoscaler_cpu: str = Field(default="200m", pattern=QUANTITY_PATTERN, description="CPU of KubeRay's autoscaler sidecar (RayService heads).")
+    autoscaler_memory: str = Field(default="512Mi", pattern=QUANTITY_PATTERN)
     submission_mode: Literal["K8sJobMode", "HTTPMode", "SidecarMode"] = "K8sJobMode"
     driver_resource: str | None = Field(
         default="graft_trial_driver",  # graft.jobs.tune.TRIAL_DRIVER_RESOURCE (not imported: it pulls in Ray)

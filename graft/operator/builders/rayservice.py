@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import yaml
@@ -40,8 +39,10 @@ def _cluster_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict
     serving = endpoint.spec.serving
     image = endpoint.spec.image or settings.ray_image
     labels = endpoint_labels(name)
-    # One Serve replica per worker pod: the Ray autoscaler adds pods as Serve adds replicas.
-    pod_cpu = cpu_quantity(max(1.0, float(math.ceil(serving.resources.cpus))))
+    # A Serve worker pod is sized as one replica asks (fractions of a core too: KubeRay gives the
+    # pod's Ray the ceiling, e.g. 500m -> 1 logical CPU); the Ray autoscaler adds pods as Serve adds
+    # replicas that do not fit.
+    pod_cpu = cpu_quantity(serving.resources.cpus)
     worker = worker_group(
         SERVE_GROUP,
         replicas=serving.min_replicas,
@@ -72,7 +73,12 @@ def _cluster_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict
     return {
         "rayVersion": settings.ray_version,
         "enableInTreeAutoscaling": True,
-        "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
+        "autoscalerOptions": {
+            "upscalingMode": "Default",
+            "idleTimeoutSeconds": 60,
+            # KubeRay's default sidecar asks 500m; polling the cluster needs far less.
+            "resources": resources(settings.autoscaler_cpu, settings.autoscaler_memory),
+        },
         "headGroupSpec": head,
         "workerGroupSpecs": [worker],
     }
