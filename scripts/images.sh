@@ -52,6 +52,12 @@ build_base() {
   base_key=$(base_recipe | sha)
   base_dir=$cache/base-$base_key
   [ -f "$base_dir/rootfs.digest" ] && return
+  if ! command -v mmdebstrap >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing mmdebstrap (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends mmdebstrap >&2 \
+      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 \
+           --no-install-recommends mmdebstrap >&2; }
+  fi
   need mmdebstrap "apt-get install mmdebstrap"
   log "base: mmdebstrap $suite ($base_packages) -> $base_dir"
   prune base "$base_dir"; mkdir -p "$base_dir"
