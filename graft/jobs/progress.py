@@ -170,7 +170,7 @@ def read_progress(uri: str) -> Progress | None:
     try:
         with fsspec.open(uri, "rb") as fh:
             data = fh.read(MAX_PROGRESS_BYTES + 1)
-    except (FileNotFoundError, OSError):
+    except (OSError, ImportError, ValueError):  # missing, unreachable, or no fsspec backend for the scheme
         return None
     if len(data) > MAX_PROGRESS_BYTES:
         return None

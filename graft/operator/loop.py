@@ -14,13 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client import ApiException
-from pydantic import ValidationError
 
-from graft.api.endpoint import ModelEndpoint, ModelEndpointSpec, ModelEndpointStatus
+from graft.api.endpoint import ModelEndpointStatus
 from graft.api.errors import SpecError
-from graft.api.load import parse_as, parse_spec
 from graft.api.result import TrainingResult
-from graft.api.spec import FineTuneJob, ObjectMeta
+from graft.api.spec import FineTuneJob
 from graft.api.status import Admitted, FineTuneJobStatus, Phase, Progress
 from graft.jobs.progress import PROGRESS_FILE, read_progress
 from graft.operator import kube as k
@@ -31,6 +29,7 @@ from graft.operator.cache import Store
 from graft.operator.events import EventRecorder
 from graft.operator.gate import Gate, apply_admitted, with_queue_label
 from graft.operator.metrics import METRICS
+from graft.operator.objects import Raw, known, parse_endpoint, parse_job, previous_status
 from graft.operator.promoter import PromotionConflict, promote
 from graft.operator.result import ResultUnavailable, read_result
 from graft.operator.settings import OperatorSettings
@@ -51,37 +50,6 @@ from graft.operator.storage import unreachable
 log = logging.getLogger("graft.operator")
 RETRY_SECONDS = 10.0
 _NOTHING = ServeObservation(exists=False)
-Raw = dict[str, Any]
-
-
-def _known(model: type[FineTuneJobStatus] | type[ModelEndpointStatus], status: dict[str, Any] | None) -> dict[str, Any]:
-    fields = {f.alias or n for n, f in model.model_fields.items()}
-    return {key: v for key, v in (status or {}).items() if key in fields}
-
-
-def previous_status(model: type[FineTuneJobStatus] | type[ModelEndpointStatus], raw: Raw) -> Any:
-    """The status the operator wrote last (None before its first write, or when unreadable)."""
-    if not (raw.get("status") or {}).get("phase"):
-        return None
-    try:
-        return model.model_validate(_known(model, raw.get("status")))
-    except ValidationError:
-        return None
-
-
-def _meta(raw: Raw) -> ObjectMeta:
-    m = raw["metadata"]
-    return parse_as(ObjectMeta, {"name": m["name"], "namespace": m.get("namespace"), "labels": m.get("labels") or {},
-                                 "annotations": {}, "uid": m.get("uid"), "generation": m.get("generation")}, prefix="metadata")
-
-
-def parse_job(raw: Raw) -> FineTuneJob:
-    """The typed FineTuneJob of an API object; SpecError names each bad field (semantic checks)."""
-    return FineTuneJob(metadata=_meta(raw), spec=parse_spec(dict(raw.get("spec") or {})))
-
-
-def parse_endpoint(raw: Raw) -> ModelEndpoint:
-    return ModelEndpoint(metadata=_meta(raw), spec=parse_as(ModelEndpointSpec, dict(raw.get("spec") or {}), prefix="spec"))
 
 
 def _now() -> datetime:
@@ -217,7 +185,7 @@ class Loop:
         """The one status write of a pass, compared with what the server has; a phase change posts an Event."""
         new = computed or compute_status(prev, obs, _now(), suspend=suspend)
         md = raw["metadata"]
-        patch = status_patch(_known(FineTuneJobStatus, raw.get("status")), new)
+        patch = status_patch(known(FineTuneJobStatus, raw.get("status")), new)
         if patch:
             obj = self.kube.patch_status(k.FINETUNEJOBS, md["namespace"], md["name"], patch)
             if obj is not None:
@@ -283,7 +251,7 @@ class Loop:
 
     def _write_endpoint(self, raw: Raw, new: ModelEndpointStatus, error: str | None) -> None:
         md = raw["metadata"]
-        patch = status_patch(_known(ModelEndpointStatus, raw.get("status")), new)
+        patch = status_patch(known(ModelEndpointStatus, raw.get("status")), new)
         if patch:
             obj = self.kube.patch_status(k.MODELENDPOINTS, md["namespace"], md["name"], patch)
             if obj is not None:

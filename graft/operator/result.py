@@ -72,7 +72,7 @@ def read_result_file(uri: str) -> TrainingResult:
             data = fh.read(MAX_RESULT_BYTES + 1)
     except FileNotFoundError as exc:
         raise ResultUnavailable(f"{uri} does not exist (yet)") from exc
-    except OSError as exc:
+    except (OSError, ImportError, ValueError) as exc:  # unreachable, or no fsspec backend for the scheme
         raise ResultUnavailable(f"cannot read {uri}: {exc}") from exc
     if len(data) > MAX_RESULT_BYTES:
         raise ResultUnavailable(f"{uri} is larger than {MAX_RESULT_BYTES} bytes: not a result document")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 
 
@@ -15,11 +16,12 @@ class WorkQueue:
         """`process(key)` returns seconds after which to look at the key again (None: only on events)."""
         self.process, self.workers, self.name = process, workers, name
         self._cond = threading.Condition()
-        self._ready: list[Hashable] = []
+        self._ready: deque[Hashable] = deque()
         self._queued: set[Hashable] = set()
         self._active: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._delayed: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}  # the one pending delayed time per key (earlier wins)
         self._seq = 0
         self._stop = False
         self._threads: list[threading.Thread] = []
@@ -35,9 +37,14 @@ class WorkQueue:
                 self._cond.notify()
 
     def add_after(self, key: Hashable, delay: float) -> None:
+        """Queue `key` in `delay` seconds; a key has at most one pending delay (the earliest)."""
+        when = time.monotonic() + delay
         with self._cond:
+            if key in self._due and self._due[key] <= when:
+                return
+            self._due[key] = when
             self._seq += 1
-            heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
+            heapq.heappush(self._delayed, (when, self._seq, key))
             self._cond.notify()
 
     def alive(self) -> bool:
@@ -45,8 +52,9 @@ class WorkQueue:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def __len__(self) -> int:
+        """Keys waiting: ready now, or with a pending delay."""
         with self._cond:
-            return len(self._ready) + len(self._delayed)
+            return len(self._queued | set(self._due))
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -66,16 +74,20 @@ class WorkQueue:
             while not self._stop:
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
-                    _, _, key = heapq.heappop(self._delayed)
+                    when, _, key = heapq.heappop(self._delayed)
+                    if self._due.get(key) != when:
+                        continue  # superseded by an earlier delay, or the key ran meanwhile
+                    del self._due[key]
                     if key not in self._queued and key not in self._active:
                         self._queued.add(key)
                         self._ready.append(key)
                     elif key in self._active:
                         self._dirty.add(key)
                 if self._ready:
-                    key = self._ready.pop(0)
+                    key = self._ready.popleft()
                     self._queued.discard(key)
                     self._active.add(key)
+                    self._due.pop(key, None)  # this run replaces a pending delayed one; it returns its own delay
                     return key
                 timeout = (self._delayed[0][0] - now) if self._delayed else 1.0
                 self._cond.wait(timeout=min(max(timeout, 0.001), 1.0))
