@@ -6,10 +6,15 @@
 * ``node_namespace``: a fresh namespace per test, deleted afterwards (its pods stopped).
 * ``kuberay_operator``: session scope, the real KubeRay operator (tests/addons.py).
 * ``kueue``: session scope, real Kueue with webhooks and the RayJob integration.
+* ``ray_image``: session scope, the Ray image (graft + Ray) built by scripts/images.sh
+  and loaded into the node's containerd; its reference.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -64,3 +69,15 @@ def kueue(control_plane: ControlPlane, kube_node: KubeNode) -> Iterator[Kueue]:
         yield k
     finally:
         k.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_image(kube_node: KubeNode) -> str:
+    """The Ray image of this checkout (scripts/images.sh: cached layers, loaded once into the
+    node's persistent containerd; cold: see docs/testing-control-plane.md). Its reference."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "images.sh"
+    env = {**os.environ, "CONTAINERD_ADDRESS": str(kube_node.socket)}
+    subprocess.run(["bash", str(script), "load", "ray"], env=env, check=True, timeout=3000)
+    ref = subprocess.run(["bash", str(script), "refs"], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert ref in kube_node.image_refs(), f"{ref} not in the node's containerd after scripts/images.sh load ray"
+    return ref

@@ -52,3 +52,26 @@ def test_kuberay_creates_head_and_worker_pods_for_a_raycluster(
     services = control_plane.kubectl_json("get", "services", "-n", node_namespace,
                                           "-l", "ray.io/cluster=smoke")["items"]
     assert any(s["metadata"]["name"].startswith("smoke-head") for s in services)
+
+
+def test_raycluster_with_the_ray_image_becomes_ready(
+    control_plane: ControlPlane, kube_node: KubeNode, kuberay_operator: KubeRayOperator,
+    ray_image: str, node_namespace: str,
+) -> None:
+    cluster = raycluster("ray", ray_image, workers=0)
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["resources"] = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    head["env"] = [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
+    control_plane.kubectl("apply", "-n", node_namespace, "-f", "-", input=json.dumps(cluster))
+
+    def state() -> str | None:
+        rc = control_plane.kubectl_json("get", "raycluster", "ray", "-n", node_namespace)
+        return (rc.get("status") or {}).get("state") == "ready" and rc["status"]["state"]
+
+    wait_until(state, timeout=300, interval=2,
+               what=f"RayCluster ready; operator log:\n{kuberay_operator.log_tail()}")
+    pod = control_plane.kubectl_json("get", "pods", "-n", node_namespace, "-l", "ray.io/node-type=head")["items"][0]
+    assert pod["status"]["phase"] == "Running"
+    out = control_plane.kubectl("exec", "-n", node_namespace, pod["metadata"]["name"], "--",
+                                "python", "-c", "import ray, graft; print('ray', ray.__version__)")
+    assert out.stdout.startswith("ray ")

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.addons import Kueue, KubeRayOperator
+from tests.addons import KubeRayOperator, Kueue
 from tests.controlplane import ControlPlane
 from tests.integration.helpers import FTJ, RJ, OperatorProcess, apply, finetunejob, get, wait_for
 from tests.kubenode import KubeNode
