@@ -43,11 +43,19 @@ def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
     return bool(found & {"amx_bf16", "avx512_bf16"})
 
 
+def cpu_bf16_is_fast(flags: set[str] | None = None) -> bool:
+    """Whether `precision: auto` trains in bf16 on this CPU: only with AMX tiles (oneDNN's bf16
+    matmuls are then faster than fp32); with AVX-512 BF16 alone bf16 is native but not clearly
+    faster, and autocast adds casts, so auto keeps fp32 there."""
+    found = cpu_flags() if flags is None else flags
+    return "amx_bf16" in found
+
+
 def resolve_precision(requested: str, *, gpu: bool, gpu_bf16: bool = False, cpu_bf16: bool = False) -> ResolvedPrecision:
     """The precision to train in.
 
-    `auto`: bf16 where the device supports it (GPU with bf16, or a CPU with native bf16), fp16 on
-    GPUs without bf16, otherwise fp32. An explicit precision is never changed: fp16 without a GPU
+    `auto`: what is fast: bf16 on GPUs that support it, fp16 on GPUs without bf16; on CPUs bf16
+    only where `cpu_bf16` (callers pass `cpu_bf16_is_fast()`: AMX), otherwise fp32. An explicit precision is never changed: fp16 without a GPU
     is an error (DeepSpeed refuses fp16 on CPUs), bf16 on a CPU without native bf16 runs emulated.
     """
     if requested == "auto":

@@ -85,8 +85,10 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     phases.enter("preflight")
     found = preflight.inspect(spec)
     check_cluster(spec)
+    import ray
 
-    phases.enter("loading")
+    notes = [*found.warnings, preflight.concurrency_warning(spec, ray.cluster_resources())]
+    phases.enter("loading", "; ".join(f"warning: {n}" for n in notes if n))
     data = found.task.prepare(found.dataset, found.model_path)  # once per job, shared by every trial
     storage = storage_root(spec, run_dir)
     base = TrainingResult(

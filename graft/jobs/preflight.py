@@ -7,7 +7,7 @@ the spec field, instead of minutes later inside a Ray worker.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ class Preflight:
     task: Task
     model_path: Path
     dataset: Any  # what task.load() returned; task.prepare() preprocesses it
+    warnings: list[str] = field(default_factory=list)  # the job runs, but slower or saving less than it could
 
 
 def _model_errors(spec: FineTuneJobSpec) -> tuple[Path | None, list[FieldError]]:
@@ -78,6 +79,57 @@ def _spec_errors(spec: FineTuneJobSpec) -> list[FieldError]:
     return errors
 
 
+def warnings(spec: FineTuneJobSpec, flags: set[str] | None = None) -> list[str]:
+    """What runs but slowly or wastefully: emulated bf16, an ASHA that cannot stop anything."""
+    from graft.jobs.deepspeed_config import cpu_has_native_bf16
+
+    out: list[str] = []
+    if spec.training.precision == "bf16" and spec.resources.gpus_per_worker == 0 and not cpu_has_native_bf16(flags):
+        out.append(
+            "spec.training.precision: bf16 on this CPU is emulated (no AVX-512 BF16 or AMX) and several times slower than fp32; "
+            "use precision: auto (fp32 here) unless you need bf16"
+        )
+    sched = spec.tuning.scheduler
+    if sched.type == "asha" and spec.tuning.num_trials > 1:
+        from graft.jobs.search_space import asha_rungs
+
+        top = max_epochs(spec)
+        if not asha_rungs(top, sched.grace_period, sched.reduction_factor):
+            out.append(
+                f"spec.tuning.scheduler: ASHA can stop a trial only before its last epoch, and gracePeriod {sched.grace_period} >= "
+                f"{top} epoch(s) leaves no rung: every trial runs to the end; lower gracePeriod or raise training.epochs"
+            )
+    return out
+
+
+def concurrency_warning(spec: FineTuneJobSpec, cluster: dict[str, float]) -> str | None:
+    """Whether `maxConcurrentTrials` trials fit on the cluster's CPUs/GPUs at once (None when they do)."""
+    res, want = spec.resources, spec.tuning.max_concurrent_trials
+    want = min(want, spec.tuning.num_trials)
+    if want <= 1:
+        return None
+    fit = int(cluster.get("CPU", 0) // (res.workers * res.cpus_per_worker))
+    if res.gpus_per_worker > 0:
+        fit = min(fit, int(cluster.get("GPU", 0) // (res.workers * res.gpus_per_worker)))
+    if fit >= want:
+        return None
+    return (
+        f"spec.tuning.maxConcurrentTrials: {want} trials at once need {want * res.workers * res.cpus_per_worker:g} CPUs "
+        f"({res.workers} worker(s) x {res.cpus_per_worker:g} CPU each); the Ray cluster has {cluster.get('CPU', 0):g}, "
+        f"so at most {max(fit, 1)} run at a time"
+    )
+
+
+def max_epochs(spec: FineTuneJobSpec) -> int:
+    """The most epochs any trial can run (epochs may itself be searched)."""
+    param = spec.tuning.search_space.get("epochs")
+    if param is None:
+        return spec.training.epochs
+    if param.type == "choice":
+        return max(int(v) for v in (param.values or [spec.training.epochs]))
+    return int(param.high or spec.training.epochs)
+
+
 def inspect(spec: FineTuneJobSpec) -> Preflight:
     """Run every check; raise one SpecError listing every problem, or return what was found."""
     errors = _spec_errors(spec)
@@ -95,7 +147,7 @@ def inspect(spec: FineTuneJobSpec) -> Preflight:
     if errors:
         raise SpecError(errors)
     assert model_path is not None and dataset is not None and task is not None
-    return Preflight(task=task, model_path=model_path, dataset=dataset)
+    return Preflight(task=task, model_path=model_path, dataset=dataset, warnings=warnings(spec))
 
 
 def check(spec: FineTuneJobSpec) -> None:

@@ -74,3 +74,24 @@ def describe(config: Mapping[str, Any]) -> dict[str, float | int | str | bool]:
             value = value.item()
         out[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return out
+
+
+def asha_rungs(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """The epochs at which ASHA compares trials (Ray's milestones: grace x rf^k below max_t)."""
+    rungs, t = [], float(grace_period)
+    while t < max_t:
+        rungs.append(int(t))
+        t *= reduction_factor
+    return rungs
+
+
+def asha_epoch_fraction(max_t: int, grace_period: int, reduction_factor: float) -> float:
+    """Expected epochs per trial under ASHA as a fraction of max_t, for many trials (1/rf promoted at each rung)."""
+    rungs = asha_rungs(max_t, grace_period, reduction_factor)
+    if not rungs:
+        return 1.0
+    edges = [*rungs, max_t]
+    total = float(edges[0])
+    for k in range(len(rungs)):
+        total += (edges[k + 1] - edges[k]) / reduction_factor ** (k + 1)
+    return total / max_t

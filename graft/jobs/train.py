@@ -119,10 +119,10 @@ class _Worker:
     def _precision(self) -> Any:
         import torch
 
-        from graft.jobs.deepspeed_config import cpu_has_native_bf16, resolve_precision
+        from graft.jobs.deepspeed_config import cpu_bf16_is_fast, resolve_precision
 
         gpu_bf16 = bool(self.use_gpu and torch.cuda.is_bf16_supported())
-        return resolve_precision(str(getattr(self.training.precision, "value", self.training.precision)), gpu=self.use_gpu, gpu_bf16=gpu_bf16, cpu_bf16=cpu_has_native_bf16())
+        return resolve_precision(str(getattr(self.training.precision, "value", self.training.precision)), gpu=self.use_gpu, gpu_bf16=gpu_bf16, cpu_bf16=cpu_bf16_is_fast())
 
     def _device(self) -> Any:
         import ray.train.torch
