@@ -384,12 +384,23 @@ class ServingSpec(ApiModel):
     promotion: Literal["always", "ifBetter", "manual"] = Field(default="ifBetter")
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=1, ge=1, le=1000)
-    target_ongoing_requests: float = Field(default=2, gt=0, le=10000)
+    target_ongoing_requests: float | None = Field(
+        default=None, gt=0, le=10000,
+        description="Serve autoscaling target per replica; default: batching.maxBatchSize (a replica is busy when one full batch is in flight).",
+    )
     resources: ServingResources = Field(default_factory=ServingResources)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_text_length: int = Field(default=20000, ge=1, le=MAX_TEXT_LENGTH, description="Longest accepted input text, in characters.")
     max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image, in bytes (image-classification).")
     max_tokens: int = Field(default=512, ge=1, le=32768, description="causal-lm: most tokens one request may generate.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="Inference weights: auto = bf16 on GPUs that support it, fp32 on CPUs (text classification)."
+    )
+
+    @property
+    def autoscaling_target(self) -> float:
+        """targetOngoingRequests, defaulting to the batch size."""
+        return self.target_ongoing_requests or float(self.batching.max_batch_size)
 
     @model_validator(mode="after")
     def _replicas(self) -> ServingSpec:

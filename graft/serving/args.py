@@ -42,6 +42,7 @@ class ServeArgs(ApiModel):
     max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per text; longer texts are truncated.")
     max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image (image-classification), in bytes.")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto: cuda when available, else cpu.")
+    precision: str = Field(default="auto", pattern=r"^(auto|fp32|bf16)$", description="auto: bf16 on GPUs that support it, else fp32.")
     torch_threads: int | None = Field(
         default=None, ge=1, le=512, description="torch intra-op threads; default: the replica's CPUs (at least 1)."
     )
@@ -99,6 +100,7 @@ class ServeArgs(ApiModel):
             max_seq_length=max_seq_length,
             trust_remote_code=trust_remote_code,
             torch_threads=max(1, math.floor(serving.resources.cpus)),
+            precision=serving.precision,
         )
 
 
@@ -137,7 +139,7 @@ def serve_config(
                 "autoscaling_config": {
                     "min_replicas": serving.min_replicas,
                     "max_replicas": serving.max_replicas,
-                    "target_ongoing_requests": serving.target_ongoing_requests,
+                    "target_ongoing_requests": serving.autoscaling_target,
                 },
                 "ray_actor_options": actor_options,
             }

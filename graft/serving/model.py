@@ -67,6 +67,15 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """bf16 where asked, or (auto) on a GPU that supports it; fp32 otherwise."""
+    import torch
+
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float32
+
+
 @dataclass
 class LoadedModel:
     model_dir: Path
@@ -91,7 +100,7 @@ class LoadedModel:
             raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
         if model.config.num_labels != len(labels):
             raise ModelLoadError(f"the model has {model.config.num_labels} labels but {len(labels)} label names were given")
-        model.to(device)
+        model.to(device, dtype=inference_dtype(args.precision, device))
         model.eval()
         return cls(model_dir, model, tokenizer, labels, device, args.max_seq_length)
 
@@ -99,9 +108,41 @@ class LoadedModel:
         """Softmax scores per label for each text, in one forward pass."""
         import torch
 
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="pt"
-        ).to(self.device)
+        batch = encode_truncated(self.tokenizer, texts, self.max_seq_length).to(self.device)
         with torch.inference_mode():
             logits = self.model(**batch).logits
         return torch.softmax(logits.float(), dim=-1).cpu().tolist()
+
+
+# A generous bound on characters per token: texts are cut to max_seq_length x this (at a space)
+# before tokenising, so a 20000-character text costs what its first tokens cost.
+CHARS_PER_TOKEN = 12
+
+
+def cut_text(text: str, max_chars: int) -> str:
+    """`text` cut to at most `max_chars` characters, at the last space before the limit (whole words only)."""
+    if len(text) <= max_chars:
+        return text
+    space = text.rfind(" ", 0, max_chars)
+    return text[: space if space > 0 else max_chars]
+
+
+def encode_truncated(tokenizer: Any, texts: list[str], max_length: int) -> Any:
+    """The same tensors as `tokenizer(texts, truncation=True, max_length=...)`, without tokenising what is cut away.
+
+    Each text is first cut to `max_length * CHARS_PER_TOKEN` characters at a word boundary. A cut
+    text that still overflows `max_length` tokens gives exactly the tokens of the whole text
+    (truncation keeps only whole words that lie before the cut); one that does not (e.g. long runs
+    of spaces) is tokenised again whole. Slow (non-Rust) tokenizers report no overflow: they get
+    the whole texts.
+    """
+    kwargs = {"padding": True, "truncation": True, "max_length": max_length, "return_tensors": "pt"}
+    if not getattr(tokenizer, "is_fast", False):
+        return tokenizer(texts, **kwargs)
+    cut = [cut_text(t, max_length * CHARS_PER_TOKEN) for t in texts]
+    if all(c is t for c, t in zip(cut, texts)):
+        return tokenizer(texts, **kwargs)
+    enc = tokenizer(cut, **kwargs)
+    if any(c is not t and not e.overflowing for c, t, e in zip(cut, texts, enc.encodings)):
+        return tokenizer(texts, **kwargs)
+    return enc

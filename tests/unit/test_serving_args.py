@@ -118,3 +118,11 @@ def test_serve_config_is_accepted_by_serves_own_config_schema() -> None:
 def test_serve_config_rejects_a_route_prefix_without_a_leading_slash() -> None:
     with pytest.raises(ValueError, match="must start with '/'"):
         serve_config(ServeArgs(model_uri="/m"), app_name="a", route_prefix="sentiment", serving=ServingSpec())
+
+
+def test_the_autoscaling_target_defaults_to_the_batch_size() -> None:
+    serving = spec(maxReplicas=2, batching={"maxBatchSize": 16})
+    args = ServeArgs.from_serving("/m", serving)
+    entry = serve_config(args, app_name="a", route_prefix="/a", serving=serving)
+    assert entry["deployments"][0]["autoscaling_config"]["target_ongoing_requests"] == 16
+    assert entry["deployments"][0]["max_ongoing_requests"] >= 16
