@@ -367,35 +367,13 @@ def run_deepspeed(model_dir: str, texts: list[str], labels: list[int], work: Wor
 # -- the graft arm ---------------------------------------------------------------------------------
 
 
-class EpochLog:
-    """A Ray Train callback (it runs in the Train controller) appending every report to a JSON-lines file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps({k: v for k, v in metrics[0].items() if isinstance(v, (int, float, str))}) + "\n")
-
-
 def run_graft(texts: list[str], labels: list[int], val_texts: list[str], val_labels: list[int], work: Workload, storage: Path) -> dict[str, Any]:
     """One `TorchTrainer` run of Graft's own loop, built as graft/jobs/tune.py `_trial` builds it."""
-    import ray
-    from ray.train import (
-        CheckpointConfig,
-        FailureConfig,
-        RunConfig,
-        ScalingConfig,
-        UserCallback,
-    )
-    from ray.train.torch import TorchTrainer
-
+    from bench.graft_arm import graft_fit
     from graft.api.spec import FineTuneJobSpec
     from graft.jobs.data import LoadedDataset
     from graft.jobs.tasks import get_task
-    from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
 
-    callback_cls = type("GraftEpochLog", (EpochLog, UserCallback), {})
     epochs = 1 + work.graft_epochs
     training = work.training_spec(epochs)
     spec = FineTuneJobSpec.model_validate(
@@ -404,45 +382,12 @@ def run_graft(texts: list[str], labels: list[int], val_texts: list[str], val_lab
             "dataset": {"source": DATA_SOURCE},
             "training": training.model_dump(mode="json"),
             "resources": {"workers": 1, "cpusPerWorker": work.threads},
+            "checkpoints": {"numToKeep": CheckpointSpec().num_to_keep},
         }
     )
     raw = LoadedDataset(texts, labels, val_texts, val_labels, list(LABEL_NAMES))
     data = get_task(spec).prepare(raw, resolve_source(MODEL_SOURCE, field="model", kind="model"))  # the driver's one tokenisation
-    name = f"overhead-{uuid.uuid4().hex[:8]}"
-    log = storage / f"{name}.jsonl"
-    keep = CheckpointSpec()
-    env = default_env(False, None, work.threads)
-    worker = WorkerConfig(
-        trial_id=name,
-        spec=spec.model_dump(mode="json"),
-        training=training.model_dump(mode="json"),
-        trial_config={},
-        metric="eval_accuracy",
-        mode="max",
-        use_gpu=False,
-        env=env,
-        data=ray.put(data),
-    )
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=worker.to_dict(),
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": float(work.threads)}),
-        run_config=RunConfig(
-            name=name,
-            storage_path=str(storage),
-            checkpoint_config=CheckpointConfig(num_to_keep=keep.num_to_keep, checkpoint_score_attribute="eval_accuracy", checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=0),
-            worker_runtime_env={"env_vars": env},
-            callbacks=[callback_cls(str(log))],
-        ),
-    )
-    t0 = time.perf_counter()
-    trainer.fit()
-    fit_seconds = time.perf_counter() - t0
-    reports = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    shutil.rmtree(storage / name, ignore_errors=True)
-    if len(reports) != epochs:
-        raise RuntimeError(f"graft arm: expected {epochs} epoch reports, got {len(reports)}: {reports}")
+    reports, fit_seconds, name = graft_fit(spec, data, storage, name=f"overhead-{uuid.uuid4().hex[:8]}")
     for r in reports:
         if "train_seconds" not in r or "checkpoint_seconds" not in r:
             raise RuntimeError("graft arm: the epoch metrics lack train_seconds/checkpoint_seconds; graft/jobs/train.py is older than this bench")
