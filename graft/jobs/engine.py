@@ -16,6 +16,7 @@ evaluation, `full_weights()` for export, and `save`/`load` of exactly the state 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -161,6 +162,12 @@ class DeepSpeedEngine:
 
         from graft.jobs.deepspeed_config import deepspeed_config
 
+        if not use_gpu and os.environ.get("GRAFT_DS_SHM_COMM", "0") != "1":
+            # DeepSpeed's CPU shared-memory allreduce is a C++ op compiled on first use (35-100 s, and
+            # again whenever its build config changes); gloo needs no build. GRAFT_DS_SHM_COMM=1 opts in.
+            import deepspeed.ops
+
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         optimizer, scheduler = optimizer_and_schedule(module, training, total_steps)
         config = deepspeed_config(training, world_size=world_size, precision=precision, use_gpu=use_gpu)
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config)
