@@ -30,6 +30,7 @@ from graft.api.spec import FineTuneJob
 from graft.api.status import FineTuneJobStatus
 from graft.operator import kube as k
 from graft.operator.backends.base import Event, RunObservation, RunState, ServeObservation, Step
+from graft.operator.backends.shared import persist_log
 from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.builders.rayjob import job_result_uri
 from graft.operator.cache import Store
@@ -37,8 +38,10 @@ from graft.operator.names import ANNOTATION_MODEL_VERSION, ANNOTATION_SPEC_HASH,
 from graft.operator.policy import apply_kueue
 from graft.operator.result import ResultSource
 from graft.operator.settings import OperatorSettings
+from graft.operator.shared.jobs import ClusterUnavailable, RayJobs
 
 log = logging.getLogger("graft.operator")
+LOG_TIMEOUT = 5.0  # seconds for the one read of a finished job's log
 
 
 def observe_rayjob(rayjob: dict[str, Any] | None, suspend: bool, queue: str | None = None) -> RunObservation:
@@ -112,7 +115,22 @@ class RayJobBackend:
         if held != want and (want or not queue):
             md = rj["metadata"]
             rj = self.store.put(k.RAYJOBS, self.kube.patch(k.RAYJOBS, md["namespace"], md["name"], {"spec": {"suspend": want}}))
-        return Step(observe_rayjob(rj, want, queue))
+        run = observe_rayjob(rj, want, queue)
+        if run.state in (RunState.SUCCEEDED, RunState.FAILED) and (status is None or not status.log_uri):
+            run = dataclasses.replace(run, log_uri=self._copy_log(job, run))
+        return Step(run)
+
+    def _copy_log(self, job: FineTuneJob, run: RunObservation) -> str | None:
+        """Once, when the Ray job ends: its driver log, through the dashboard, next to the result."""
+        if not run.dashboard_url or not run.submission_id:
+            return None
+        base = run.dashboard_url if "://" in run.dashboard_url else f"http://{run.dashboard_url}"
+        try:
+            text = RayJobs(base, timeout=LOG_TIMEOUT).logs(run.submission_id)
+        except ClusterUnavailable as exc:
+            log.warning("the log of %s/%s is not kept: %s", job.metadata.namespace, job.metadata.name, exc)
+            return None
+        return persist_log(job, text or "", self.settings)
 
     def result_source(self, job: FineTuneJob, obs: RunObservation) -> ResultSource:
         return ResultSource(uri=job_result_uri(job, self.settings), dashboard_url=obs.dashboard_url, job_id=obs.submission_id)

@@ -41,6 +41,23 @@ def log_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     return result.rsplit("/", 1)[0] + "/" + LOG_FILE if result else None
 
 
+def persist_log(job: FineTuneJob, text: str, settings: OperatorSettings) -> str | None:
+    """Copy a finished job's log next to its result so it outlives the Ray cluster (`graft logs`
+    reads it from status.logUri); None when there is no storage, no log, or the copy failed."""
+    uri = log_uri(job, settings)
+    if uri is None or not text:
+        return None
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(path, "w") as fh:
+            fh.write(text[-MAX_LOG_BYTES:])
+    except (OSError, ImportError, ValueError) as exc:
+        log.warning("cannot copy the log of %s/%s to %s: %s", job.metadata.namespace, job.metadata.name, uri, exc)
+        return None
+    return uri
+
+
 class SharedJobBackend:
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
@@ -111,21 +128,9 @@ class SharedJobBackend:
         return Step(run, events, requeue_after=None if info is not None and info.terminal else self.settings.shared_poll_seconds)
 
     def _persist_log(self, job: FineTuneJob, text: str, status: FineTuneJobStatus | None) -> str | None:
-        """Copy the finished job's log next to its result, once, so it outlives the Ray cluster."""
-        uri = log_uri(job, self.settings)
-        if uri is None or not text:
-            return None
-        if status is not None and status.log_uri == uri:
-            return uri
-        try:
-            fs, path = fsspec.core.url_to_fs(uri)
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            with fs.open(path, "w") as fh:
-                fh.write(text[-MAX_LOG_BYTES:])
-        except OSError as exc:
-            log.warning("cannot copy the log of %s/%s to %s: %s", job.metadata.namespace, job.metadata.name, uri, exc)
-            return None
-        return uri
+        if status is not None and status.log_uri == log_uri(job, self.settings):
+            return status.log_uri
+        return persist_log(job, text, self.settings)
 
     def result_source(self, job: FineTuneJob, obs: RunObservation) -> ResultSource:
         return ResultSource(uri=job_result_uri(job, self.settings), dashboard_url=obs.dashboard_url, job_id=obs.submission_id)
