@@ -171,6 +171,39 @@ async def _burst(url: str, n: int) -> list[httpx.Response]:
         return await asyncio.gather(*(client.post(f"{url}/predict", json={"text": f"great wonderful film {i}"}) for i in range(n)))
 
 
+def test_kserve_v1_instances_get_predictions(endpoint: str) -> None:
+    response = httpx.post(f"{endpoint}/v1/models/{APP}:predict", json={"instances": ["a terrible film", "wonderful, great"]},
+                          timeout=60)
+    assert response.status_code == 200, response.text
+    assert [p["label"] for p in response.json()["predictions"]] == ["negative", "positive"]
+
+
+def test_open_inference_v2_infer_returns_label_and_score_tensors(endpoint: str) -> None:
+    body = {"id": "q1", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                                    "data": ["an excellent, wonderful movie", "a terrible, awful movie"]}]}
+    response = httpx.post(f"{endpoint}/v2/models/{APP}/infer", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert (out["model_name"], out["model_version"], out["id"]) == (APP, "3", "q1")
+    labels, scores = out["outputs"]
+    assert labels["data"] == ["positive", "negative"]
+    assert scores["shape"] == [2, 2] and sum(scores["data"][:2]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_open_inference_v2_metadata_and_an_unknown_model_404(endpoint: str) -> None:
+    meta = httpx.get(f"{endpoint}/v2/models/{APP}", timeout=30)
+    assert meta.status_code == 200 and meta.json()["inputs"][0]["datatype"] == "BYTES"
+    missing = httpx.post(f"{endpoint}/v2/models/other/infer", json={"inputs": []}, timeout=30)
+    assert missing.status_code == 404 and APP in missing.json()["error"]
+
+
+def test_tei_inputs_get_scores_sorted_per_text(endpoint: str) -> None:
+    response = predict(endpoint, {"inputs": ["a terrible, awful movie"]})
+    assert response.status_code == 200, response.text
+    [[best, other]] = response.json()
+    assert best["label"] == "negative" and best["score"] > other["score"]
+
+
 def test_concurrent_requests_share_forward_passes_through_serve_batch(endpoint: str) -> None:
     before = healthz(endpoint)["batching"]
     responses = asyncio.run(_burst(endpoint, 16))
