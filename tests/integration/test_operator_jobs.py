@@ -206,3 +206,13 @@ def test_restarting_the_operator_mid_job_duplicates_nothing_and_loses_nothing(
     assert ep_now is not None and ep_now["spec"]["model"]["version"] == ep["spec"]["model"]["version"] == 1
     st = status(cp, FTJ, "rs", namespace)
     assert st["result"]["bestScore"] == 0.91 and st["promotion"]["decision"] == "promoted"
+
+
+def test_storage_no_ray_pod_can_reach_refuses_the_job_before_any_pod(operator: OperatorProcess, namespace: str) -> None:
+    cp = operator.cp
+    apply(cp, finetunejob("nowhere", storage="/var/tmp/graft-elsewhere"), namespace)
+    wait_for(phase_is(cp, FTJ, "nowhere", namespace, "Failed"), what="Failed")
+    st = status(cp, FTJ, "nowhere", namespace)
+    cond = condition(st, "Accepted")
+    assert cond["reason"] == "StorageRequired" and "/var/tmp/graft-elsewhere" in cond["message"]
+    assert "spec.checkpoints.storage" in st["message"] and names(cp, RJ, namespace) == []
