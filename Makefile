@@ -9,7 +9,7 @@ export GRAFT_CACHE ?= $(HOME)/.cache/graft
 export TORCH_EXTENSIONS_DIR ?= $(GRAFT_CACHE)/torch-extensions
 export PIP_CACHE_DIR ?= $(GRAFT_CACHE)/pip
 
-.PHONY: venv lock demo test test-unit test-integration test-e2e test-kuberay controlplane node-deps cluster-up cluster-down crds chart-docs clean
+.PHONY: venv lock demo test test-unit test-integration test-e2e test-kuberay controlplane node-deps cluster-up cluster-down crds check-crds lint bench chart-docs clean
 
 venv:
 	scripts/venv.sh

@@ -236,7 +236,7 @@ def build_crd(info: CrdInfo) -> dict[str, Any]:
 
 def crd_documents() -> list[dict[str, Any]]:
     """Every Graft CRD, as dicts."""
-    _load_optional_kinds()
+    _load_kinds()
     return [build_crd(info) for info in CRDS]
 
 
@@ -247,12 +247,7 @@ def render_crds() -> str:
     return header + "---\n".join(docs)
 
 
-def _load_optional_kinds() -> None:
-    """Kinds defined in their own modules register themselves on import."""
-    import importlib
-
-    try:
-        importlib.import_module("graft.api.policy")
-    except ModuleNotFoundError as exc:
-        if exc.name != "graft.api.policy":
-            raise
+def _load_kinds() -> None:
+    """Kinds defined in their own modules register themselves on import (imported here, not at the
+    top: graft.api.policy imports this module)."""
+    import graft.api.policy  # noqa: F401
