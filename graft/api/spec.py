@@ -264,6 +264,11 @@ class TrainingSpec(ApiModel):
         return self
 
 
+# Set by the operator in a RayJob's runtime env: its worker pods are already sized by memoryPerWorker,
+# so graft.jobs does not reserve that memory again as a Ray resource.
+POD_SIZED_WORKERS_ENV = "GRAFT_POD_SIZED_WORKERS"
+
+
 class ResourcesSpec(ApiModel):
     workers: int = Field(default=1, ge=1, le=1024)
     cpus_per_worker: float = Field(default=1, gt=0, le=512)

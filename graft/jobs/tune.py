@@ -15,6 +15,7 @@ trial's own Train workers. Trial drivers instead ask for one unit of a custom re
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from graft.api.quantity import quantity_bytes
 from graft.api.result import EpochMetrics, TrialRecord
-from graft.api.spec import FineTuneJob, FineTuneJobSpec
+from graft.api.spec import POD_SIZED_WORKERS_ENV, FineTuneJob, FineTuneJobSpec
 from graft.jobs.events import JobEvent, TrialEpochEvent, TrialFinishedEvent, TrialStartedEvent, TrialStoppedEvent
 from graft.jobs.search_space import apply_config, describe, param_space
 from graft.jobs.tasks import TaskData
@@ -40,6 +42,18 @@ TRIAL_DRIVER_RESOURCE = "graft_trial_driver"
 FALLBACK_DRIVER_CPU = 0.01
 SWEEP_INTERVAL_S = 2.0
 EPOCH_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_f1")
+
+
+def worker_resources(spec: FineTuneJobSpec, *, pod_sized: bool) -> dict[str, float]:
+    """Ray resources of one Train worker: CPUs, GPUs, and memoryPerWorker as Ray's `memory` resource
+    (so `graft run` and shared clusters place workers only where that much memory is free), except in
+    a RayJob, whose worker pods are already sized by it."""
+    per_worker: dict[str, float] = {"CPU": spec.resources.cpus_per_worker}
+    if spec.resources.gpus_per_worker > 0:
+        per_worker["GPU"] = spec.resources.gpus_per_worker
+    if spec.resources.memory_per_worker and not pod_sized:
+        per_worker["memory"] = float(quantity_bytes(spec.resources.memory_per_worker))
+    return per_worker
 
 
 def ray_init_resources(spec: FineTuneJobSpec) -> dict[str, float]:
@@ -132,9 +146,7 @@ def _trial(config: dict[str, Any], plan: TrialPlan) -> None:
         env=plan.env,
         data=plan.data,
     )
-    per_worker: dict[str, float] = {"CPU": spec.resources.cpus_per_worker}
-    if use_gpu:
-        per_worker["GPU"] = spec.resources.gpus_per_worker
+    per_worker = worker_resources(spec, pod_sized=os.environ.get(POD_SIZED_WORKERS_ENV) == "1")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=worker.to_dict(),

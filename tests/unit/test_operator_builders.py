@@ -12,6 +12,7 @@ import yaml
 
 from graft.api import FineTuneJob, ModelEndpoint, TrainingResult
 from graft.api.load import parse_as
+from graft.api.spec import POD_SIZED_WORKERS_ENV
 from graft.operator.builders import build_endpoint, build_rayjob, build_rayservice
 from graft.operator.builders.common import cpu_quantity
 from graft.operator.names import ray_name, rayservice_url
@@ -196,3 +197,8 @@ def test_new_endpoint_is_not_owned_by_the_job() -> None:
 
 def test_rayservice_url_names_the_kuberay_serve_service() -> None:
     assert rayservice_url("sentiment", "team-a") == "http://sentiment-serve-svc.team-a.svc:8000/"
+
+
+def test_rayjob_runtime_env_says_workers_are_pod_sized() -> None:
+    rj = build_rayjob(job(resources={"memoryPerWorker": "2Gi"}), SETTINGS)
+    assert yaml.safe_load(rj["spec"]["runtimeEnvYAML"])["env_vars"][POD_SIZED_WORKERS_ENV] == "1"

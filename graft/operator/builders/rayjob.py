@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from graft.api.spec import FineTuneJob
+from graft.api.spec import POD_SIZED_WORKERS_ENV, FineTuneJob
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
 from graft.operator.names import job_labels, owner_reference, ray_name
 from graft.operator.result import RESULT_FILE
@@ -64,6 +64,12 @@ def runtime_env(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
     return {"env_vars": env}
 
 
+def _pod_sized(env: dict[str, Any]) -> dict[str, Any]:
+    """The RayJob's runtime env: its worker pods are sized by resources.memoryPerWorker, so graft.jobs
+    does not also reserve that memory as a Ray resource (which a pod of exactly that size cannot offer)."""
+    return {**env, "env_vars": {**env["env_vars"], POD_SIZED_WORKERS_ENV: "1"}}
+
+
 def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
     name, _, _ = _meta(job)
     res = job.spec.resources
@@ -108,7 +114,7 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
     rt = job.spec.runtime
     spec: dict[str, Any] = {
         "entrypoint": entrypoint(job, settings),
-        "runtimeEnvYAML": yaml.safe_dump(runtime_env(job, settings), sort_keys=True),
+        "runtimeEnvYAML": yaml.safe_dump(_pod_sized(runtime_env(job, settings)), sort_keys=True),
         "submissionMode": settings.submission_mode,
         "backoffLimit": rt.backoff_limit,
     }

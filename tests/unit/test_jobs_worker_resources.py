@@ -1,0 +1,28 @@
+"""What one Train worker asks Ray for: resources.memoryPerWorker is a Ray `memory` reservation except
+in a RayJob, whose worker pods are sized by it."""
+
+from __future__ import annotations
+
+import pytest
+
+from graft.api.spec import FineTuneJobSpec
+from graft.jobs.tune import worker_resources
+
+pytestmark = pytest.mark.unit
+
+
+def spec(**resources: object) -> FineTuneJobSpec:
+    return FineTuneJobSpec.model_validate({"model": {"source": "m"}, "dataset": {"source": "d"}, "resources": resources})
+
+
+def test_memory_per_worker_is_reserved_in_bytes_with_graft_run_and_shared_clusters() -> None:
+    assert worker_resources(spec(cpusPerWorker=2, memoryPerWorker="2Gi"), pod_sized=False) == {"CPU": 2, "memory": 2 * 2**30}
+
+
+def test_memory_is_not_reserved_again_in_a_pod_sized_rayjob() -> None:
+    assert worker_resources(spec(memoryPerWorker="2Gi"), pod_sized=True) == {"CPU": 1}
+
+
+def test_gpus_are_asked_for_only_when_given() -> None:
+    assert worker_resources(spec(gpusPerWorker=1), pod_sized=False) == {"CPU": 1, "GPU": 1}
+    assert "GPU" not in worker_resources(spec(), pod_sized=False)
