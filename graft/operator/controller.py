@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Hashable
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from graft.operator.events import EventRecorder
 from graft.operator.loop import Loop
 from graft.operator.names import LABEL_ENDPOINT, LABEL_JOB
 from graft.operator.settings import OperatorSettings
+from graft.operator.sweep import Sweeper
 from graft.operator.workqueue import WorkQueue
 
 log = logging.getLogger("graft.operator")
@@ -35,6 +37,7 @@ class Controller:
         self.queue = WorkQueue(self._process, workers=settings.workers)
         self._stop = threading.Event()
         self._resync: threading.Thread | None = None
+        self.sweeper = Sweeper(settings, self.namespaces, settings.sweep_seconds)
 
     def _process(self, key: Hashable) -> float | None:
         kind, namespace, name = cast(tuple[str, str, str], key)
@@ -113,9 +116,15 @@ class Controller:
             if not raw["metadata"].get("deletionTimestamp"):
                 self.queue.add((ENDPOINT, *key_of(raw)))
 
+    def sweep_once(self) -> list[str]:
+        """Stop Ray work on shared clusters whose FineTuneJob is gone (graft.operator.sweep)."""
+        return self.sweeper.run(self.store.items(k.FINETUNEJOBS), self.store.items(k.MODELENDPOINTS), time.monotonic())
+
     def _resync_loop(self) -> None:
         while not self._stop.wait(self.settings.resync_seconds):
             self.resync_once()
+            if self.sweeper.due(time.monotonic()):
+                self.sweep_once()
 
 
 def _same_version(old: dict[str, Any], new: dict[str, Any]) -> bool:

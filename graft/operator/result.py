@@ -13,7 +13,6 @@ RayJob's TTL deletion never loses it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import fsspec
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from graft.api.result import RESULT_LOG_MARKER as RESULT_MARKER
 from graft.api.result import TrainingResult
+from graft.operator.bounded import MAX_LOG_BYTES, get_json
 from graft.operator.names import run_dir
 
 RESULT_FILE = "result.json"
@@ -83,11 +83,12 @@ def read_result_from_dashboard(dashboard_url: str, job_id: str, timeout: float =
     base = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
     url = f"{base.rstrip('/')}/api/jobs/{job_id}/logs"
     try:
-        resp = httpx.get(url, timeout=timeout)
-        resp.raise_for_status()
-        log = resp.json().get("logs", "")
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        code, doc = get_json(url, MAX_LOG_BYTES, timeout)  # bounded: a job may print gigabytes
+    except (httpx.HTTPError, ValueError) as exc:  # TooLarge and bad JSON are ValueErrors
         raise ResultUnavailable(f"cannot read the job log from {url}: {exc}") from exc
+    if code != 200:
+        raise ResultUnavailable(f"cannot read the job log from {url}: HTTP {code}")
+    log = str((doc or {}).get("logs") or "")
     found = result_from_log(log)
     if found is None:
         raise ResultUnavailable(f"the job log at {url} has no {RESULT_MARKER.strip()} line")

@@ -6,7 +6,10 @@ deleted, would leave the job running (and uncounted by quota). Every sweep lists
 each shared cluster the operator knows, and stops the running ones that carry Graft's metadata for
 a watched namespace but whose FineTuneJob (namespace, name and uid) no longer exists.
 
-`orphans` is pure; `sweep_cluster` does the two REST calls (bounded, with timeouts).
+`orphans` and `clusters_in_use` are pure; `sweep_cluster` does the two REST calls (bounded, with
+timeouts); `Sweeper` remembers every admitted cluster (a deleted job's cluster is swept too) and
+runs from the controller's resync thread. Only clusters of admitted objects are ever called: a
+refused address (admission) never reaches the sweep.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
+from pydantic import ValidationError
 
+from graft.api.spec import ClusterRef
+from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID
+from graft.operator.shared.naming import dashboard_url
 
 log = logging.getLogger("graft.operator.sweep")
 RUNNING = ("PENDING", "RUNNING")
@@ -80,3 +87,72 @@ def sweep_cluster(dashboard: str, live: set[Owner], watched: set[str] | None, ti
             log.warning("stopped Ray job %s on %s: its FineTuneJob is gone", sid, dashboard)
             stopped.append(sid)
     return stopped
+
+
+def _cluster(raw: dict[str, object], *path: str) -> ClusterRef | None:
+    node: object = raw.get("spec")
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    try:
+        return ClusterRef.model_validate(node)
+    except ValidationError:
+        return None
+
+
+def _admitted(raw: dict[str, object], endpoint: bool) -> bool:
+    status = raw.get("status")
+    if not isinstance(status, dict):
+        return False
+    if endpoint:
+        return bool(status.get("phase")) and status.get("phase") not in ("Rejected", "Failed")
+    return bool(status.get("admitted"))
+
+
+def live_owners(jobs: Iterable[dict[str, object]]) -> set[Owner]:
+    out = set()
+    for raw in jobs:
+        meta = raw.get("metadata")
+        if isinstance(meta, dict) and all(isinstance(meta.get(k), str) for k in ("namespace", "name", "uid")):
+            out.add(Owner(str(meta["namespace"]), str(meta["name"]), str(meta["uid"])))
+    return out
+
+
+def clusters_in_use(jobs: Iterable[dict[str, object]], endpoints: Iterable[dict[str, object]], settings: OperatorSettings) -> set[str]:
+    """Dashboards of the shared clusters that admitted jobs and endpoints use."""
+    out = set()
+    for raws, path, endpoint in ((jobs, ("runtime", "cluster"), False), (endpoints, ("cluster",), True)):
+        for raw in raws:
+            ref = _cluster(raw, *path)
+            meta = raw.get("metadata")
+            if ref is not None and _admitted(raw, endpoint) and isinstance(meta, dict):
+                out.add(dashboard_url(ref, str(meta.get("namespace") or ""), settings))
+    return out
+
+
+class Sweeper:
+    """Every `interval` seconds (called from the resync thread), sweep each known shared cluster."""
+
+    def __init__(self, settings: OperatorSettings, watched: list[str], interval: float = 60.0) -> None:
+        self.settings, self.interval = settings, interval
+        plain = watched and not any(c in n for n in watched for c in "*?[")
+        self.watched: set[str] | None = set(watched) if plain else None
+        self.known: set[str] = set()
+        self._last = 0.0
+
+    def due(self, now: float) -> bool:
+        return now - self._last >= self.interval
+
+    def run(self, jobs: list[dict[str, object]], endpoints: list[dict[str, object]], now: float) -> list[str]:
+        """Stop orphans on every cluster in use now or seen before; one cluster's trouble skips it only."""
+        self._last = now
+        self.known |= clusters_in_use(jobs, endpoints, self.settings)
+        live = live_owners(jobs)
+        stopped: list[str] = []
+        for dashboard in sorted(self.known):
+            try:
+                stopped += sweep_cluster(dashboard, live, self.watched)
+            except (httpx.HTTPError, ValueError, OSError) as exc:
+                log.warning("orphan sweep of %s skipped: %s", dashboard, exc)
+        return stopped

@@ -35,7 +35,6 @@ NEEDED: list[tuple[str, str, str, str | None]] = [
     ("update", "graft.dev", "modelendpoints", "finalizers"),
     *[(v, "ray.io", "rayjobs", None) for v in ("get", "list", "watch", "create", "patch", "delete")],
     *[(v, "ray.io", "rayservices", None) for v in ("get", "list", "watch", "create", "patch")],
-    *[(v, "", "configmaps", None) for v in ("get", "list", "watch", "create", "patch", "delete")],
     ("create", "", "events", None),
 ]
 # Cluster-scoped reads, in every mode.
@@ -58,7 +57,8 @@ DENIED: list[tuple[str, str, str, str | None]] = [
     ("delete", "graft.dev", "modelendpoints", None),
     ("delete", "ray.io", "rayservices", None),
     ("create", "ray.io", "rayclusters", None),
-    ("update", "", "configmaps", None),
+    # The spec travels in the RayJob's entrypoint: the operator touches no ConfigMap at all.
+    *[(v, "", "configmaps", None) for v in ("get", "list", "watch", "create", "update", "patch", "delete")],
     ("patch", "", "events", None),
 ]
 DENIED_CLUSTER: list[tuple[str, str, str]] = [
@@ -161,7 +161,7 @@ def test_operator_cannot_read_secrets(control_plane: ControlPlane, clusterwide: 
 
 
 def test_operator_really_manages_its_objects(control_plane: ControlPlane, clusterwide: Identity, tenant: str) -> None:
-    """Real calls with the operator's token: status patch, ConfigMap, RayJob lifecycle, Event,
+    """Real calls with the operator's token: status patch, RayJob lifecycle, Event,
     ModelEndpoint, policy and namespace reads, the kopf peering keep-alive."""
     cp = control_plane
     kc = clusterwide.kubeconfig
@@ -170,13 +170,10 @@ def test_operator_really_manages_its_objects(control_plane: ControlPlane, cluste
     merge_patch(cp, clusterwide.token, f"/apis/graft.dev/v1alpha1/namespaces/{tenant}/finetunejobs/rbac-probe/status",
                 {"status": {"phase": "Pending", "message": "admitted"}})
     cp.kubectl("annotate", "finetunejob", "rbac-probe", "-n", tenant, "graft.dev/probe=1", kubeconfig=kc)
-    cp.kubectl("create", "configmap", "rbac-probe-graft-spec", "-n", tenant, "--from-literal=spec.yaml={}",
-               kubeconfig=kc)
     cp.kubectl("create", "-n", tenant, "-f", "-", input=json.dumps(RAYJOB), kubeconfig=kc)
     cp.kubectl("patch", "rayjob", "rbac-probe", "-n", tenant, "--type=merge", "-p", '{"spec":{"suspend":true}}',
                kubeconfig=kc)
     cp.kubectl("delete", "rayjob", "rbac-probe", "-n", tenant, "--wait=false", kubeconfig=kc)
-    cp.kubectl("delete", "configmap", "rbac-probe-graft-spec", "-n", tenant, kubeconfig=kc)
     uid = cp.kubectl_json("get", "finetunejob", "rbac-probe", "-n", tenant)["metadata"]["uid"]
     event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "rbac-probe.1"},
              "involvedObject": {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "name": "rbac-probe",
@@ -244,10 +241,10 @@ def test_scoped_operator_is_confined_to_its_watched_namespace(
     try:
         assert denials(control_plane, scoped, NEEDED, other, want=False) == []
         cluster_wide_jobs = [("list", "graft.dev", "finetunejobs", None), ("list", "ray.io", "rayjobs", None),
-                             ("list", "", "configmaps", None), ("patch", "kopf.dev", "clusterkopfpeerings", None)]
+                             ("list", "ray.io", "rayservices", None), ("patch", "kopf.dev", "clusterkopfpeerings", None)]
         assert denials(control_plane, scoped, cluster_wide_jobs, None, want=False) == []
         assert denials(control_plane, scoped, DENIED, tenant, want=False) == []
-        p = control_plane.kubectl("get", "configmaps", "-n", other, kubeconfig=scoped.kubeconfig, check=False)
+        p = control_plane.kubectl("get", "rayjobs", "-n", other, kubeconfig=scoped.kubeconfig, check=False)
         assert p.returncode != 0 and "Forbidden" in p.stderr, p.stderr
     finally:
         control_plane.delete_namespace(other)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID
-from graft.operator.sweep import Owner, orphans
+from graft.operator.sweep import Owner, Sweeper, clusters_in_use, live_owners, orphans
 
 pytestmark = [pytest.mark.unit, pytest.mark.tenancy]
 
@@ -33,3 +34,32 @@ def test_finished_jobs_and_jobs_without_graft_metadata_are_left_alone() -> None:
 
 def test_jobs_of_namespaces_another_operator_watches_are_left_alone() -> None:
     assert orphans([ray_job("a", ns="team-z")], live=set(), watched={"team-a"}) == []
+
+
+def test_only_clusters_of_admitted_objects_are_ever_swept() -> None:
+    settings = OperatorSettings()
+    admitted = {"metadata": {"namespace": "team-a", "name": "ok", "uid": "u1"}, "status": {"admitted": {"policies": []}},
+                "spec": {"runtime": {"cluster": {"address": "http://ray.team-a.svc:8265"}}}}
+    refused = {"metadata": {"namespace": "team-a", "name": "ssrf", "uid": "u2"}, "status": {"phase": "Rejected"},
+               "spec": {"runtime": {"cluster": {"address": "http://10.0.0.1:80"}}}}
+    serving = {"metadata": {"namespace": "team-a", "name": "ep"}, "status": {"phase": "Ready"},
+               "spec": {"cluster": {"name": "shared"}}}
+    rejected_ep = {"metadata": {"namespace": "team-a", "name": "bad"}, "status": {"phase": "Rejected"},
+                   "spec": {"cluster": {"address": "http://evil.example:80"}}}
+    assert clusters_in_use([admitted, refused], [serving, rejected_ep], settings) == {
+        "http://ray.team-a.svc:8265", "http://shared-head-svc.team-a.svc:8265"}
+
+
+def test_live_owners_come_from_the_jobs_metadata() -> None:
+    jobs = [{"metadata": {"namespace": "team-a", "name": "j", "uid": "u1"}}, {"metadata": {"name": "broken"}}]
+    assert live_owners(jobs) == {Owner("team-a", "j", "u1")}
+
+
+def test_the_sweeper_remembers_clusters_of_deleted_jobs_and_skips_unreachable_ones() -> None:
+    job = {"metadata": {"namespace": "team-a", "name": "j", "uid": "u1"}, "status": {"admitted": {"policies": []}},
+           "spec": {"runtime": {"cluster": {"address": "http://127.0.0.1:9"}}}}  # nothing listens on port 9
+    sweeper = Sweeper(OperatorSettings(), ["team-a"], interval=60)
+    assert sweeper.run([job], [], now=100.0) == []  # unreachable: logged and skipped, never raised
+    assert sweeper.known == {"http://127.0.0.1:9"}
+    sweeper.run([], [], now=200.0)  # the job is gone: its cluster is still swept
+    assert sweeper.known == {"http://127.0.0.1:9"} and not sweeper.due(230.0) and sweeper.due(260.0)

@@ -86,10 +86,6 @@ one Role per namespace otherwise). Argument: the root context.
 - apiGroups: ["ray.io"]
   resources: ["rayservices"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# The job spec handed to the training entrypoint, deleted with the RayJob.
-- apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # kopf posts handler progress and errors as Events (it only ever creates them).
 - apiGroups: [""]
   resources: ["events"]

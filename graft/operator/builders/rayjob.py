@@ -11,6 +11,7 @@ import yaml
 
 from graft.api.spec import POD_SIZED_WORKERS_ENV, FineTuneJob
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
+from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import job_labels, owner_reference, ray_name
 from graft.operator.result import RESULT_FILE
 from graft.operator.settings import OperatorSettings
@@ -120,7 +121,7 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
     }
     if rt.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = rt.active_deadline_seconds
-    spec["rayClusterSpec"] = _cluster_spec(job, settings)
+    spec["rayClusterSpec"] = with_secret_env(_cluster_spec(job, settings), job.spec.runtime)  # references only
     spec["shutdownAfterJobFinishes"] = True
     spec["ttlSecondsAfterFinished"] = rt.ttl_after_finished
     spec["suspend"] = job.spec.suspend

@@ -21,6 +21,7 @@ import yaml
 
 from graft.api.spec import FineTuneJob
 from graft.operator.backends.base import RunObservation, RunState
+from graft.operator.bounded import MAX_LOG_BYTES, get_json
 from graft.operator.builders.rayjob import job_result_uri, runtime_env, spec_document
 from graft.operator.settings import OperatorSettings
 
@@ -200,13 +201,18 @@ class RayJobs:
         )
 
     def logs(self, submission: str) -> str | None:
-        """The job's whole log (driver stdout and stderr); None when there is no such job."""
-        resp = self._request("GET", f"/api/jobs/{submission}/logs")
-        if resp.status_code == 404:
+        """The job's log (driver stdout and stderr), read at most MAX_LOG_BYTES of; None when there is
+        no such job. A larger log is refused (ClusterUnavailable), never read whole."""
+        url = f"{self.dashboard}/api/jobs/{submission}/logs"
+        try:
+            code, doc = get_json(url, MAX_LOG_BYTES, self.timeout)
+        except (httpx.HTTPError, ValueError) as exc:  # TooLarge and bad JSON are ValueErrors
+            raise ClusterUnavailable(f"reading the log of Ray job {submission} on {self.dashboard}: {exc}") from exc
+        if code == 404:
             return None
-        if resp.status_code != 200:
-            raise self._fail(resp, f"reading the log of Ray job {submission}")
-        return str(resp.json().get("logs") or "")
+        if code != 200:
+            raise ClusterUnavailable(f"reading the log of Ray job {submission} on {self.dashboard}: HTTP {code}")
+        return str((doc or {}).get("logs") or "")
 
     def stop(self, submission: str) -> bool:
         """Ask Ray to stop the job (SIGTERM, then SIGKILL); False when it was not running."""
