@@ -274,3 +274,25 @@ def test_same_job_name_in_two_namespaces_writes_to_two_places(tenants: Tenants) 
     theirs = get(cp, RJ, "victim", tenants.b)["spec"]["entrypoint"]
     assert f"{MOUNT}/{tenants.a}/victim-" in mine and f"/{tenants.b}/" not in mine
     assert mine != theirs
+
+
+# ---- item 14: requirePolicy
+
+def test_require_policy_runs_nothing_where_no_policy_selects(graft_crds: ControlPlane, tmp_path: Path) -> None:
+    cp = graft_crds
+    ns = cp.create_namespace(prefix="no-policy")
+    cp.kubectl("label", "namespace", ns, f"graft.dev/test-tenant={ns}")
+    op = OperatorProcess(cp, ns, tmp_path, "--require-policy").start()
+    try:
+        apply(cp, finetunejob("unpoliced", storage=str(tmp_path / ns)), ns)
+        st = wait_for(lambda: (s := status(cp, FTJ, "unpoliced", ns)).get("phase") == "Rejected" and s, timeout=60,
+                      what="the job Rejected")
+        assert f"no FineTunePolicy selects namespace {ns}" in st["message"] and "requirePolicy" in st["message"]
+        assert names(cp, RJ, ns) == []
+        policy(cp, f"{ns}-allow", ns)
+        apply(cp, finetunejob("policed", storage=str(tmp_path / ns)), ns)
+        wait_for(lambda: names(cp, RJ, ns) == ["policed"], timeout=60, what="the RayJob once a policy selects the namespace")
+    finally:
+        op.stop()
+        cp.kubectl("delete", "finetunepolicy", f"{ns}-allow", "--ignore-not-found")
+        cp.delete_namespace(ns, wait=False)
