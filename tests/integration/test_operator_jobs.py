@@ -57,7 +57,8 @@ def test_applying_an_example_creates_its_rayjob(operator: OperatorProcess, names
         owner = rj["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["uid"]) == ("FineTuneJob", name, uid(cp, name, namespace))
         group = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
-        assert group["replicas"] == res.get("workers", 1)
+        tuning = doc["spec"].get("tuning", {})
+        assert group["replicas"] == res.get("workers", 1) * min(tuning.get("maxConcurrentTrials", 1), tuning.get("numTrials", 1))
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert limits["cpu"] == cpu_quantity(res.get("cpusPerWorker", 1))
         st = wait_for(lambda n=name: status(cp, FTJ, n, namespace).get("rayJobName"), what="status.rayJobName")

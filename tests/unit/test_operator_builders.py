@@ -72,6 +72,14 @@ def test_rayjob_name_is_deterministic_and_fits_kuberay_limits() -> None:
     assert ray_name(long) != ray_name(long[:-1] + "y")
 
 
+def test_the_cluster_fits_max_concurrent_trials_and_the_head_takes_no_training_cpu() -> None:
+    rj = build_rayjob(job(resources={"workers": 2}, tuning={"numTrials": 6, "maxConcurrentTrials": 3}), SETTINGS)
+    cluster = rj["spec"]["rayClusterSpec"]
+    assert cluster["workerGroupSpecs"][0]["replicas"] == 6
+    if SETTINGS.driver_resource:
+        assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
 def test_worker_group_is_sized_from_spec_resources() -> None:
     rj = build_rayjob(job(resources={"workers": 3, "cpusPerWorker": 1.5, "gpusPerWorker": 2, "memoryPerWorker": "6Gi"}), SETTINGS)
     (group,) = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
@@ -147,7 +155,8 @@ def test_every_example_renders_a_rayjob(path: Path) -> None:
     j.metadata.namespace = "ns"
     j.metadata.uid = "uid-1"  # type: ignore[attr-defined]
     rj = build_rayjob(j, SETTINGS)
-    assert rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == j.spec.resources.workers
+    tuning = j.spec.tuning
+    assert rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == j.spec.resources.workers * min(tuning.max_concurrent_trials, tuning.num_trials)
 
 
 def test_cpu_quantities_are_canonical() -> None:

@@ -93,11 +93,16 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
     }
     if settings.driver_resource:
         head["resources"] = {settings.driver_resource: str(job.spec.tuning.max_concurrent_trials)}
+        # Trial drivers take the custom resource, so the head needs no CPU for Ray: Train workers
+        # never land on it (without the resource, trial drivers need a CPU fraction there).
+        head["rayStartParams"]["num-cpus"] = "0"
+    # Sized for maxConcurrentTrials trials side by side (issue 12), one Train worker per pod.
+    pods = res.workers * min(job.spec.tuning.max_concurrent_trials, job.spec.tuning.num_trials)
     worker = worker_group(
         WORKER_GROUP,
-        replicas=res.workers,
-        min_replicas=res.workers,
-        max_replicas=res.workers,
+        replicas=pods,
+        min_replicas=pods,
+        max_replicas=pods,
         image=image,
         settings=settings,
         container_resources=resources(
