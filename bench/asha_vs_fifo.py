@@ -57,13 +57,13 @@ def digits() -> tuple[Any, ...]:
     return x[:1437], y[:1437], x[1437:], y[1437:]
 
 
-def trainable(config: dict[str, Any]) -> None:
+def trainable(config: dict[str, Any], data: tuple[Any, ...]) -> None:
     """One trial: an MLP trained for `epochs` epochs, reporting validation accuracy after each."""
     import torch
     from ray import tune
 
     torch.set_num_threads(1)
-    xtr, ytr, xva, yva = (torch.from_numpy(a) for a in config["data"])
+    xtr, ytr, xva, yva = (torch.from_numpy(a) for a in data)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, int(config["hidden"])), torch.nn.ReLU(), torch.nn.Linear(int(config["hidden"]), 10))
     opt = torch.optim.SGD(model.parameters(), lr=float(config["learningRate"]), momentum=0.9)
@@ -101,10 +101,10 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, data: tuple[Any, ...]
         def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
             arrivals.append((time.monotonic(), trial.trial_id, int(result["epoch"]), float(result["eval_accuracy"])))
 
-    space = {"learningRate": tune.loguniform(1e-4, 1.0), "hidden": tune.choice([4, 16, 64]), "epochs": args.epochs, "data": data}
+    space = {"learningRate": tune.loguniform(1e-4, 1.0), "hidden": tune.choice([4, 16, 64]), "epochs": args.epochs}
     started = time.monotonic()
     grid = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": 1.0 / args.concurrent}),
+        tune.with_resources(tune.with_parameters(trainable, data=data), {"CPU": 1.0 / args.concurrent}),
         param_space=space,
         tune_config=tune.TuneConfig(metric="eval_accuracy", mode="max", num_samples=args.trials, scheduler=make_scheduler(spec), search_alg=make_search_alg(spec)),
         run_config=tune.RunConfig(name=f"{arm}-{seed}", storage_path=storage, callbacks=[Arrivals()], verbose=0),
