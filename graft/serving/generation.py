@@ -65,13 +65,14 @@ class LanguageModel:
         self.eos_ids = eos_ids
 
     @classmethod
-    def load(cls, model_dir: Path, device: Any, max_context: int) -> LanguageModel:
+    def load(cls, model_dir: Path, device: Any, max_context: int | None = None, trust_remote_code: bool = False) -> LanguageModel:
+        """The model's own context length (max_position_embeddings) unless `max_context` is smaller."""
         from graft.jobs.tasks.lm_loading import load_model, load_tokenizer
 
-        tokenizer = load_tokenizer(model_dir)
-        model = load_model(model_dir).to(device).eval()
-        limit = int(getattr(model.config, "max_position_embeddings", max_context) or max_context)
-        return cls(model, tokenizer, device, min(max_context, limit))
+        tokenizer = load_tokenizer(model_dir, trust_remote_code)
+        model = load_model(model_dir, trust_remote_code=trust_remote_code).to(device).eval()
+        limit = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        return cls(model, tokenizer, device, min(max_context, limit) if max_context else limit)
 
     def prompt_ids(self, req: GenerationRequest) -> list[int]:
         if req.kind == "chat":
@@ -82,6 +83,8 @@ class LanguageModel:
             ids = list(self.tokenizer(req.prompt or "")["input_ids"])
         if not ids:
             raise ApiError(400, "the prompt is empty after tokenization", param="prompt")
+        if not req.max_tokens_given and len(ids) < self.max_context:
+            req.max_tokens = min(req.max_tokens, self.max_context - len(ids))  # the default shrinks to fit
         if len(ids) + req.max_tokens > self.max_context:
             raise ApiError(
                 400,

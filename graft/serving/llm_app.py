@@ -65,7 +65,8 @@ class OpenAIServer:
         self._args = args
         self._threads = replica_threads(args)
         torch.set_num_threads(self._threads)
-        self._lm = LanguageModel.load(resolve_model_dir(args.model_uri), pick_device(args.device), args.max_seq_length)
+        # The context is the model's (training's maxSeqLength only bounded the training rows).
+        self._lm = LanguageModel.load(resolve_model_dir(args.model_uri), pick_device(args.device), trust_remote_code=args.trust_remote_code)
         self._name = served_name(args)
         self._created = int(time.time())
         self._limits = Limits(max_text_length=args.max_text_length, max_tokens=args.max_tokens)

@@ -55,6 +55,7 @@ class GenerationRequest:
     seed: int | None = None
     stream: bool = False
     include_usage: bool = False
+    max_tokens_given: bool = False  # False: max_tokens is the endpoint's default and may shrink to fit the context
 
 
 def decode_body(raw: bytes, limits: Limits) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def parse_chat(body: dict[str, Any], served_model: str, limits: Limits) -> Gener
     _check_length(sum(len(m["content"]) for m in out), "messages", limits)
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _max_tokens(body, name, limits.max_tokens, limits)
-    return GenerationRequest(kind="chat", messages=out, max_tokens=max_tokens, **common)
+    return GenerationRequest(kind="chat", messages=out, max_tokens=max_tokens, max_tokens_given=body.get(name) is not None, **common)
 
 
 def parse_completion(body: dict[str, Any], served_model: str, limits: Limits) -> GenerationRequest:
@@ -169,7 +170,9 @@ def parse_completion(body: dict[str, Any], served_model: str, limits: Limits) ->
     if not isinstance(prompt, str):
         raise ApiError(400, "prompt must be a string (one prompt per request)", param="prompt")
     _check_length(len(prompt), "prompt", limits)
-    return GenerationRequest(kind="completion", prompt=prompt, max_tokens=_max_tokens(body, "max_tokens", 16, limits), **common)
+    return GenerationRequest(
+        kind="completion", prompt=prompt, max_tokens=_max_tokens(body, "max_tokens", 16, limits), max_tokens_given=body.get("max_tokens") is not None, **common
+    )
 
 
 def _check_length(chars: int, param: str, limits: Limits) -> None:

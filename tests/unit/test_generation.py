@@ -57,3 +57,15 @@ def test_a_prompt_longer_than_the_context_is_a_400(lm: LanguageModel) -> None:
     with pytest.raises(ApiError) as info:
         lm.prompt_ids(ask("word " * 400))
     assert (info.value.status, info.value.code) == (400, "context_length_exceeded")
+
+
+def test_the_default_max_tokens_shrinks_to_fit_the_context(lm: LanguageModel) -> None:
+    req = ask("word " * 200, max_tokens=200)  # not given by the client: the endpoint's default
+    ids = lm.prompt_ids(req)
+    assert req.max_tokens == lm.max_context - len(ids)
+
+
+def test_an_explicit_max_tokens_beyond_the_context_is_a_400(lm: LanguageModel) -> None:
+    with pytest.raises(ApiError) as info:
+        lm.prompt_ids(ask("word " * 200, max_tokens=200, max_tokens_given=True))
+    assert info.value.code == "context_length_exceeded"
