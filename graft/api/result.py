@@ -20,8 +20,11 @@ class EpochMetrics(ApiModel):
     epoch: int = Field(ge=1)
     train_loss: float
     eval_loss: float
-    eval_accuracy: float = Field(ge=0, le=1)
-    eval_f1: float = Field(ge=0, le=1)
+    # Reported by the task (graft.api.spec.TASK_METRICS): classification has accuracy/F1, causal-lm perplexities.
+    eval_accuracy: float | None = Field(default=None, ge=0, le=1)
+    eval_f1: float | None = Field(default=None, ge=0, le=1)
+    eval_perplexity: float | None = Field(default=None, ge=1)
+    train_perplexity: float | None = Field(default=None, ge=1)
     steps: int = Field(ge=0)
     seconds: float = Field(ge=0)
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from graft.api import FineTuneJob
 from graft.api.result import TrainingResult
+from graft.api.spec import TASK_METRICS
 from graft.jobs.events import (
     JobEvent,
     JobFinishedEvent,
@@ -51,6 +52,7 @@ class TrialTable:
         self.console = console
         self.plain = plain
         self.metric = job.spec.tuning.metric
+        self.metrics = TASK_METRICS.get(str(job.spec.task), _METRICS)
         self.rows: dict[str, TrialRow] = {}
         self.live: Live | None = None
         # The same progress the operator writes to status.progress (graft.jobs.progress).
@@ -81,7 +83,7 @@ class TrialTable:
         elif isinstance(event, TrialEpochEvent):
             row = self._row(event.trial_id, event.config, event.epochs)
             row.epoch, row.metrics = event.epoch, dict(event.metrics)
-            metrics = " ".join(f"{k}={_fmt(event.metrics[k])}" for k in _METRICS if k in event.metrics)
+            metrics = " ".join(f"{k}={_fmt(event.metrics[k])}" for k in self.metrics if k in event.metrics)
             self._print(f"trial {event.trial_id} epoch {event.epoch}/{event.epochs}: {metrics}")
         elif isinstance(event, TrialStoppedEvent):
             row = self._row(event.trial_id, {}, event.epochs)
@@ -121,7 +123,7 @@ class TrialTable:
         table.add_column("trial")
         table.add_column("hyperparameters")
         table.add_column("epoch", justify="right")
-        for name in _METRICS:
+        for name in self.metrics:
             table.add_column(name, justify="right", style="bold" if name == self.metric else None)
         table.add_column("status")
         for row in self.rows.values():
@@ -129,7 +131,7 @@ class TrialTable:
                 row.trial_id,
                 self._config(row.config),
                 f"{row.epoch}/{row.epochs}",
-                *(_fmt(row.metrics[m]) if m in row.metrics else "-" for m in _METRICS),
+                *(_fmt(row.metrics[m]) if m in row.metrics else "-" for m in self.metrics),
                 row.status,
             )
         return table
@@ -177,7 +179,7 @@ class RunConsole:
         if result.best_trial_id is None:
             return
         config = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best_config.items()) or "spec defaults"
-        metrics = " ".join(f"{k}={_fmt(v)}" for k, v in result.best_metrics.items() if k in _METRICS)
+        metrics = " ".join(f"{k}={_fmt(v)}" for k, v in result.best_metrics.items())
         self.console.print(
             f"[bold green]best trial[/] {result.best_trial_id} ({config}): "
             f"{result.metric}={_fmt(result.best_score)}  {metrics}",

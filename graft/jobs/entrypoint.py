@@ -73,7 +73,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     """
     from graft.jobs import preflight
     from graft.jobs.export import export_best, prune_checkpoints
-    from graft.jobs.tune import run_tuning, storage_root
+    from graft.jobs.tune import epoch_metrics, run_tuning, storage_root
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     trial_id, epoch, ckpt = best
     best_record = next(t for t in trials if t.trial_id == trial_id)
     best_epoch = next(h for h in best_record.history if h.epoch == epoch)
-    best_metrics = {k: float(getattr(best_epoch, k)) for k in ("train_loss", "eval_loss", "eval_accuracy", "eval_f1")}
+    best_metrics = epoch_metrics(best_epoch)
 
     phases.enter("exporting", f"best trial {trial_id} epoch {epoch}")
     meta = {

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from graft.api.result import TrainingResult
+from graft.api.spec import METRICS
 
-_ATTR = {"eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1", "eval_loss": "eval_loss", "train_loss": "train_loss"}
+_ATTR = {name: name for name in METRICS}
 
 
 def plot_trials(result: TrainingResult, path: str | Path, metric: str | None = None) -> Path:

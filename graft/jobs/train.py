@@ -200,6 +200,7 @@ class _Worker:
         train_seconds = time.monotonic() - started  # the optimizer steps only: throughput = steps / train_seconds
         metrics: dict[str, Any] = dict(self._evaluate())
         metrics.update({"epoch": epoch, "epochs": t.epochs, "train_loss": train_loss, "steps": steps_per_epoch, "train_seconds": train_seconds})
+        metrics.update(self.task.train_metrics(train_loss))
         metrics["seconds"] = time.monotonic() - started
         score = float(metrics[self.cfg.metric])
         early = False

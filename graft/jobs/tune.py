@@ -32,7 +32,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from graft.api.quantity import quantity_bytes
 from graft.api.result import EpochMetrics, TrialRecord
-from graft.api.spec import POD_SIZED_WORKERS_ENV, FineTuneJob, FineTuneJobSpec
+from graft.api.spec import METRICS, POD_SIZED_WORKERS_ENV, FineTuneJob, FineTuneJobSpec
 from graft.jobs.events import JobEvent, TrialEpochEvent, TrialFinishedEvent, TrialStartedEvent, TrialStoppedEvent
 from graft.jobs.search_space import apply_config, describe, param_space
 from graft.jobs.tasks import TaskData
@@ -41,7 +41,7 @@ from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
 TRIAL_DRIVER_RESOURCE = "graft_trial_driver"
 FALLBACK_DRIVER_CPU = 0.01
 SWEEP_INTERVAL_S = 2.0
-EPOCH_METRICS = ("train_loss", "eval_loss", "eval_accuracy", "eval_f1")
+EPOCH_METRICS = tuple(METRICS)  # every metric a task may report; an epoch carries those its task reports
 
 
 def worker_resources(spec: FineTuneJobSpec, *, pod_sized: bool) -> dict[str, float]:
@@ -229,15 +229,8 @@ class TrialTracker(Callback):
             return
         state = self._state(trial)
         epoch = int(result["epoch"])
-        entry = EpochMetrics(
-            epoch=epoch,
-            train_loss=float(result["train_loss"]),
-            eval_loss=float(result["eval_loss"]),
-            eval_accuracy=float(result["eval_accuracy"]),
-            eval_f1=float(result["eval_f1"]),
-            steps=int(result.get("steps", 0)),
-            seconds=float(result.get("seconds", 0.0)),
-        )
+        metrics = {k: float(result[k]) for k in EPOCH_METRICS if k in result}
+        entry = EpochMetrics(epoch=epoch, steps=int(result.get("steps", 0)), seconds=float(result.get("seconds", 0.0)), **metrics)
         state.history = [h for h in state.history if h.epoch != epoch] + [entry]
         state.scores[epoch] = float(result[self.metric])
         if result.get("checkpoint_path"):
@@ -287,7 +280,7 @@ class TrialTracker(Callback):
                     config=state.config,
                     epochs_completed=len(state.history),
                     stopped_at_epoch=len(state.history) if status == "stopped_early" else None,
-                    metrics={k: float(getattr(last, k)) for k in EPOCH_METRICS} if last else {},
+                    metrics=epoch_metrics(last) if last else {},
                     best_score=self.best_score(state),
                     history=sorted(state.history, key=lambda h: h.epoch),
                     error=state.error,
@@ -309,6 +302,11 @@ class TrialTracker(Callback):
         pick = max if self.mode == "max" else min
         score, trial_id, epoch, path = pick(candidates, key=lambda c: c[0])
         return trial_id, epoch, path
+
+
+def epoch_metrics(entry: EpochMetrics) -> dict[str, float]:
+    """The metrics one epoch reported (its task's), by name."""
+    return {k: float(v) for k in EPOCH_METRICS if (v := getattr(entry, k)) is not None}
 
 
 def release_placement_group(pg_hex: str) -> bool:

@@ -10,6 +10,7 @@ from graft.jobs.tasks.base import Task, TaskData
 # spec.task value -> "module:Class", imported only when the task is used.
 TASKS: dict[str, str] = {
     "text-classification": "graft.jobs.tasks.text_classification:TextClassification",
+    "causal-lm": "graft.jobs.tasks.causal_lm:CausalLM",
 }
 
 

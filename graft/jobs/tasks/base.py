@@ -118,6 +118,10 @@ class Task(ABC):
     def metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         """Epoch metrics from the sums over all batches and ranks (at least `eval_loss`)."""
 
+    def train_metrics(self, train_loss: float) -> dict[str, float]:
+        """Metrics derived from the epoch's mean training loss (e.g. perplexity); none by default."""
+        return {}
+
     @abstractmethod
     def export(self, model: torch.nn.Module, out: Path, model_path: Path, data: TaskData) -> None:
         """Write a self-contained model directory (e.g. `save_pretrained` + tokenizer) from `model`."""

@@ -172,6 +172,9 @@ class CausalLM(Task):
         loss = float(sums["nll"]) / max(1.0, float(sums["tokens"]))
         return {"eval_loss": loss, "eval_perplexity": perplexity(loss)}
 
+    def train_metrics(self, train_loss: float) -> dict[str, float]:
+        return {"train_perplexity": perplexity(train_loss)}
+
     def export(self, model: torch.nn.Module, out: Path, model_path: Path, data: TaskData) -> None:
         """A plain Hugging Face causal-LM directory: merged fp32 weights, tokenizer with its chat template."""
         saved = save_pretrained_merged(model, out)
