@@ -237,7 +237,6 @@ class TrialTracker(Callback):
             state.checkpoints[epoch] = str(result["checkpoint_path"])
         state.early_stopped = bool(result.get("early_stopped"))
         state.placement_group = str(result.get("placement_group") or state.placement_group)
-        metrics = {k: float(result[k]) for k in EPOCH_METRICS}
         self.emit(TrialEpochEvent(trial_id=state.trial_id, epoch=epoch, epochs=state.epochs, metrics=metrics, config=state.config, score=state.scores[epoch]))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
