@@ -22,9 +22,10 @@ def sample(job: FineTuneJob, url: str, console: RunConsole, text: str | None = N
     import httpx
 
     messages, expected = ([{"role": "user", "content": text}], None) if text else held_out_question(job)
-    body = {"model": job.metadata.name, "messages": messages, "max_tokens": 64, "temperature": 0}
+    body = {"model": job.metadata.name, "messages": messages, "max_tokens": min(64, job.spec.serving.max_tokens), "temperature": 0}
     response = httpx.post(f"{url.rstrip('/')}/v1/chat/completions", json=body, timeout=120)
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise RuntimeError(f"the sample request to {url}/v1/chat/completions got HTTP {response.status_code}: {response.text[:500]}")
     answer = response.json()["choices"][0]["message"]["content"]
     console.console.print(f"[bold green]endpoint[/] {url}/v1  (OpenAI-compatible: POST /v1/chat/completions, /v1/completions; GET /v1/models)", highlight=False)
     console.info(f"sample: {messages[-1]['content']!r}")
