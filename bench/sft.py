@@ -76,6 +76,7 @@ def job_spec(args: argparse.Namespace) -> Any:
 def evaluate(task: Any, model: Any, data: Any, device: Any, autocast: Any) -> dict[str, float]:
     import numpy as np
     import torch
+
     from graft.jobs.tasks.base import VALID
 
     model.eval()

@@ -74,10 +74,10 @@ def base_model_eval_loss() -> float:
     """The eval loss of the untrained model on the same held-out chats, with the same task code."""
     import numpy as np
     import torch
-    from graft.jobs.tasks.base import VALID
 
     from graft.api.spec import FineTuneJobSpec
     from graft.jobs.sources import resolve_source
+    from graft.jobs.tasks.base import VALID
     from graft.jobs.tasks.causal_lm import CausalLM
 
     spec = FineTuneJobSpec.model_validate(job_doc()["spec"])
