@@ -59,7 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          help="shared Ray cluster address (prefix or glob, e.g. http://ray.ray-system.svc:8265) every "
                               "namespace may use; repeatable. Without it only Services in the job's own namespace")
     tenancy.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
-                         help="environment of every training job, which tenants cannot override; repeatable")
+                         help="environment of every training job, which tenants cannot override; repeatable "
+                              "(e.g. HF_HUB_OFFLINE=1 on a cluster without hub access)")
+    tenancy.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
+                         help="environment of every endpoint's Serve replicas; repeatable")
     p.add_argument("--verbose", action="store_true")
 
 
@@ -94,9 +97,11 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "progress_seconds": getattr(args, "progress_seconds", None),
         "workers": getattr(args, "workers", None),
     }
-    extra_env = getattr(args, "job_env", None) or []
-    if extra_env:
-        fields["job_env"] = {**OperatorSettings().job_env, **_key_values(extra_env, "--job-env")}
+    defaults = OperatorSettings()
+    for flag, field in (("--job-env", "job_env"), ("--serve-env", "serve_env")):
+        extra = getattr(args, field, None) or []
+        if extra:
+            fields[field] = {**getattr(defaults, field), **_key_values(extra, flag)}
     return OperatorSettings(**{key: v for key, v in fields.items() if v is not None})
 
 

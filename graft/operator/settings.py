@@ -38,10 +38,10 @@ class OperatorSettings(BaseModel):
     storage_mount_path: str = "/mnt/graft"
     service_account: str | None = Field(default=None, description="ServiceAccount of the Ray pods.")
     job_env: dict[str, str] = Field(
-        default_factory=lambda: {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"},
+        default_factory=lambda: {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"},
         description="Environment of every training job (spec.runtime.env overrides it).",
     )
-    serve_env: dict[str, str] = Field(default_factory=lambda: {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    serve_env: dict[str, str] = Field(default_factory=lambda: {"TOKENIZERS_PARALLELISM": "false"})
     serve_port: int = Field(default=8000, ge=1, le=65535)
     history_limit: int = Field(default=20, ge=1, le=20, description="Promotions kept in ModelEndpoint status.")
     resync_seconds: float = Field(default=30.0, gt=0, description="Safety net: how often every unfinished object is reconciled.")

@@ -132,9 +132,16 @@ def test_graft_jobs_runs_the_spec_the_rayjob_carries() -> None:
 
 
 def test_runtime_env_adds_spec_env_but_never_overrides_the_operators_keys() -> None:
-    rj = build_rayjob(job(runtime={"env": {"HF_HUB_OFFLINE": "0", "EXTRA": "1"}}), SETTINGS)
+    rj = build_rayjob(job(runtime={"env": {"RAY_USAGE_STATS_ENABLED": "1", "EXTRA": "1"}}), SETTINGS)
     env = yaml.safe_load(rj["spec"]["runtimeEnvYAML"])["env_vars"]
-    assert env["HF_HUB_OFFLINE"] == "1" and env["EXTRA"] == "1" and env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert env["EXTRA"] == "1" and env["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def test_hub_access_is_on_unless_the_operator_turns_it_off() -> None:
+    env = yaml.safe_load(build_rayjob(job(), SETTINGS)["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert "HF_HUB_OFFLINE" not in env
+    offline = SETTINGS.model_copy(update={"job_env": {**SETTINGS.job_env, "HF_HUB_OFFLINE": "1"}})
+    assert yaml.safe_load(build_rayjob(job(), offline)["spec"]["runtimeEnvYAML"])["env_vars"]["HF_HUB_OFFLINE"] == "1"
 
 
 def test_lifecycle_fields_follow_spec_runtime_and_suspend() -> None:

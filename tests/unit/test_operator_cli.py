@@ -25,6 +25,17 @@ def test_flags_become_settings() -> None:
     assert (s.ray_image, s.result_storage, s.storage_pvc, s.resync_seconds) == ("r:1", "s3://b/results", "shared", 10)
 
 
+def test_job_and_serve_env_flags_add_to_the_operators_environment() -> None:
+    s = settings_from_args(parse("--job-env", "HF_HUB_OFFLINE=1", "--serve-env", "HF_HUB_OFFLINE=1"))
+    assert s.job_env["HF_HUB_OFFLINE"] == "1" and s.job_env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert s.serve_env == {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
+
+def test_env_flags_need_key_equals_value() -> None:
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        settings_from_args(parse("--serve-env", "HF_HUB_OFFLINE"))
+
+
 def test_defaults_are_cluster_wide_standalone_with_the_pinned_ray_image() -> None:
     args = parse()
     assert args.namespace == [] and args.peering is None and settings_from_args(args).ray_image == DEFAULT_RAY_IMAGE

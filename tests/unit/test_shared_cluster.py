@@ -73,7 +73,7 @@ def test_serve_url_uses_dashboard_host_serve_port_and_route() -> None:
 def test_submission_runs_graft_jobs_with_spec_result_and_env() -> None:
     sub = build_submission(_job(), SETTINGS, "sid")
     assert sub.entrypoint == "python -m graft.jobs --spec finetunejob.yaml --result /data/graft/team-a/sentiment-01234567/result.json"
-    assert sub.env_vars["EXTRA"] == "1" and sub.env_vars["HF_HUB_OFFLINE"] == "1"
+    assert sub.env_vars["EXTRA"] == "1" and sub.env_vars["RAY_USAGE_STATS_ENABLED"] == "0"
     assert sub.env_vars["GRAFT_JOB_NAME"] == "sentiment"
     assert "name: sentiment" in sub.spec_yaml and "namespace: team-a" in sub.spec_yaml
     assert sub.metadata == {"graft.dev/namespace": "team-a", "graft.dev/finetunejob": "sentiment", "graft.dev/uid": UID}
