@@ -187,7 +187,7 @@ class RunConsole:
         )
         self.info(f"exported model: {result.model_uri}")
 
-    def endpoint(self, url: str, text: str, prediction: dict[str, Any], expected: str | None = None) -> None:
+    def endpoint(self, url: str, text: str, prediction: dict[str, Any], expected: str | None = None, image: bool = False) -> None:
         shown = text if len(text) <= 160 else text[:157] + "..."
         scores = ", ".join(f"{k}={v:.3f}" for k, v in prediction.get("scores", {}).items())
         self.console.print(f"[bold green]endpoint[/] {url}  (POST /predict, GET /healthz)", highlight=False)
@@ -196,4 +196,7 @@ class RunConsole:
         if expected is not None:
             verdict = "  [green]correct[/]" if prediction.get("label") == expected else f"  [red]true label: {expected}[/]"
         self.console.print(f"    prediction: {prediction.get('label')}  ({scores}){verdict}", highlight=False)
-        self.info(f"try: curl -s -X POST {url.rstrip('/')}/predict -H 'content-type: application/json' -d '{{\"text\": \"a wonderful film\"}}'")
+        if image:
+            self.info(f"try: curl -s -X POST {url.rstrip('/')}/predict -H 'content-type: image/png' --data-binary @IMAGE.png")
+        else:
+            self.info(f"try: curl -s -X POST {url.rstrip('/')}/predict -H 'content-type: application/json' -d '{{\"text\": \"a wonderful film\"}}'")

@@ -42,7 +42,7 @@ def add_parser(sub: Any, lazy: Any) -> None:
     p.add_argument("--exit-after-sample", action="store_true", help="serve, send one sample request, then exit")
     p.add_argument("--port", type=int, default=None, help="HTTP port for the endpoint (default: 8000, or a free port if taken; 0: any free port)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
-    p.add_argument("--sample", default=None, help="text for the sample prediction (default: a validation example)")
+    p.add_argument("--sample", default=None, help="text (or, for image models, an image file) for the sample prediction (default: a validation example)")
     p.add_argument("--plain", action="store_true", help="line-by-line progress instead of a live table")
     p.set_defaults(func=lazy("graft.cli.run", "main"))
 
@@ -153,11 +153,16 @@ def _serve(job: FineTuneJob, result: TrainingResult, args: argparse.Namespace, c
 
         sample(job, url, console, args.sample)
     else:
-        text, expected = (args.sample, None) if args.sample else _validation_example(job)
-        response = httpx.post(f"{url.rstrip('/')}/predict", json={"text": text}, timeout=60)
+        image = job.spec.task == "image-classification"
+        if image:
+            text, expected, request = _image_example(job, args.sample)
+        else:
+            text, expected = (args.sample, None) if args.sample else _validation_example(job)
+            request = {"json": {"text": text}}
+        response = httpx.post(f"{url.rstrip('/')}/predict", timeout=60, **request)
         response.raise_for_status()
         prediction = response.json()["predictions"][0]
-        console.endpoint(url, text, prediction, expected)
+        console.endpoint(url, text, prediction, expected, image=image)
     if args.exit_after_sample:
         shutdown_local()
         return 0
@@ -178,6 +183,25 @@ def _validation_example(job: FineTuneJob) -> tuple[str, str]:
 
     data = load_dataset(job.spec.dataset)
     return data.val_texts[0], data.label_names[data.val_labels[0]]
+
+
+def _image_example(job: FineTuneJob, sample: str | None) -> tuple[str, str | None, dict[str, Any]]:
+    """(what to show, true label, httpx arguments) for the sample prediction of an image model:
+    `--sample PATH` posts that image file, else the first validation image (as PNG)."""
+    import io
+
+    if sample:
+        return sample, None, {"content": Path(sample).read_bytes(), "headers": {"Content-Type": "image/png"}}
+    from PIL import Image
+
+    from graft.jobs.tasks.image_data import load_images
+
+    data = load_images(job.spec.dataset)
+    image = data.val_images[0]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    shown = f"validation image 0 ({image.shape[1]}x{image.shape[0]} pixels, sent as image/png)"
+    return shown, data.label_names[data.val_labels[0]], {"content": buf.getvalue(), "headers": {"Content-Type": "image/png"}}
 
 
 def _shutdown_ray(ray_dir: Path) -> None:

@@ -187,6 +187,10 @@ def application(args: ServeArgs | dict[str, Any], deployment_options: dict[str, 
         from graft.serving import llm_app
 
         return llm_app.application(parsed, options)
+    if parsed.task == "image-classification":
+        from graft.serving import image_app
+
+        return image_app.ImageClassifier.options(**options).bind(parsed)
     return TextClassifier.options(**options).bind(parsed)
 
 

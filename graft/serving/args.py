@@ -23,6 +23,7 @@ DEPLOYMENT_NAME = "TextClassifier"
 TASK_DEPLOYMENTS: dict[str, str] = {
     Task.TEXT_CLASSIFICATION.value: DEPLOYMENT_NAME,
     Task.CAUSAL_LM.value: "LanguageModel",
+    Task.IMAGE_CLASSIFICATION.value: "ImageClassifier",
 }
 
 
