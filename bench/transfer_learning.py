@@ -75,6 +75,7 @@ class Run:
     eval_seconds: float
     final_loss: float
     load_average: float = float("nan")  # 1-minute load average when the run ended: how busy the machine was
+    curve: dict[str, float] = field(default_factory=dict)  # held-out accuracy after N steps (--eval-at), keys are N
 
 
 @dataclass
@@ -88,13 +89,19 @@ class Results:
     runs: list[Run] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    uptime_before: str = ""
+    uptime_after: str = ""
+    graft_row: dict[str, Any] | None = None  # the same budget through Graft's training path (bench/transfer_graft_path.py)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--counts", default="32,128,512", help="comma-separated numbers of labelled training reviews (balanced)")
     p.add_argument("--seeds", type=int, default=3, help="repeats (seeds 0..N-1) for counts up to --repeat-max")
-    p.add_argument("--repeat-max", type=int, default=128, help="counts above this run once (seed 0) to fit the time budget")
+    p.add_argument("--repeat-max", type=int, default=128, help="counts above this run with --large-seeds seeds")
+    p.add_argument("--large-seeds", type=int, default=1, help="seeds for counts above --repeat-max")
+    p.add_argument("--eval-at", default="", help="comma-separated steps at which the pretrained arm of the largest count is also scored (learning curve)")
+    p.add_argument("--graft-row", action="store_true", help="also train the largest count (seed 0, pretrained) through Graft's Ray training path")
     p.add_argument("--test-size", type=int, default=500, help="held-out IMDB reviews, balanced, fixed across runs")
     p.add_argument("--split-seed", type=int, default=1234, help="seed of the test/pool split (fixed across runs)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -203,8 +210,12 @@ def encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Any]:
     return dict(tokenizer(texts, truncation=True, max_length=max_length, padding="longest", return_tensors="pt"))
 
 
-def train(model: Any, tokenizer: Any, texts: list[str], labels: list[int], budget: Budget, seed: int) -> tuple[int, float, float]:
-    """Run exactly `budget.steps(len(texts))` optimizer steps; returns (steps, seconds, last loss)."""
+def train(
+    model: Any, tokenizer: Any, texts: list[str], labels: list[int], budget: Budget, seed: int, on_step: Any = None
+) -> tuple[int, float, float]:
+    """Run exactly `budget.steps(len(texts))` optimizer steps; returns (steps, seconds, last loss).
+
+    `on_step(step)` runs after each step (outside the timed training, e.g. to score a learning curve)."""
     import torch
 
     steps = budget.steps(len(texts))
@@ -217,7 +228,8 @@ def train(model: Any, tokenizer: Any, texts: list[str], labels: list[int], budge
     pos = 0
     loss_val = float("nan")
     t0 = time.perf_counter()
-    for _ in range(steps):
+    paused = 0.0
+    for step in range(1, steps + 1):
         if pos + budget.batch_size > len(order):
             order = torch.cat([order[pos:], torch.randperm(len(texts), generator=gen)])
             pos = 0
@@ -231,7 +243,12 @@ def train(model: Any, tokenizer: Any, texts: list[str], labels: list[int], budge
         sched.step()
         opt.zero_grad(set_to_none=True)
         loss_val = float(out.loss.detach())
-    return steps, time.perf_counter() - t0, loss_val
+        if on_step is not None and step < steps:
+            started = time.perf_counter()
+            if on_step(step):
+                model.train()
+            paused += time.perf_counter() - started
+    return steps, time.perf_counter() - t0 - paused, loss_val
 
 
 def evaluate(model: Any, test_enc: list[dict[str, Any]], test_y: list[int]) -> tuple[float, float]:
@@ -278,6 +295,30 @@ def table(res: Results) -> str:
     return "\n".join(lines)
 
 
+def _extras(res: Results) -> str:
+    """The pretrained arm's learning curve (is it near its plateau?) and the Graft-path row, when run."""
+    out = []
+    curves = [r.curve for r in res.runs if r.curve]
+    if curves:
+        top = max(r.count for r in res.runs if r.curve)
+        steps = sorted({int(k) for c in curves for k in c})
+        final = {r.seed: r.accuracy for r in res.runs if r.curve}
+        cells = [f"{k} steps: {_mean_std([c[str(k)] for c in curves if str(k) in c])}" for k in steps]
+        last = next(r.steps for r in res.runs if r.curve)
+        cells.append(f"{last} steps (end): {_mean_std(list(final.values()))}")
+        out.append(f"\nPretrained arm at {top} reviews, held-out accuracy (%) along the run ({len(curves)} seeds): " + "; ".join(cells) + ".")
+    g = res.graft_row
+    if g:
+        out.append(
+            f"\nThe same budget through Graft's own training path (`graft.jobs.entrypoint.run_job` on a local Ray: Ray Tune trial, "
+            f"Ray Train worker, Graft's task and loop, export), {g['count']} reviews, seed 0, pretrained: "
+            f"{100 * g['accuracy']:.1f}% on the same held-out reviews after {g['steps']} steps ({g['seconds']:.0f} s wall, "
+            f"Ray start to exported model; the plain loop's pretrained seed-0 run at this count: {100 * g['plain_accuracy']:.1f}%). "
+            "The two paths draw batches in different orders, so they agree in expectation, not to the digit."
+        )
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def section(res: Results) -> str:
     b = res.budget
     env = res.environment
@@ -304,7 +345,7 @@ Command (from the repository root; it writes this section; `--from-json FILE` re
 ```
 
 {table(res)}
-
+{_extras(res)}
 - Accuracy on the held-out set; "± x" is the sample standard deviation over seeds 0..N-1 (each seed
   draws a different balanced training sample, data order and head/model init; the same seed is used
   for both arms). Delta is pretrained minus scratch, paired by seed.
@@ -325,10 +366,17 @@ Command (from the repository root; it writes this section; `--from-json FILE` re
   {res.test_size} reviews (not 1000) for the same reason: about 2 points of standard error at these accuracies.
   One torch thread is the default: on this busy 2-core machine two threads ran 3 to 7 times slower
   (OpenMP threads waiting on each other).
+- `uptime` before: `{res.uptime_before or '?'}`; after: `{res.uptime_after or '?'}`.
 - Machine: {env.get('machine', '?')}; 1-minute load average {loads} while it ran (other engineers'
   builds and tests). Date: {env.get('date', '?')}. Whole run: {res.wall_seconds / 60:.1f} min.
   Versions: {env.get('versions', '?')}.
 """
+
+
+def _uptime() -> str:
+    import subprocess
+
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def load_results(path: Path) -> Results:
@@ -374,20 +422,42 @@ def main(argv: list[str] | None = None) -> int:
         majority_accuracy=majority,
         environment=environment(args.threads, ("torch", "transformers")),
     )
-    plan = [(c, s) for c in args.count_list for s in range(args.seeds if c <= args.repeat_max else 1)]
+    res.uptime_before = _uptime()
+    plan = [(c, s) for c in args.count_list for s in range(args.seeds if c <= args.repeat_max else args.large_seeds)]
+    eval_at = {int(x) for x in args.eval_at.split(",") if x.strip()}
     print(f"model {model_dir}\ntest {len(test_y)} reviews, pool {res.pool_size}; {len(plan)} (count, seed) pairs x 2 inits", flush=True)
+    if args.graft_row:  # first, so that a run cut short still has it
+        from bench.transfer_graft_path import graft_row
+
+        texts, labels = sample_train(pools, args.count_list[-1], 0)
+        res.graft_row = graft_row(texts, labels, test_t, test_y, budget, args.count_list[-1])
+        print(f"graft path: {res.graft_row}", flush=True)
     for count, seed in plan:
         texts, labels = sample_train(pools, count, seed)
         for init in ("pretrained", "scratch"):
             model = build_model(model_dir, init, seed)
-            steps, secs, loss = train(model, tokenizer, texts, labels, budget, seed)
+            curve: dict[str, float] = {}
+
+            def score(step: int, model: Any = model, curve: dict[str, float] = curve) -> bool:
+                if step not in eval_at:
+                    return False
+                curve[str(step)] = evaluate(model, test_enc, test_y)[0]
+                return True
+
+            track = init == "pretrained" and count == args.count_list[-1] and eval_at
+            steps, secs, loss = train(model, tokenizer, texts, labels, budget, seed, on_step=score if track else None)
             acc, esecs = evaluate(model, test_enc, test_y)
-            res.runs.append(Run(count, seed, init, steps, acc, secs, esecs, loss, os.getloadavg()[0]))
+            res.runs.append(Run(count, seed, init, steps, acc, secs, esecs, loss, os.getloadavg()[0], curve))
             print(f"count {count:5d} seed {seed} {init:10s} steps {steps:4d} loss {loss:.3f} acc {100 * acc:5.1f}%  train {secs:6.1f}s eval {esecs:5.1f}s", flush=True)
             del model
             if args.json:
                 res.wall_seconds = time.perf_counter() - wall0
                 args.json.write_text(json.dumps(asdict(res), indent=2))
+    if res.graft_row:
+        top = args.count_list[-1]
+        res.graft_row["plain_accuracy"] = next((r.accuracy for r in res.runs if r.count == top and r.seed == 0 and r.init == "pretrained"), float("nan"))
+        print(f"graft path: {res.graft_row}", flush=True)
+    res.uptime_after = _uptime()
     res.wall_seconds = time.perf_counter() - wall0
     if args.json:
         args.json.write_text(json.dumps(asdict(res), indent=2))
