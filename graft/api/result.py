@@ -41,6 +41,18 @@ class TrialRecord(ApiModel):
     error: str | None = None
 
 
+class DistillationReport(ApiModel):
+    """Teacher and exported student measured the same way on the validation split."""
+
+    teacher: str
+    teacher_parameters: int
+    student_parameters: int
+    teacher_accuracy: float
+    student_accuracy: float
+    teacher_ms_per_image: float = Field(description="Median forward time of one image, one thread.")
+    student_ms_per_image: float
+
+
 class TrainingResult(ApiModel):
     api_version: Literal["graft.dev/v1alpha1"] = GROUP_VERSION
     kind: Literal["TrainingResult"] = "TrainingResult"
@@ -60,3 +72,4 @@ class TrainingResult(ApiModel):
     started_at: str
     finished_at: str
     phase_seconds: dict[str, float] = Field(default_factory=dict)
+    distillation: DistillationReport | None = Field(default=None, description="Teacher vs student, when spec.distillation was set.")

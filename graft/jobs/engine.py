@@ -44,29 +44,46 @@ def trainable_state(module: Any) -> dict[str, Any]:
     return {k: v for k, v in module.state_dict().items() if k not in frozen}
 
 
-def optimizer_and_schedule(module: Any, training: TrainingSpec, total_steps: int) -> tuple[Any, Any]:
-    """AdamW (no weight decay on biases and norms) with linear warmup and decay."""
+def optimizer_and_schedule(
+    module: Any, training: TrainingSpec, total_steps: int, first_epoch: Callable[[str], int] | None = None
+) -> tuple[Any, Any]:
+    """AdamW (no weight decay on biases and norms) with linear warmup and decay.
+
+    `first_epoch(name)` (the task's, for `freezeBaseEpochs`): a parameter's learning rate is 0 before
+    that epoch. Every parameter stays in the optimizer, so DDP and ZeRO see the same set throughout.
+    """
     import torch
 
     from graft.jobs.deepspeed_config import adamw_params, lr_multiplier, warmup_steps
 
     params = adamw_params(training)
-    decay, no_decay = [], []
+    by_group: dict[tuple[bool, int], list[Any]] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "layernorm" in name.lower() or "norm." in name.lower() else decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": params["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        decays = not (p.ndim < 2 or "layernorm" in name.lower() or "norm." in name.lower())
+        by_group.setdefault((decays, first_epoch(name) if first_epoch else 1), []).append(p)
+    keys = sorted(by_group, key=lambda k: (not k[0], k[1]))
+    groups = [{"params": by_group[k], "weight_decay": params["weight_decay"] if k[0] else 0.0} for k in keys]
     optimizer = torch.optim.AdamW(groups, lr=params["lr"], betas=tuple(params["betas"]), eps=params["eps"])
     warm = warmup_steps(training, total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, warmup=warm, total=total_steps))
+    per_epoch = max(1, total_steps // max(1, training.epochs))
+
+    def schedule(start_epoch: int) -> Callable[[int], float]:
+        frozen_steps = (start_epoch - 1) * per_epoch
+        return lambda s: 0.0 if s < frozen_steps else lr_multiplier(s, warmup=warm, total=total_steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule(k[1]) for k in keys])
     return optimizer, scheduler
 
 
 class TorchEngine:
     """`single` and `ddp`: fp32 weights, autocast for bf16/fp16 (GradScaler for fp16)."""
 
-    def __init__(self, module: Any, training: TrainingSpec, precision: ResolvedPrecision, device: Any, total_steps: int, ddp: bool) -> None:
+    def __init__(
+        self, module: Any, training: TrainingSpec, precision: ResolvedPrecision, device: Any, total_steps: int, ddp: bool,
+        first_epoch: Callable[[str], int] | None = None,
+    ) -> None:
         import torch
 
         self.training = training
@@ -79,7 +96,7 @@ class TorchEngine:
             self.module = self.model.module
         else:
             self.module = self.model = module.to(device)
-        self.optimizer, self.scheduler = optimizer_and_schedule(self.module, training, total_steps)
+        self.optimizer, self.scheduler = optimizer_and_schedule(self.module, training, total_steps, first_epoch)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.gas = training.gradient_accumulation_steps
@@ -157,7 +174,10 @@ class DeepSpeedEngine:
 
     backend: Backend = "deepspeed"
 
-    def __init__(self, module: Any, training: TrainingSpec, precision: ResolvedPrecision, world_size: int, use_gpu: bool, total_steps: int) -> None:
+    def __init__(
+        self, module: Any, training: TrainingSpec, precision: ResolvedPrecision, world_size: int, use_gpu: bool, total_steps: int,
+        first_epoch: Callable[[str], int] | None = None,
+    ) -> None:
         import deepspeed
 
         from graft.jobs.deepspeed_config import deepspeed_config
@@ -168,7 +188,7 @@ class DeepSpeedEngine:
             import deepspeed.ops
 
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        optimizer, scheduler = optimizer_and_schedule(module, training, total_steps)
+        optimizer, scheduler = optimizer_and_schedule(module, training, total_steps, first_epoch)
         config = deepspeed_config(training, world_size=world_size, precision=precision, use_gpu=use_gpu)
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config)
         self.model = self.engine
@@ -216,8 +236,9 @@ class DeepSpeedEngine:
 
 
 def make_engine(
-    backend: Backend, module: Any, training: TrainingSpec, precision: ResolvedPrecision, *, world_size: int, use_gpu: bool, device: Any, total_steps: int
+    backend: Backend, module: Any, training: TrainingSpec, precision: ResolvedPrecision, *, world_size: int, use_gpu: bool, device: Any, total_steps: int,
+    first_epoch: Callable[[str], int] | None = None,
 ) -> TorchEngine | DeepSpeedEngine:
     if backend == "deepspeed":
-        return DeepSpeedEngine(module, training, precision, world_size, use_gpu, total_steps)
-    return TorchEngine(module, training, precision, device, total_steps, ddp=backend == "ddp")
+        return DeepSpeedEngine(module, training, precision, world_size, use_gpu, total_steps, first_epoch)
+    return TorchEngine(module, training, precision, device, total_steps, ddp=backend == "ddp", first_epoch=first_epoch)

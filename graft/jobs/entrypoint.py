@@ -142,6 +142,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     assert outcome is not None
     others = [p for state in outcome.tracker.trials.values() if state.trial_id != trial_id for p in state.checkpoints.values()]
     prune_checkpoints(ckpt, others)
+    extra = found.task.report(uri, data) or {}  # extra result fields, e.g. distillation's comparison
 
     phases.enter("done")
     result = base.model_copy(
@@ -159,6 +160,8 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
             "phase_seconds": phases.seconds,
         }
     )
+    if extra:
+        result = TrainingResult.model_validate({**result.model_dump(), **extra})
     write_result(result, run_dir)
     emit(JobFinishedEvent(status="succeeded", best_trial_id=trial_id, best_score=result.best_score, model_uri=uri, message=result.message))
     return result

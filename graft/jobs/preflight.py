@@ -42,6 +42,11 @@ def _model_errors(spec: FineTuneJobSpec) -> tuple[Path | None, list[FieldError]]
             return None, [FieldError("spec.model.source", str(err))]
         if gguf is not None:
             return path, []
+    if spec.task == "image-classification":
+        from graft.jobs.tasks.image_model import image_model_error
+
+        error = image_model_error(path)
+        return (None, [FieldError("spec.model.source", error)]) if error else (path, [])
     config = path / "config.json"
     if not path.is_dir() or not config.is_file():
         return None, [FieldError("spec.model.source", f"{str(path)!r} is not a Hugging Face model directory (no config.json in it)")]
@@ -74,6 +79,8 @@ def _spec_errors(spec: FineTuneJobSpec) -> list[FieldError]:
     for key in spec.tuning.search_space:
         if key.startswith("lora.") and training.lora is None:
             errors.append(FieldError(f"spec.tuning.searchSpace.{key}", "searching a LoRA setting needs spec.training.lora to be set"))
+    if spec.distillation is not None:
+        errors += _distillation_errors(spec)
     if spec.tuning.num_trials > 1 and not spec.tuning.search_space:
         errors.append(FieldError("spec.tuning.numTrials", f"{spec.tuning.num_trials} trials with an empty searchSpace would train the same config repeatedly; add a searchSpace or set numTrials: 1"))
     return errors
@@ -128,6 +135,21 @@ def max_epochs(spec: FineTuneJobSpec) -> int:
     if param.type == "choice":
         return max(int(v) for v in (param.values or [spec.training.epochs]))
     return int(param.high or spec.training.epochs)
+
+
+def _distillation_errors(spec: FineTuneJobSpec) -> list[FieldError]:
+    assert spec.distillation is not None
+    if spec.task != "image-classification":
+        return [FieldError("spec.distillation", f"distillation is implemented for image-classification, not {spec.task}; remove spec.distillation")]
+    from graft.jobs.tasks.distill import FIELD, model_dir_of
+    from graft.jobs.tasks.image_model import image_model_error
+
+    try:
+        teacher = model_dir_of(spec.distillation.teacher, FIELD)
+    except DataError as exc:
+        return [FieldError(exc.field, exc.message)]
+    error = image_model_error(teacher, exported=True)
+    return [FieldError(FIELD, error)] if error else []
 
 
 def inspect(spec: FineTuneJobSpec) -> Preflight:

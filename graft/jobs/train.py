@@ -160,7 +160,8 @@ class _Worker:
         micro_per_epoch = min(micro_batches, steps_per_epoch * gas)
         backend = choose_backend(t, self.world)
         self.engine = make_engine(
-            backend, module, t, precision, world_size=self.world, use_gpu=self.use_gpu, device=self._device(), total_steps=steps_per_epoch * t.epochs
+            backend, module, t, precision, world_size=self.world, use_gpu=self.use_gpu, device=self._device(), total_steps=steps_per_epoch * t.epochs,
+            first_epoch=self.task.first_epoch,
         )
         progress = self._restore(ray.train.get_checkpoint())
         if self.rank == 0:
@@ -190,6 +191,7 @@ class _Worker:
         engine.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
         batches = self._batches(self.data.train, epoch, True)[:micro_per_epoch]
+        self.task.start_epoch(epoch)
         gas = t.gradient_accumulation_steps
         for i, (idx, _) in enumerate(batches):
             batch = {k: v.to(engine.device, non_blocking=True) for k, v in self.task.collate(self.data.train, idx, self.data).items()}

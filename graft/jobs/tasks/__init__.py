@@ -11,6 +11,7 @@ from graft.jobs.tasks.base import Task, TaskData
 TASKS: dict[str, str] = {
     "text-classification": "graft.jobs.tasks.text_classification:TextClassification",
     "causal-lm": "graft.jobs.tasks.causal_lm:CausalLM",
+    "image-classification": "graft.jobs.tasks.image_classification:ImageClassification",
 }
 
 

@@ -126,6 +126,20 @@ class Task(ABC):
     def export(self, model: torch.nn.Module, out: Path, model_path: Path, data: TaskData) -> None:
         """Write a self-contained model directory (e.g. `save_pretrained` + tokenizer) from `model`."""
 
+    # -- optional hooks (defaults do nothing) ------------------------------------------------------
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called on every worker before an epoch's first training batch (e.g. seeded augmentation)."""
+        return None
+
+    def first_epoch(self, name: str) -> int:
+        """The epoch from which parameter `name` trains (its learning rate is 0 before; `freezeBaseEpochs`)."""
+        return 1
+
+    def report(self, model_uri: str, data: TaskData) -> dict[str, Any] | None:
+        """Driver, after export: extra result-document fields by name (e.g. `distillation`), or None."""
+        return None
+
     # -- helpers shared by tasks --------------------------------------------------------------------
 
     def adapt(self, model: torch.nn.Module, lora_task_type: str) -> torch.nn.Module:

@@ -210,6 +210,18 @@ class ImageClassification(Task):
         confusion = sums["confusion"].cpu()
         return {"eval_loss": float(sums["loss"]) / rows, "eval_accuracy": float(confusion.diag().sum()) / rows, "eval_f1": macro_f1(confusion)}
 
+    def report(self, model_uri: str, data: TaskData) -> dict[str, Any] | None:
+        """With distillation: teacher vs exported student on the validation split (result `distillation`)."""
+        d = self.spec.distillation
+        if d is None:
+            return None
+        from graft.jobs.sources import resolve_source
+        from graft.jobs.tasks.distill import compare
+        from graft.jobs.tasks.image_transforms import ModelInput
+
+        student = resolve_source(model_uri, field="modelUri")
+        return {"distillation": compare(d.teacher, student, data.validation, ModelInput.from_dict(data.info["input"]))}
+
     def export(self, model: torch.nn.Module, out: Path, model_path: Path, data: TaskData) -> None:
         import copy
 

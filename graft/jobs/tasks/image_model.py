@@ -268,3 +268,25 @@ def export_image_model(model: ImageClassifier, state: dict[str, torch.Tensor], l
 
 def is_image_model_dir(path: Path) -> bool:
     return (path / GRAFT_MODEL_FILE).is_file()
+
+
+def image_model_error(path: Path, *, exported: bool = False) -> str | None:
+    """Why `path` cannot be an image model (None when it can); `exported`: only a Graft export will do.
+
+    A `.json` file is taken as a Graft result document (its `modelUri` is the model).
+    """
+    if path.is_file() and path.suffix == ".json":
+        from graft.jobs.data import DataError
+        from graft.jobs.tasks.distill import model_dir_of
+
+        try:
+            path = model_dir_of(str(path), "spec.model.source")
+        except DataError as exc:
+            return exc.message
+    if (path / GRAFT_MODEL_FILE).is_file():
+        return None
+    if exported:
+        return f"{path} is not an exported image model (no {GRAFT_MODEL_FILE}); give a Graft result.json or its model/ directory"
+    if find_effnet_weights(path) is not None or (path / "config.json").is_file():
+        return None
+    return f"{path} is not an image model: no EfficientNet-Lite .pth, Hugging Face config.json or {GRAFT_MODEL_FILE} in it"
