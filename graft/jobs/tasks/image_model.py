@@ -56,6 +56,20 @@ class ImageClassifier(nn.Module):
         self.model_input = model_input
         self.head_prefixes = [f"net.{p}" for p in head_prefixes]
 
+    # Pretrained BatchNorm statistics stay as they are while fine-tuning (the layers' scale and shift
+    # still train): small fine-tuning batches give noisy statistics, and the slow running averages
+    # then lag the changing weights, so evaluation (which uses them) collapses. The usual practice
+    # for fine-tuning EfficientNets; a network trained from scratch updates its statistics.
+    frozen_norm_stats = True
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        super().train(mode)
+        if mode and self.frozen_norm_stats:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.net(pixel_values=pixel_values) if self.kind == "transformers" else self.net(pixel_values)
         return out.logits if hasattr(out, "logits") else out
@@ -183,6 +197,7 @@ def load_image_model(
         size = image_size or EFFNET_SIZES[variant]
         net = _effnet(variant, n, size, weights if pretrained else None, None)
         model = ImageClassifier(net, "efficientnet-lite", {"variant": variant, "image_size": size}, ModelInput(size, 3, HALF, HALF), ["_fc."])
+        model.frozen_norm_stats = pretrained
         if student_layers is not None:
             blocks = student_blocks(net, student_layers)
             keep_blocks(net, blocks)
