@@ -209,6 +209,9 @@ paired differences by seed.
   (EfficientNet-Lite keeps TensorFlow's slow momentum, 0.01; 0.1 changed nothing in a check). The
   same scratch network scored 29.5 % on 200 test digits with batch statistics (train mode; 100
   digits, seed 0, one check), so it learns a little in this budget, far less than the pretrained one.
+- These figures were measured before Graft kept pretrained BatchNorm statistics frozen during
+  fine-tuning (`ImageClassifier.frozen_norm_stats`, now the default for pretrained backbones); the
+  pretrained arms updated their statistics here. Re-run the command for current figures.
 - Plain PyTorch in one process (no Ray, no DeepSpeed), with Graft's own loaders, preprocessing,
   augmentation and model construction, so it measures pretraining and augmentation, not the Ray path.
 - Machine: {res.environment.get('machine', '?')}; `uptime` before: `{res.uptime_before}`; after:

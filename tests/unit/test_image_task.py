@@ -151,3 +151,28 @@ def test_serving_loads_the_export_and_scores_an_image(effnet_dir: Path, tmp_path
     [image] = parse_image_request(buf.getvalue(), "image/png", ImageLimits(10_000, 4))
     [scores] = loaded.probabilities([loaded.preprocess.eval(image)])
     assert len(scores) == 2 and sum(scores) == pytest.approx(1.0)
+
+
+def test_fine_tuning_keeps_pretrained_batchnorm_statistics(effnet_dir: Path) -> None:
+    pre = load_image_model(effnet_dir, LABELS, image_size=32).train()
+    scratch = load_image_model(effnet_dir, LABELS, image_size=32, pretrained=False).train()
+    assert not pre.net._bn0.training and pre.net._fc.training
+    assert scratch.net._bn0.training
+
+
+def test_freeze_base_epochs_gives_the_backbone_no_learning_rate_until_then(tmp_path: Path) -> None:
+    from graft.jobs.engine import optimizer_and_schedule
+
+    task = ImageClassification(spec(tmp_path, training={"freezeBaseEpochs": 1, "epochs": 2, "learningRate": 0.1}))
+    module = torch.nn.Module()
+    module.net = torch.nn.Module()
+    module.net._fc = torch.nn.Linear(2, 2)
+    module.net._conv = torch.nn.Linear(2, 2)
+    opt, sched = optimizer_and_schedule(module, task.training, total_steps=10, first_epoch=task.first_epoch)
+    head = next(g for g in opt.param_groups if any(p is module.net._fc.weight for p in g["params"]))
+    body = next(g for g in opt.param_groups if any(p is module.net._conv.weight for p in g["params"]))
+    assert head["lr"] > 0 and body["lr"] == 0
+    for _ in range(5):  # one epoch of 5 steps
+        opt.step()
+        sched.step()
+    assert body["lr"] > 0
