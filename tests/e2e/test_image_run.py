@@ -173,5 +173,5 @@ def test_distilled_student_is_smaller_and_served(teacher: Teacher, digits: tuple
 
     record = TrainingResult.model_validate_json((tmp_path / "run" / "result.json").read_text()).distillation
     assert record is not None
-    assert record["student_parameters"] == student["parameters"] < record["teacher_parameters"] == teacher_health["parameters"]
-    assert 0 <= float(record["student_accuracy"]) <= 1 and float(record["student_ms_per_image"]) > 0
+    assert record.student_parameters == student["parameters"] < record.teacher_parameters == teacher_health["parameters"]
+    assert 0 <= record.student_accuracy <= 1 and record.student_ms_per_image > 0
