@@ -144,7 +144,7 @@ class ImageClassification(Task):
         config = LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules or default, modules_to_save=head
         )
-        return get_peft_model(model, config)  # type: ignore[arg-type]
+        return get_peft_model(model, config)
 
     def first_epoch(self, name: str) -> int:
         """freezeBaseEpochs: the backbone's parameters train from epoch N+1, the head's from epoch 1."""
@@ -228,7 +228,7 @@ class ImageClassification(Task):
         from graft.jobs.tasks.image_model import export_image_model
 
         plain: Any = model
-        if hasattr(model, "merge_and_unload"):
-            plain = copy.deepcopy(model).merge_and_unload()
+        if hasattr(plain, "merge_and_unload"):
+            plain = copy.deepcopy(plain).merge_and_unload()
         state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu() for k, v in plain.state_dict().items()}
         export_image_model(plain, state, data.label_names, out)
