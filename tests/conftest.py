@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Iterator
 
 import pytest
 
 from tests.controlplane import ControlPlane
 from tests.nodehost import NODE_IP
+from tests.s3server import S3Server
 
 NODE_FIXTURE = "kube_node"  # tests/kuberay/conftest.py: the real one-node cluster
 
@@ -36,6 +38,24 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     ns = control_plane.create_namespace()
     yield ns
     control_plane.delete_namespace(ns, wait=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (versitygw) on a loopback port for the whole session."""
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket per test (`s3://...`), with the server's AWS_* variables set in the environment."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server.create_bucket(f"t-{uuid.uuid4().hex[:12]}")
 
 
 LAYERS = ("unit", "integration", "e2e")

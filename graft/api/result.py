@@ -53,11 +53,31 @@ class DistillationReport(ApiModel):
     student_ms_per_image: float
 
 
+class ResumeRecord(ApiModel):
+    """One recovery: a new attempt that continued the experiment, or a trial's workers restarted."""
+
+    attempt: int = Field(ge=1, description="The attempt that resumed (1 = the first run of the job).")
+    kind: Literal["attempt", "worker"] = Field(
+        description="attempt: a new run of the job (RayJob retry, resubmit, resume after suspend) continued the Tune experiment; "
+        "worker: Ray Train restarted a trial's workers inside the run."
+    )
+    at: str = Field(description="When the recovery happened (UTC, ISO 8601).")
+    trials_skipped: list[str] = Field(default_factory=list, description="Trials that had finished before: not rerun.")
+    trials_resumed: dict[str, int] = Field(
+        default_factory=dict, description="Trial -> the epoch it continued from (0: no checkpoint, it started over)."
+    )
+    time_lost_seconds: float = Field(
+        default=0.0, ge=0,
+        description="Wall time between the last checkpoint saved before the failure and the recovery: work redone plus downtime.",
+    )
+
+
 class TrainingResult(ApiModel):
     api_version: Literal["graft.dev/v1alpha1"] = GROUP_VERSION
     kind: Literal["TrainingResult"] = "TrainingResult"
     job_name: str
     status: Literal["succeeded", "failed"]
+    reason: str | None = Field(default=None, description="Why it failed, as a condition reason: StorageFailed names a storage problem.")
     message: str = ""
     metric: str
     mode: Literal["max", "min"]
@@ -73,3 +93,9 @@ class TrainingResult(ApiModel):
     finished_at: str
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     distillation: DistillationReport | None = Field(default=None, description="Teacher vs student, when spec.distillation was set.")
+    # Failures survived (issue 9): every attempt and worker restart that resumed instead of starting over.
+    attempt: int = Field(default=1, ge=1, description="The attempt that wrote this result (1 + earlier interrupted attempts).")
+    failures_survived: int = Field(default=0, ge=0, description="Interrupted attempts plus worker-group restarts, all resumed.")
+    resumes: list[ResumeRecord] = Field(default_factory=list)
+    time_lost_seconds: float = Field(default=0.0, ge=0, description="Sum of the resumes' time lost.")
+    epochs_trained: int = Field(default=0, ge=0, description="Epochs trained over all attempts, redone ones included.")

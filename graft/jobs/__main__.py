@@ -21,14 +21,8 @@ from graft.api.errors import FieldError, SpecError
 from graft.api.load import parse_as, parse_spec
 from graft.api.result import RESULT_LOG_MARKER
 from graft.api.spec import FineTuneJob
-from graft.jobs.events import (
-    JobEvent,
-    PhaseEvent,
-    TrialEpochEvent,
-    TrialFinishedEvent,
-    TrialStartedEvent,
-    TrialStoppedEvent,
-)
+from graft.jobs.events import JobEvent
+from graft.jobs.joblog import JobLog
 
 
 def load_job_document(path: Path) -> FineTuneJob:
@@ -61,29 +55,42 @@ def parse_job_json(text: str) -> FineTuneJob:
     return parse_as(FineTuneJob, doc, source="--spec-json")
 
 
+def format_event(event: JobEvent) -> str | None:
+    """The one plain log line of an event (None for events without one)."""
+    kind = event.type
+    if kind == "phase":
+        took = f" ({event.previous} took {event.seconds:.1f}s)" if event.previous and event.seconds is not None else ""
+        return f"[graft] phase {event.phase}{took} {event.message}".rstrip()
+    elif kind == "trial_started":
+        return f"[graft] trial {event.trial_id} started config={event.config}"
+    elif kind == "trial_epoch":
+        m = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items())
+        return f"[graft] trial {event.trial_id} epoch {event.epoch}/{event.epochs} {m}"
+    elif kind == "trial_stopped":
+        return f"[graft] trial {event.trial_id} stopped after epoch {event.epoch}/{event.epochs} by {event.reason}"
+    elif kind == "trial_finished":
+        extra = f" error={event.error.splitlines()[-1]}" if event.error else ""
+        return f"[graft] trial {event.trial_id} {event.status} epochs={event.epochs_completed} best={event.best_score}{extra}"
+    elif kind == "job_resumed":
+        if event.restored:
+            resumed = ", ".join(f"{t} from epoch {e}" for t, e in event.trials_resumed.items()) or "none"
+            return f"[graft] attempt {event.attempt} resumes the experiment: {len(event.trials_skipped)} finished trial(s) kept, continuing: {resumed}; time lost {event.time_lost_seconds:.0f}s"
+        return f"[graft] attempt {event.attempt}: the earlier attempt left no restorable experiment; trials start over"
+    elif kind == "job_finished":
+        return f"[graft] job {event.status}: {event.message} model={event.model_uri}"
+    return None
+
+
 def log_event(event: JobEvent) -> None:
     """One plain line per event on stdout (the RayJob's log)."""
-    if isinstance(event, PhaseEvent):
-        took = f" ({event.previous} took {event.seconds:.1f}s)" if event.previous and event.seconds is not None else ""
-        line = f"[graft] phase {event.phase}{took} {event.message}".rstrip()
-    elif isinstance(event, TrialStartedEvent):
-        line = f"[graft] trial {event.trial_id} started config={event.config}"
-    elif isinstance(event, TrialEpochEvent):
-        m = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items())
-        line = f"[graft] trial {event.trial_id} epoch {event.epoch}/{event.epochs} {m}"
-    elif isinstance(event, TrialStoppedEvent):
-        line = f"[graft] trial {event.trial_id} stopped after epoch {event.epoch}/{event.epochs} by {event.reason}"
-    elif isinstance(event, TrialFinishedEvent):
-        extra = f" error={event.error.splitlines()[-1]}" if event.error else ""
-        line = f"[graft] trial {event.trial_id} {event.status} epochs={event.epochs_completed} best={event.best_score}{extra}"
-    else:
-        line = f"[graft] job {event.status}: {event.message} model={event.model_uri}"
-    print(line, flush=True)
+    line = format_event(event)
+    if line is not None:
+        print(line, flush=True)
 
 
-def progress_emitter(job: FineTuneJob, result: str) -> Callable[[JobEvent], None]:
-    """Per event: the human log line, the structured `GRAFT_EVENT {json}` line, and the progress
-    snapshot written next to the result (`progress.json`, read by the operator)."""
+def progress_emitter(job: FineTuneJob, result: str, joblog: JobLog | None = None) -> Callable[[JobEvent], None]:
+    """Per event: the human log line (also kept in `joblog`), the structured `GRAFT_EVENT {json}`
+    line, and the progress snapshot written next to the result (`progress.json`, read by the operator)."""
     from graft.jobs.progress import PROGRESS_FILE, ProgressTracker, ProgressWriter, event_line
 
     spec = job.spec
@@ -93,7 +100,11 @@ def progress_emitter(job: FineTuneJob, result: str) -> Callable[[JobEvent], None
                             warn=lambda m: print(f"[graft] {m}", file=sys.stderr, flush=True))
 
     def emit(event: JobEvent) -> None:
-        log_event(event)
+        line = format_event(event)
+        if line is not None:
+            print(line, flush=True)
+            if joblog is not None:
+                joblog.add(line)
         print(event_line(event), flush=True)
         writer(event)
 
@@ -132,9 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.init(address=address)
     else:
         ray.init(address="local", resources=ray_init_resources(job.spec), include_dashboard=False)
+    from graft import storage
+    from graft.jobs.tune import job_storage
+
+    joblog = JobLog(storage.join(job_storage(job, run_dir), storage.LOG_FILE))
     code = 0
     try:
-        run_job(job, run_dir, on_event=progress_emitter(job, args.result))
+        run_job(job, run_dir, on_event=progress_emitter(job, args.result, joblog))
     except TrainingFailed as exc:
         print(f"[graft] training failed: {exc}", file=sys.stderr)
         code = 1
@@ -145,22 +160,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.shutdown()
     produced = Path(run_dir) / RESULT_FILE
     if produced.exists():
-        publish_result(produced, args.result, local_result)
+        joblog.add(publish_result(produced, args.result, local_result))
+    joblog.flush()
     return code
 
 
-def publish_result(produced: Path, target: str, local_target: Path | None) -> None:
-    """Copy result.json to `--result` (a path or an fsspec URI) and print it on one log line."""
+def publish_result(produced: Path, target: str, local_target: Path | None) -> str:
+    """Print result.json on one log line (the operator's fallback; returned), then copy it to
+    `--result` (a path or a URI); a copy that fails (storage full or unreachable) is reported, not raised."""
     text = produced.read_text()
-    if local_target is None:
-        import fsspec
+    line = RESULT_LOG_MARKER + json.dumps(json.loads(text), separators=(",", ":"))
+    print(line, flush=True)
+    try:
+        if local_target is None:
+            from graft import storage
 
-        with fsspec.open(target, "w") as fh:
-            fh.write(text)
-    elif produced.resolve() != local_target:
-        local_target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(produced, local_target)
-    print(RESULT_LOG_MARKER + json.dumps(json.loads(text), separators=(",", ":")), flush=True)
+            storage.write_text(target, text)
+        elif produced.resolve() != local_target:
+            local_target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(produced, local_target)
+    except OSError as exc:
+        print(f"[graft] could not write the result to {target}: {exc}", file=sys.stderr, flush=True)
+    return line
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ when it starts the cluster itself) and may pass `on_event` to follow progress li
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,7 +30,7 @@ class TrainingFailed(RuntimeError):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class _Phases:
@@ -71,9 +72,11 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     Raises `SpecError` (before any training, nothing written) when preflight finds problems, and
     `TrainingFailed` (after writing a result with status "failed") when no trial produced a model.
     """
+    from graft import storage as store
     from graft.jobs import preflight
     from graft.jobs.export import export_best, prune_checkpoints
-    from graft.jobs.tune import epoch_metrics, run_tuning, storage_root
+    from graft.jobs.tracker import epoch_metrics
+    from graft.jobs.tune import job_storage, run_tuning
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     notes = [*found.warnings, preflight.concurrency_warning(spec, ray.cluster_resources())]
     phases.enter("loading", "; ".join(f"warning: {n}" for n in notes if n))
     data = found.task.prepare(found.dataset, found.model_path)  # once per job, shared by every trial
-    storage = storage_root(spec, run_dir)
+    storage = job_storage(job, run_dir)
     base = TrainingResult(
         job_name=job.metadata.name,
         status="failed",
@@ -101,9 +104,15 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
         finished_at=started_at,
     )
 
+    try:
+        store.check_writable(storage)
+    except store.StorageError as exc:
+        return _fail(base, str(exc), [], phases, run_dir, emit, reason=STORAGE_FAILURE)
+
     phases.enter("tuning", f"{data.summary()}; {spec.tuning.num_trials} trial(s), {spec.resources.workers} worker(s) each")
     outcome = None
     error: str | None = None
+    reason: str | None = None
     from ray.exceptions import RayError
     from ray.tune.error import TuneError
 
@@ -111,13 +120,21 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
         outcome = run_tuning(job, data, storage, emit)
     except (TuneError, RayError, RuntimeError, ValueError, OSError) as exc:  # how Tune/Train surface failures
         error = f"tuning failed: {exc}"
+        reason = storage_failure(exc)
+        if reason:
+            error = f"tuning failed: storage {storage} failed: {exc}"
 
+    if outcome is not None:
+        base = base.model_copy(update=outcome.tracker.recovery())
     trials = outcome.tracker.records() if outcome else []
     best = outcome.tracker.best() if outcome else None
     if best is None:
         failed = [t for t in trials if t.error]
+        broken = next((t for t in failed if storage_failure(t.error or "")), None)
+        if broken is not None and error is None:
+            reason, error = STORAGE_FAILURE, f"storage {storage} failed (trial {broken.trial_id}): {broken.error}"
         message = error or (f"every trial failed; first error: {failed[0].error}" if failed else "no trial reported a checkpoint")
-        return _fail(base, message, trials, phases, run_dir, emit)
+        return _fail(base, message, trials, phases, run_dir, emit, reason=reason)
 
     trial_id, epoch, ckpt = best
     best_record = next(t for t in trials if t.trial_id == trial_id)
@@ -136,9 +153,9 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
         "label_names": data.label_names,
     }
     try:
-        uri = export_best(ckpt, storage, job.metadata.name, meta)
+        uri = export_best(ckpt, storage, meta)
     except OSError as exc:
-        return _fail(base, f"exporting the best checkpoint {ckpt} failed: {exc}", trials, phases, run_dir, emit)
+        return _fail(base, f"exporting the best checkpoint {ckpt} to {storage} failed: {exc}", trials, phases, run_dir, emit, reason=STORAGE_FAILURE)
     assert outcome is not None
     others = [p for state in outcome.tracker.trials.values() if state.trial_id != trial_id for p in state.checkpoints.values()]
     prune_checkpoints(ckpt, others)
@@ -167,9 +184,44 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     return result
 
 
-def _fail(base: TrainingResult, message: str, trials: list[TrialRecord], phases: _Phases, run_dir: Path, emit: Callable[[JobEvent], None]) -> NoReturn:
+STORAGE_FAILURE = "StorageFailed"
+
+
+def storage_failure(exc: BaseException | str) -> str | None:
+    """STORAGE_FAILURE when the exception (or one it was raised from), or an error text, is a storage problem."""
+    from graft.storage import StorageError
+
+    if isinstance(exc, str):
+        return STORAGE_FAILURE if any(marker in exc for marker in _STORAGE_MARKERS) else None
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, StorageError) or (isinstance(seen, OSError) and seen.errno in _STORAGE_ERRNOS):
+            return STORAGE_FAILURE
+        if storage_failure(str(seen)):
+            return STORAGE_FAILURE
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+_STORAGE_MARKERS = (
+    "No space left", "Disk quota", "AWS Error", "NoSuchBucket", "AccessDenied", "Access Denied", "Read-only file system", "StorageError",
+)
+
+
+def _fail(
+    base: TrainingResult,
+    message: str,
+    trials: list[TrialRecord],
+    phases: _Phases,
+    run_dir: Path,
+    emit: Callable[[JobEvent], None],
+    reason: str | None = None,
+) -> NoReturn:
     phases.enter("failed", message)
-    result = base.model_copy(update={"status": "failed", "message": message, "trials": trials, "finished_at": _now(), "phase_seconds": phases.seconds})
+    result = base.model_copy(
+        update={"status": "failed", "reason": reason, "message": message, "trials": trials, "finished_at": _now(), "phase_seconds": phases.seconds}
+    )
     write_result(result, run_dir)
     emit(JobFinishedEvent(status="failed", message=message))
     raise TrainingFailed(message, result)

@@ -68,6 +68,17 @@ class TrialFinishedEvent(_Event):
     error: str | None = None
 
 
+class JobResumedEvent(_Event):
+    """This attempt continues an earlier attempt's experiment (RayJob retry, resubmit, resume after suspend)."""
+
+    type: Literal["job_resumed"] = "job_resumed"
+    attempt: int
+    restored: bool = Field(description="False: the earlier attempt left no restorable experiment, trials start over.")
+    trials_skipped: list[str] = Field(default_factory=list)
+    trials_resumed: dict[str, int] = Field(default_factory=dict)
+    time_lost_seconds: float = 0.0
+
+
 class JobFinishedEvent(_Event):
     type: Literal["job_finished"] = "job_finished"
     status: Literal["succeeded", "failed"]
@@ -78,7 +89,7 @@ class JobFinishedEvent(_Event):
 
 
 JobEvent = Annotated[
-    PhaseEvent | TrialStartedEvent | TrialEpochEvent | TrialStoppedEvent | TrialFinishedEvent | JobFinishedEvent,
+    PhaseEvent | TrialStartedEvent | TrialEpochEvent | TrialStoppedEvent | TrialFinishedEvent | JobResumedEvent | JobFinishedEvent,
     Field(discriminator="type"),
 ]
 JOB_EVENT = TypeAdapter(JobEvent)

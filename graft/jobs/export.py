@@ -2,10 +2,13 @@
 
 Every checkpoint written by graft.jobs.train holds `hf/` (consolidated fp32 safetensors weights,
 tokenizer, config with id2label/label2id) next to the DeepSpeed shards. Export copies that `hf/`
-to `<storage>/<job>/model/`, a directory any `from_pretrained` loads without DeepSpeed.
+to `<job dir>/model/`, a directory any `from_pretrained` loads without DeepSpeed. Local paths and
+object storage (graft.storage) alike.
 
 An export is written once and never overwritten (an endpoint may be serving it): a later export of
-the same job (a retry, a resumed run) goes to the next free `model-2/`, `model-3/`, ...
+the same job to a different checkpoint goes to the next free `model-2/`, `model-3/`, ...; a later
+attempt of the same job (a retry, a resumed run) that exports the same checkpoint again finds it
+already exported and returns that directory.
 """
 
 from __future__ import annotations
@@ -19,16 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from graft import storage
 from graft.jobs.train import HF_EXPORT_DIR
 
 MODEL_DIR = "model"
 EXPORT_META = "graft_export.json"
 
 
-def model_uri(storage: str, job_name: str) -> str:
-    if "://" in storage:
-        return f"{storage.rstrip('/')}/{job_name}/{MODEL_DIR}"
-    return str(Path(storage).expanduser().resolve() / job_name / MODEL_DIR)
+def model_uri(job_dir: str) -> str:
+    return storage.join(job_dir, MODEL_DIR)
 
 
 def _candidates(first: str) -> Iterator[str]:
@@ -38,16 +40,39 @@ def _candidates(first: str) -> Iterator[str]:
     raise FileExistsError(f"{first}: 10000 exports exist already")
 
 
-def export_best(checkpoint_path: str, storage: str, job_name: str, meta: dict[str, Any]) -> str:
-    """Copy `<checkpoint>/hf/` to the first free of `<storage>/<job>/model[-N]/`; return its URI.
-    Never replaces an earlier export."""
-    first = model_uri(storage, job_name)
+def _exported_from(dest: str) -> str | None:
+    """The checkpoint an existing export came from (None: no finished export there)."""
+    meta = storage.join(dest, EXPORT_META)
+    if not storage.exists(meta):
+        return None
+    found = json.loads(storage.read_text(meta)).get("checkpoint")
+    return str(found) if found is not None else None
+
+
+def _existing_export(first: str, checkpoint_path: str) -> str | None:
+    for dest in _candidates(first):
+        if not storage.exists(dest):
+            return None
+        if _exported_from(dest) == checkpoint_path:
+            return dest
+    return None
+
+
+def export_best(checkpoint_path: str, job_dir: str, meta: dict[str, Any]) -> str:
+    """Copy `<checkpoint>/hf/` to the first free of `<job dir>/model[-N]/`; return its URI.
+    Never replaces an earlier export; returns the existing one when it holds this checkpoint
+    (`meta["checkpoint"]`)."""
+    first = model_uri(job_dir)
+    found = _existing_export(first, str(meta.get("checkpoint", checkpoint_path)))
+    if found is not None:
+        return found
     src = f"{checkpoint_path.rstrip('/')}/{HF_EXPORT_DIR}"
-    if "://" in first or "://" in checkpoint_path:
+    if storage.is_remote(first) or storage.is_remote(checkpoint_path):
         return _copy_fsspec(src, first, meta)
     src_path = Path(src)
     if not (src_path / "config.json").is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint_path} has no Hugging Face export in {HF_EXPORT_DIR}/")
+    Path(first).parent.mkdir(parents=True, exist_ok=True)
     staging = Path(first).with_name(f".{MODEL_DIR}-{uuid.uuid4().hex[:8]}")
     shutil.copytree(src_path, staging)
     (staging / EXPORT_META).write_text(json.dumps(meta, indent=2, default=str))
@@ -63,14 +88,12 @@ def export_best(checkpoint_path: str, storage: str, job_name: str, meta: dict[st
 
 
 def _copy_fsspec(src: str, first: str, meta: dict[str, Any]) -> str:
-    import fsspec
-
-    src_fs, src_p = fsspec.core.url_to_fs(src)
+    """Copy to the first free `model[-N]`; the metadata file goes last (it marks a finished export)."""
+    src_fs, src_p = storage.fsspec_filesystem(src)
     if not src_fs.exists(f"{src_p}/config.json"):
         raise FileNotFoundError(f"{src} holds no Hugging Face export (no config.json)")
-    dest_fs, _ = fsspec.core.url_to_fs(first)
-    dest = next(d for d in _candidates(first) if not dest_fs.exists(fsspec.core.url_to_fs(d)[1]))
-    dest_p = fsspec.core.url_to_fs(dest)[1]
+    dest = next(d for d in _candidates(first) if not storage.exists(d))
+    dest_fs, dest_p = storage.fsspec_filesystem(dest)
     for path in src_fs.find(src_p):
         rel = path[len(src_p):].lstrip("/")
         with src_fs.open(path, "rb") as fin, dest_fs.open(f"{dest_p}/{rel}", "wb") as fout:
@@ -81,19 +104,14 @@ def _copy_fsspec(src: str, first: str, meta: dict[str, Any]) -> str:
 
 
 def prune_checkpoints(keep: str, all_paths: list[str]) -> list[str]:
-    """Delete the local checkpoints in `all_paths` other than `keep` (DeepSpeed shards are large).
-
-    Remote checkpoints are left alone (object-store lifecycle rules are the better tool there).
-    Returns the paths removed.
-    """
+    """Delete the checkpoints in `all_paths` other than `keep` (DeepSpeed shards are large), on
+    local disk and object storage alike. Returns the paths removed."""
     removed = []
-    keep_path = Path(keep).resolve() if "://" not in keep else None
+    keep_key = keep.rstrip("/") if storage.is_remote(keep) else str(storage.local_path(keep))
     for path in sorted(set(all_paths)):
-        if "://" in path or keep_path is None:
+        key = path.rstrip("/") if storage.is_remote(path) else str(storage.local_path(path))
+        if key == keep_key:
             continue
-        p = Path(path).resolve()
-        if p == keep_path or not p.exists():
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(str(p))
+        if storage.remove_tree(path):
+            removed.append(key)
     return removed

@@ -10,38 +10,47 @@ trial's own Train workers. Trial drivers instead ask for one unit of a custom re
 `graft_trial_driver`; whoever starts the cluster passes `ray_init_resources(spec)` to
 `ray.init(resources=...)` (or `--resources` to `ray start` on the head). On a cluster without it
 (e.g. an existing KubeRay cluster) trial drivers take a tiny CPU fraction instead.
+
+Resume across attempts: the experiment is named after the job's uid (`<job>-<uid8>`) under
+`<job dir>/runs/`, so a later attempt of the same job (RayJob retry, operator resubmit, resume
+after suspend) finds it and continues it with `Tuner.restore`: finished trials are not rerun,
+unfinished and errored trials continue, and each continued trial's `TorchTrainer` (same run name,
+same storage) reloads its checkpoint-manager snapshot, so its workers start from the trial's
+latest checkpoint. Without a uid (`graft run`) every invocation gets a fresh name.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import ray
 from ray import tune
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from graft import storage as store
 from graft.api.quantity import quantity_bytes
-from graft.api.result import EpochMetrics, TrialRecord
-from graft.api.spec import METRICS, POD_SIZED_WORKERS_ENV, FineTuneJob, FineTuneJobSpec
-from graft.jobs.events import JobEvent, TrialEpochEvent, TrialFinishedEvent, TrialStartedEvent, TrialStoppedEvent
+from graft.api.spec import POD_SIZED_WORKERS_ENV, FineTuneJob, FineTuneJobSpec
+from graft.jobs.events import JobEvent, JobResumedEvent
+from graft.jobs.placement import (
+    final_sweep,
+    release_orphaned_placement_groups,
+    release_placement_group,
+)
 from graft.jobs.search_space import apply_config, describe, param_space
 from graft.jobs.tasks import TaskData
+from graft.jobs.tracker import PROGRESS_FILE, TrialTracker
 from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
 
 TRIAL_DRIVER_RESOURCE = "graft_trial_driver"
 FALLBACK_DRIVER_CPU = 0.01
-SWEEP_INTERVAL_S = 2.0
-EPOCH_METRICS = tuple(METRICS)  # every metric a task may report; an epoch carries those its task reports
 
 
 def worker_resources(spec: FineTuneJobSpec, *, pod_sized: bool) -> dict[str, float]:
@@ -70,8 +79,18 @@ def trial_driver_resources() -> dict[str, float]:
 
 def unique_run_name(job_name: str) -> str:
     """A fresh name per invocation, so Ray never resumes an older run's checkpoints."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{job_name}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def job_uid(job: FineTuneJob) -> str:
+    return str((job.metadata.model_extra or {}).get("uid") or "")
+
+
+def experiment_name(job: FineTuneJob) -> str:
+    """`<job>-<uid8>`: the same for every attempt of one job, so later attempts resume it."""
+    uid = job_uid(job)
+    return f"{job.metadata.name}-{uid[:8]}" if uid else unique_run_name(job.metadata.name)
 
 
 def max_epochs(spec: FineTuneJobSpec) -> int:
@@ -123,6 +142,7 @@ class TrialPlan:
     run_name: str
     train_storage: str
     env: dict[str, str]
+    train_filesystem: Any = None  # pyarrow filesystem of train_storage (object storage), else None
 
 
 def _trial(config: dict[str, Any], plan: TrialPlan) -> None:
@@ -154,6 +174,7 @@ def _trial(config: dict[str, Any], plan: TrialPlan) -> None:
         run_config=RunConfig(
             name=f"{plan.run_name}-{trial_id}",
             storage_path=plan.train_storage,
+            storage_filesystem=plan.train_filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.checkpoints.num_to_keep,
                 checkpoint_score_attribute=spec.score_metric,
@@ -169,222 +190,6 @@ def _trial(config: dict[str, Any], plan: TrialPlan) -> None:
     trainer.fit()
 
 
-@dataclass
-class _TrialState:
-    trial_id: str
-    config: dict[str, float | int | str | bool]
-    epochs: int
-    history: list[EpochMetrics] = field(default_factory=list)
-    checkpoints: dict[int, str] = field(default_factory=dict)
-    scores: dict[int, float] = field(default_factory=dict)
-    early_stopped: bool = False
-    placement_group: str = ""
-    status: str = "running"
-    error: str | None = None
-
-
-def _discard(_event: JobEvent) -> None:
-    """The event sink of a TrialTracker restored from Tune's experiment state."""
-
-
-class TrialTracker(Callback):
-    """A Tune callback in the driver process: records every trial's history and emits JobEvents."""
-
-    def __init__(self, spec: FineTuneJobSpec, emit: Callable[[JobEvent], None]) -> None:
-        self.spec = spec
-        self.metric = spec.score_metric
-        self.mode = spec.score_mode
-        self.emit = emit
-        self.trials: dict[str, _TrialState] = {}
-        self._last_sweep = 0.0
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks into the experiment state; the event sink (a live console,
-        # a queue) stays with the driver's own instance and is not part of that state.
-        state = dict(self.__dict__)
-        state["emit"] = _discard
-        return state
-
-    def _state(self, trial: Trial) -> _TrialState:
-        state = self.trials.get(trial.trial_id)
-        if state is None:
-            config = describe(trial.config)
-            epochs = int(config.get("epochs", self.spec.training.epochs))
-            state = _TrialState(trial.trial_id, config, epochs)
-            self.trials[trial.trial_id] = state
-        return state
-
-    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_sweep >= SWEEP_INTERVAL_S:
-            self._last_sweep = now
-            release_orphaned_placement_groups()
-
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        state = self._state(trial)
-        self.emit(TrialStartedEvent(trial_id=state.trial_id, config=state.config, epochs=state.epochs))
-
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any) -> None:
-        if "epoch" not in result or self.metric not in result:
-            return
-        state = self._state(trial)
-        epoch = int(result["epoch"])
-        metrics = {k: float(result[k]) for k in EPOCH_METRICS if k in result}
-        entry = EpochMetrics(epoch=epoch, steps=int(result.get("steps", 0)), seconds=float(result.get("seconds", 0.0)), **metrics)
-        state.history = [h for h in state.history if h.epoch != epoch] + [entry]
-        state.scores[epoch] = float(result[self.metric])
-        if result.get("checkpoint_path"):
-            state.checkpoints[epoch] = str(result["checkpoint_path"])
-        state.early_stopped = bool(result.get("early_stopped"))
-        state.placement_group = str(result.get("placement_group") or state.placement_group)
-        self.emit(TrialEpochEvent(trial_id=state.trial_id, epoch=epoch, epochs=state.epochs, metrics=metrics, config=state.config, score=state.scores[epoch]))
-
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        state = self._state(trial)
-        done = len(state.history)
-        if done < state.epochs:
-            state.status = "stopped_early"
-            reason = "early_stopping" if state.early_stopped else "scheduler"
-            if reason == "scheduler":
-                release_placement_group(state.placement_group)
-            self.emit(TrialStoppedEvent(trial_id=state.trial_id, epoch=done, epochs=state.epochs, reason=reason))
-        else:
-            state.status = "completed"
-        self.emit(TrialFinishedEvent(trial_id=state.trial_id, status=state.status, epochs_completed=done, best_score=self.best_score(state)))  # type: ignore[arg-type]
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        state = self._state(trial)
-        state.status = "failed"
-        state.error = _trial_error(trial)
-        release_placement_group(state.placement_group)
-        self.emit(TrialFinishedEvent(trial_id=state.trial_id, status="failed", epochs_completed=len(state.history), best_score=self.best_score(state), error=state.error))
-
-    # -- summaries ---------------------------------------------------------------------------------
-
-    def best_score(self, state: _TrialState) -> float | None:
-        scores = [s for s in state.scores.values() if not math.isnan(s)]
-        if not scores:
-            return None
-        return max(scores) if self.mode == "max" else min(scores)
-
-    def records(self) -> list[TrialRecord]:
-        out = []
-        for state in self.trials.values():
-            status = state.status if state.status != "running" else ("completed" if len(state.history) >= state.epochs else "failed")
-            last = sorted(state.history, key=lambda h: h.epoch)[-1] if state.history else None
-            out.append(
-                TrialRecord(
-                    trial_id=state.trial_id,
-                    status=status,  # type: ignore[arg-type]
-                    config=state.config,
-                    epochs_completed=len(state.history),
-                    stopped_at_epoch=len(state.history) if status == "stopped_early" else None,
-                    metrics=epoch_metrics(last) if last else {},
-                    best_score=self.best_score(state),
-                    history=sorted(state.history, key=lambda h: h.epoch),
-                    error=state.error,
-                )
-            )
-        return out
-
-    def best(self) -> tuple[str, int, str] | None:
-        """(trial_id, epoch, checkpoint_path) of the best reported epoch whose checkpoint still exists."""
-        candidates: list[tuple[float, str, int, str]] = []
-        for state in self.trials.values():
-            for epoch, score in state.scores.items():
-                path = state.checkpoints.get(epoch)
-                if path is None or math.isnan(score) or not _exists(path):
-                    continue
-                candidates.append((score, state.trial_id, epoch, path))
-        if not candidates:
-            return None
-        pick = max if self.mode == "max" else min
-        score, trial_id, epoch, path = pick(candidates, key=lambda c: c[0])
-        return trial_id, epoch, path
-
-
-def epoch_metrics(entry: EpochMetrics) -> dict[str, float]:
-    """The metrics one epoch reported (its task's), by name."""
-    return {k: float(v) for k in EPOCH_METRICS if (v := getattr(entry, k)) is not None}
-
-
-def release_placement_group(pg_hex: str) -> bool:
-    """Remove a stopped trial's Train worker placement group if it is still held.
-
-    When Tune stops a trial (ASHA) it kills the trial's actor, and with it the Train controller;
-    the controller's placement group outlives it (placement groups belong to the job). Ray Train's
-    detached PlacementGroupCleaner frees it only if the Ray state API answers, which needs the
-    dashboard and, on a machine with several Ray clusters, RAY_ADDRESS. Without this the stopped
-    trial's CPUs stay reserved and the next trials never start.
-    """
-    if not pg_hex:
-        return False
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex)))
-    state = ray.util.placement_group_table(pg).get("state")
-    if state in (None, "REMOVED"):
-        return False
-    remove_placement_group(pg)
-    return True
-
-
-def _actor_placement_groups() -> list[Any]:
-    """This job's live placement groups that an actor (not a driver) created, as GCS records."""
-    from ray._private.state import state as global_state
-    from ray.core.generated import gcs_pb2
-
-    job_id = ray.get_runtime_context().get_job_id()
-    out = []
-    for raw in global_state._connect_and_get_accessor().get_placement_group_table():
-        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if info.is_detached or info.state == gcs_pb2.PlacementGroupTableData.REMOVED:
-            continue
-        if info.creator_job_id.hex() != job_id:
-            continue
-        if not info.creator_actor_id or ray.ActorID(info.creator_actor_id).is_nil():
-            continue  # created by a driver (e.g. Tune's own trial groups), not by an actor
-        out.append(info)
-    return out
-
-
-def release_orphaned_placement_groups() -> list[str]:
-    """Remove this job's placement groups whose creating actor is dead (e.g. a killed Train controller).
-
-    The same rule as Ray Train's PlacementGroupCleaner, read from the GCS instead of the state API:
-    a stopped trial's controller can start a new worker group (and placement group) in the moment
-    between losing its workers and being killed itself. Detached groups and other jobs' groups are
-    never touched. Returns the ids removed.
-    """
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    removed = []
-    for info in _actor_placement_groups():
-        if info.creator_actor_dead:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
-            removed.append(info.placement_group_id.hex())
-    return removed
-
-
-def final_sweep(timeout_s: float = 15.0) -> None:
-    """After tuning, wait (briefly) for every trial's actor-created placement group to go, freeing orphans."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        release_orphaned_placement_groups()
-        if not _actor_placement_groups() or time.monotonic() >= deadline:
-            return
-        time.sleep(0.5)
-
-
-def _exists(path: str) -> bool:
-    if "://" in path:
-        import fsspec
-
-        fs, p = fsspec.core.url_to_fs(path)
-        return bool(fs.exists(p))
-    return Path(path).exists()
-
-
 NO_ERROR_RECORDED = "trial failed (no error recorded)"
 
 
@@ -394,7 +199,7 @@ def _short(text: str) -> str:
     return "\n".join(lines[-6:])[:2000]
 
 
-def _trial_error(trial: Trial) -> str:
+def trial_error(trial: Trial) -> str:
     err = trial.get_error()
     return _short(str(err)) if err is not None else NO_ERROR_RECORDED
 
@@ -412,22 +217,68 @@ def run_tuning(
     storage: str,
     emit: Callable[[JobEvent], None],
 ) -> TuneOutcome:
-    """Run every trial (Ray must be initialised) and return what the tracker recorded."""
+    """Run every trial (Ray must be initialised) and return what the tracker recorded.
+
+    `storage` is the job's directory (graft.jobs.entrypoint.job_storage); the experiment lives in
+    `<storage>/runs/<experiment_name(job)>/` and is resumed when an earlier attempt left it there."""
     spec = job.spec
-    run_name = unique_run_name(job.metadata.name)
+    run_name = experiment_name(job)
+    runs = store.join(storage, store.RUNS_DIR)
+    remote = store.is_remote(runs)
+    fs, runs_path = store.arrow_filesystem(runs)
+    filesystem = fs if remote else None
     use_gpu = spec.resources.gpus_per_worker > 0
     plan = TrialPlan(
         job_name=job.metadata.name,
         spec=spec,
         data=ray.put(data),
         run_name=run_name,
-        train_storage=_join(storage, "runs", run_name, "train"),
+        train_storage=f"{runs_path}/{run_name}/train",
+        train_filesystem=filesystem,
         env=default_env(use_gpu, spec.runtime.env, spec.resources.cpus_per_worker),
     )
-    tracker = TrialTracker(spec, emit)
-    search_alg = make_search_alg(spec)
+    scheme = f"{urlparse(runs).scheme}://" if remote else ""
+    tracker = TrialTracker(spec, emit, progress_uri=store.join(runs, run_name, PROGRESS_FILE), scheme=scheme)
+    tracker.load()
+    experiment = f"{runs_path}/{run_name}"
+    restored = tune.Tuner.can_restore(experiment, storage_filesystem=filesystem)
+    resumed = tracker.begin_attempt(restored)
+    if resumed is not None:
+        emit(JobResumedEvent(attempt=resumed.attempt, restored=restored, trials_skipped=resumed.trials_skipped, trials_resumed=resumed.trials_resumed, time_lost_seconds=resumed.time_lost_seconds))
     trainable = tune.with_resources(tune.with_parameters(_trial, plan=plan), trial_driver_resources())
-    tuner = tune.Tuner(
+    if restored:
+        tuner = tune.Tuner.restore(
+            experiment,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=param_space(spec.tuning),
+            storage_filesystem=filesystem,
+        )
+        # The restored Tuner carries the callbacks pickled by the first attempt (their event sink
+        # dropped); this attempt's tracker, loaded from graft_progress.json, takes their place.
+        local = tuner._local_tuner
+        assert local is not None  # a local (not Ray Client) Tuner
+        local.get_run_config().callbacks = [tracker]
+    else:
+        tuner = _new_tuner(spec, trainable, run_name, runs_path, filesystem, tracker)
+    grid = tuner.fit()
+    final_sweep()
+    errors = []
+    for r in grid:
+        if r.error is None:
+            continue
+        errors.append(str(r.error))
+        # The error file may not exist yet when on_trial_error runs; the result grid has it.
+        state = tracker.trials.get(Path(r.path).name.removeprefix("trial-"))
+        if state is not None and (state.error is None or state.error == NO_ERROR_RECORDED):
+            state.error = _short(str(r.error))
+    return TuneOutcome(run_name=run_name, tracker=tracker, errors=errors)
+
+
+def _new_tuner(spec: FineTuneJobSpec, trainable: Any, run_name: str, runs_path: str, filesystem: Any, tracker: TrialTracker) -> tune.Tuner:
+    search_alg = make_search_alg(spec)
+    return tune.Tuner(
         trainable,
         param_space=param_space(spec.tuning),
         tune_config=tune.TuneConfig(
@@ -443,45 +294,33 @@ def run_tuning(
         ),
         run_config=tune.RunConfig(
             name=run_name,
-            storage_path=_join(storage, "runs"),
+            storage_path=runs_path,
+            storage_filesystem=filesystem,
             callbacks=[tracker],
             verbose=0,
         ),
     )
-    grid = tuner.fit()
-    final_sweep()
-    errors = []
-    for r in grid:
-        if r.error is None:
-            continue
-        errors.append(str(r.error))
-        # The error file may not exist yet when on_trial_error runs; the result grid has it.
-        state = tracker.trials.get(Path(r.path).name.removeprefix("trial-"))
-        if state is not None and (state.error is None or state.error == NO_ERROR_RECORDED):
-            state.error = _short(str(r.error))
-    return TuneOutcome(run_name=run_name, tracker=tracker, errors=errors)
 
 
-def _join(base: str, *parts: str) -> str:
-    if "://" in base:
-        return "/".join([base.rstrip("/"), *parts])
-    return str(Path(base).expanduser().resolve().joinpath(*parts))
-
-
-def storage_root(spec: FineTuneJobSpec, run_dir: Path) -> str:
-    """`spec.checkpoints.storage` (path or URI), else the run directory."""
-    return spec.checkpoints.storage or str(Path(run_dir).resolve())
+def job_storage(job: FineTuneJob, run_dir: Path) -> str:
+    """The job's directory: `graft.storage.job_dir` under `spec.checkpoints.storage` (path or URI),
+    else under the run directory. On Kubernetes `<root>/<namespace>/<job>-<uid8>`."""
+    root = job.spec.checkpoints.storage or str(Path(run_dir).resolve())
+    return store.job_dir(root, job.metadata.namespace, job.metadata.name, job_uid(job))
 
 
 __all__ = [
     "TRIAL_DRIVER_RESOURCE",
     "TrialTracker",
     "TuneOutcome",
+    "experiment_name",
+    "job_storage",
     "make_scheduler",
     "make_search_alg",
     "ray_init_resources",
+    "release_orphaned_placement_groups",
+    "release_placement_group",
     "run_tuning",
-    "storage_root",
     "trial_driver_resources",
     "unique_run_name",
 ]

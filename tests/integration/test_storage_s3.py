@@ -1,0 +1,80 @@
+"""graft.storage against a real S3-compatible server (versitygw on loopback, tests/s3server.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from graft import storage
+from graft.jobs.export import EXPORT_META, export_best, prune_checkpoints
+from tests.s3server import S3Server
+
+pytestmark = pytest.mark.integration
+
+
+def test_small_files_round_trip_through_the_object_store(s3_bucket: str) -> None:
+    uri = storage.join(s3_bucket, "ns", "job-01234567", storage.RESULT_FILE)
+
+    storage.write_text(uri, '{"status": "succeeded"}')
+
+    assert storage.exists(uri)
+    assert json.loads(storage.read_text(uri)) == {"status": "succeeded"}
+
+
+def test_an_unwritable_root_is_refused_naming_the_uri(s3_bucket: str) -> None:
+    missing = "s3://no-such-bucket-here/root"
+    with pytest.raises(storage.StorageError, match="storage s3://no-such-bucket-here/root is not writable"):
+        storage.check_writable(missing)
+    storage.check_writable(s3_bucket)  # the real bucket is fine
+
+
+def test_wrong_credentials_are_refused(s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(storage.StorageError, match="is not writable"):
+        storage.check_writable(s3_bucket)
+
+
+def test_removing_an_experiment_removes_only_that_jobs_runs(s3_bucket: str) -> None:
+    mine = storage.job_dir(s3_bucket, "team-a", "job", "aaaaaaaa11")
+    other = storage.job_dir(s3_bucket, "team-a", "job", "bbbbbbbb22")  # same name, re-created job
+    for base in (mine, other):
+        storage.write_text(storage.join(base, "runs", "exp", "trial", "ckpt.bin"), "x")
+        storage.write_text(storage.join(base, storage.RESULT_FILE), "{}")
+
+    assert storage.remove_experiment(mine)
+
+    assert not storage.exists(storage.join(mine, "runs"))
+    assert storage.exists(storage.join(mine, storage.RESULT_FILE))  # the result stays
+    assert storage.exists(storage.join(other, "runs", "exp", "trial", "ckpt.bin"))
+    assert not storage.remove_experiment(mine)  # nothing left to remove
+
+
+def _local_checkpoint(root: Path) -> Path:
+    (root / "hf").mkdir(parents=True)
+    (root / "hf" / "config.json").write_text("{}")
+    (root / "hf" / "model.safetensors").write_bytes(b"weights")
+    return root
+
+
+def test_export_to_object_storage_copies_hf_and_writes_the_metadata_last(s3_bucket: str, tmp_path: Path) -> None:
+    ckpt = _local_checkpoint(tmp_path / "ckpt")
+    job = storage.join(s3_bucket, "ns", "job-12345678")
+
+    uri = export_best(str(ckpt), job, {"checkpoint": str(ckpt)})
+
+    assert uri == f"{job}/model"
+    fs, path = storage.fsspec_filesystem(uri)
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find(path)) == ["config.json", EXPORT_META, "model.safetensors"]
+
+
+def test_prune_deletes_other_checkpoints_on_object_storage(s3_bucket: str) -> None:
+    keep, other = storage.join(s3_bucket, "c", "keep"), storage.join(s3_bucket, "c", "other")
+    for c in (keep, other):
+        storage.write_text(storage.join(c, "shard.pt"), "x")
+
+    removed = prune_checkpoints(keep, [keep, other])
+
+    assert removed == [other]
+    assert storage.exists(storage.join(keep, "shard.pt")) and not storage.exists(other)

@@ -1,0 +1,62 @@
+"""graft.storage without a server: the job directory layout and where S3 settings come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graft.storage import S3Config, StorageError, job_dir, join
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_kubernetes_job_gets_namespace_and_uid_in_its_directory() -> None:
+    assert job_dir("s3://bkt/root", "team-a", "sentiment", "0123456789abcdef") == "s3://bkt/root/team-a/sentiment-01234567"
+
+
+def test_two_namespaces_with_the_same_job_name_never_share_a_directory() -> None:
+    assert job_dir("s3://b", "a", "job", "1111111100") != job_dir("s3://b", "b", "job", "1111111100")
+
+
+def test_a_graft_run_job_without_uid_lives_under_its_name(tmp_path: Path) -> None:
+    assert job_dir(str(tmp_path), None, "local", None) == str(tmp_path.resolve() / "local")
+
+
+def test_join_keeps_uris_and_resolves_paths(tmp_path: Path) -> None:
+    assert join("s3://b/x/", "runs", "exp") == "s3://b/x/runs/exp"
+    assert join(f"file://{tmp_path}", "a") == str(tmp_path.resolve() / "a")
+
+
+def test_settings_come_from_the_standard_aws_variables() -> None:
+    cfg = S3Config.load({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "AWS_REGION": "eu-west-1"})
+    assert (cfg.endpoint, cfg.region, cfg.access_key, cfg.secret_key) == ("http://127.0.0.1:9", "eu-west-1", "AK", "SK")
+
+
+def test_the_s3_specific_endpoint_wins_over_the_generic_one() -> None:
+    cfg = S3Config.load({"AWS_ENDPOINT_URL": "http://generic", "AWS_ENDPOINT_URL_S3": "http://s3-only"})
+    assert cfg.endpoint == "http://s3-only"
+
+
+def test_credentials_can_come_from_a_mounted_secret_directory(tmp_path: Path) -> None:
+    (tmp_path / "AWS_ACCESS_KEY_ID").write_text("from-file\n")
+    (tmp_path / "AWS_SECRET_ACCESS_KEY").write_text("secret-from-file\n")
+    cfg = S3Config.load({"GRAFT_S3_CREDENTIALS_DIR": str(tmp_path)})
+    assert (cfg.access_key, cfg.secret_key) == ("from-file", "secret-from-file")
+
+
+def test_credentials_are_never_in_the_repr() -> None:
+    cfg = S3Config.load({"AWS_ACCESS_KEY_ID": "AKIDSECRETLOOKING", "AWS_SECRET_ACCESS_KEY": "very-secret"})
+    text = repr(cfg) + str(cfg)
+    assert "very-secret" not in text and "AKIDSECRETLOOKING" not in text
+    assert "credentials=set" in text
+
+
+def test_half_a_key_pair_is_an_error_naming_the_missing_variable() -> None:
+    with pytest.raises(StorageError, match="AWS_SECRET_ACCESS_KEY is not set"):
+        S3Config.load({"AWS_ACCESS_KEY_ID": "AK"})
+
+
+def test_a_missing_credentials_directory_says_what_to_mount(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="mount the credentials Secret"):
+        S3Config.load({"GRAFT_S3_CREDENTIALS_DIR": str(tmp_path / "absent")})
