@@ -34,22 +34,22 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml
+import yaml  # noqa: E402
 
-from bench.report import environment, write_section
-from graft import storage
-from graft.api.result import TrainingResult
-from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
-from tests.e2e.conftest import tiny_job, write_sentiment_jsonl
-from tests.e2e.job_driver import (
+from bench.report import environment, write_section  # noqa: E402
+from graft import storage  # noqa: E402
+from graft.api.result import TrainingResult  # noqa: E402
+from graft.jobs.tune import TRIAL_DRIVER_RESOURCE  # noqa: E402
+from tests.e2e.conftest import tiny_job, write_sentiment_jsonl  # noqa: E402
+from tests.e2e.job_driver import (  # noqa: E402
     JobAttempt,
     epochs_done,
     job_document,
     read_progress,
     wait_until,
 )
-from tests.e2e.shared_ray import RayHead
-from tests.s3server import S3Server
+from tests.e2e.shared_ray import RayHead  # noqa: E402
+from tests.s3server import S3Server  # noqa: E402
 
 HEADING = "## Resume after a kill (`bench/resume.py`)"
 

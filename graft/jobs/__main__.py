@@ -21,7 +21,15 @@ from graft.api.errors import FieldError, SpecError
 from graft.api.load import parse_as, parse_spec
 from graft.api.result import RESULT_LOG_MARKER
 from graft.api.spec import FineTuneJob
-from graft.jobs.events import JobEvent
+from graft.jobs.events import (
+    JobEvent,
+    JobResumedEvent,
+    PhaseEvent,
+    TrialEpochEvent,
+    TrialFinishedEvent,
+    TrialStartedEvent,
+    TrialStoppedEvent,
+)
 from graft.jobs.joblog import JobLog
 
 
@@ -55,37 +63,33 @@ def parse_job_json(text: str) -> FineTuneJob:
     return parse_as(FineTuneJob, doc, source="--spec-json")
 
 
-def format_event(event: JobEvent) -> str | None:
-    """The one plain log line of an event (None for events without one)."""
-    kind = event.type
-    if kind == "phase":
+def format_event(event: JobEvent) -> str:
+    """The one plain log line of an event."""
+    if isinstance(event, PhaseEvent):
         took = f" ({event.previous} took {event.seconds:.1f}s)" if event.previous and event.seconds is not None else ""
         return f"[graft] phase {event.phase}{took} {event.message}".rstrip()
-    elif kind == "trial_started":
+    if isinstance(event, TrialStartedEvent):
         return f"[graft] trial {event.trial_id} started config={event.config}"
-    elif kind == "trial_epoch":
+    if isinstance(event, TrialEpochEvent):
         m = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items())
         return f"[graft] trial {event.trial_id} epoch {event.epoch}/{event.epochs} {m}"
-    elif kind == "trial_stopped":
+    if isinstance(event, TrialStoppedEvent):
         return f"[graft] trial {event.trial_id} stopped after epoch {event.epoch}/{event.epochs} by {event.reason}"
-    elif kind == "trial_finished":
+    if isinstance(event, TrialFinishedEvent):
         extra = f" error={event.error.splitlines()[-1]}" if event.error else ""
         return f"[graft] trial {event.trial_id} {event.status} epochs={event.epochs_completed} best={event.best_score}{extra}"
-    elif kind == "job_resumed":
-        if event.restored:
-            resumed = ", ".join(f"{t} from epoch {e}" for t, e in event.trials_resumed.items()) or "none"
-            return f"[graft] attempt {event.attempt} resumes the experiment: {len(event.trials_skipped)} finished trial(s) kept, continuing: {resumed}; time lost {event.time_lost_seconds:.0f}s"
-        return f"[graft] attempt {event.attempt}: the earlier attempt left no restorable experiment; trials start over"
-    elif kind == "job_finished":
-        return f"[graft] job {event.status}: {event.message} model={event.model_uri}"
-    return None
+    if isinstance(event, JobResumedEvent):
+        if not event.restored:
+            return f"[graft] attempt {event.attempt}: the earlier attempt left no restorable experiment; trials start over"
+        resumed = ", ".join(f"{t} from epoch {e}" for t, e in event.trials_resumed.items()) or "none"
+        return (f"[graft] attempt {event.attempt} resumes the experiment: {len(event.trials_skipped)} finished trial(s) kept, "
+                f"continuing: {resumed}; time lost {event.time_lost_seconds:.0f}s")
+    return f"[graft] job {event.status}: {event.message} model={event.model_uri}"
 
 
 def log_event(event: JobEvent) -> None:
     """One plain line per event on stdout (the RayJob's log)."""
-    line = format_event(event)
-    if line is not None:
-        print(line, flush=True)
+    print(format_event(event), flush=True)
 
 
 def progress_emitter(job: FineTuneJob, result: str, joblog: JobLog | None = None) -> Callable[[JobEvent], None]:
@@ -101,10 +105,9 @@ def progress_emitter(job: FineTuneJob, result: str, joblog: JobLog | None = None
 
     def emit(event: JobEvent) -> None:
         line = format_event(event)
-        if line is not None:
-            print(line, flush=True)
-            if joblog is not None:
-                joblog.add(line)
+        print(line, flush=True)
+        if joblog is not None:
+            joblog.add(line)
         print(event_line(event), flush=True)
         writer(event)
 

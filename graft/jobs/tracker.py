@@ -170,6 +170,8 @@ class TrialTracker(Callback):
             self.resumes.append(record)
             for t in unfinished:
                 t.status, t.error = "running", None
+                if restored and t.checkpoints:
+                    t.restarts += 1  # graft.jobs.train counts this restore too: it is not a worker restart
             if not restored:  # nothing durable to continue from: the trials start over
                 self.trials = {}
         self.save()
