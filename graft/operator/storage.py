@@ -8,11 +8,15 @@ the root must be reachable from every pod of the job's own cluster: an object st
 
 from __future__ import annotations
 
+import logging
 import posixpath
 
+from graft import storage
 from graft.api.spec import FineTuneJob
 from graft.operator.names import run_dir
 from graft.operator.settings import OperatorSettings
+
+log = logging.getLogger("graft.operator")
 
 OBJECT_STORES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "hdfs://")
 
@@ -46,3 +50,18 @@ def unreachable(job: FineTuneJob, settings: OperatorSettings) -> str | None:
         return None
     where = f"the PVC {settings.storage_pvc} is mounted at {mount}" if settings.storage_pvc else "no PVC is mounted into Ray pods"
     return f"spec.checkpoints.storage: {root!r} is a local path, but {where}; {fix}"
+
+
+def remove_experiment(job: FineTuneJob, settings: OperatorSettings) -> bool:
+    """When the job's TTL expires: delete `<job dir>/runs/` (the Tune experiment and its
+    checkpoints) of exactly this job; result.json, job.log and model/ stay. Storage the operator
+    cannot reach (a tenant's bucket behind a tenant Secret) is left to its lifecycle rules: logged,
+    never fatal. True when something was deleted."""
+    own = job_dir(job, settings)
+    if not own:
+        return False
+    try:
+        return storage.remove_experiment(own)
+    except OSError as exc:
+        log.warning("FineTuneJob %s/%s: could not delete its experiment under %s: %s", job.metadata.namespace, job.metadata.name, own, exc)
+        return False

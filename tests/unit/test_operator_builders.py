@@ -105,8 +105,21 @@ def test_entrypoint_carries_the_spec_and_a_result_uri_in_the_jobs_own_directory(
     assert argv[:3] == ["python", "-m", "graft.jobs"]
     assert argv[argv.index("--result") + 1] == "s3://bucket/runs/team-a/demo-01234567/result.json"
     doc = json.loads(argv[argv.index("--spec-json") + 1])
-    assert doc["spec"]["checkpoints"]["storage"] == "s3://bucket/runs/team-a/demo-01234567"
-    assert doc["metadata"] == {"name": "demo", "namespace": "team-a"}
+    assert doc["spec"]["checkpoints"]["storage"] == "s3://bucket/runs"  # the root: the job adds its own directory
+    assert doc["metadata"] == {"name": "demo", "namespace": "team-a", "uid": "0123456789abcdef"}
+
+
+def test_the_job_computes_the_same_directory_as_the_operator() -> None:
+    from graft import storage
+    from graft.jobs.tune import experiment_name
+    from graft.operator.storage import job_dir
+
+    j = job(checkpoints={"storage": "s3://bucket/runs"})
+    argv = shlex.split(build_rayjob(j, SETTINGS)["spec"]["entrypoint"])
+    doc = json.loads(argv[argv.index("--spec-json") + 1])
+    sent = FineTuneJob.model_validate(doc)
+    assert storage.job_dir(sent.spec.checkpoints.storage or "", sent.metadata.namespace, sent.metadata.name, doc["metadata"]["uid"]) == job_dir(j, SETTINGS)
+    assert experiment_name(sent) == "demo-01234567"  # the same on every attempt
 
 
 def test_without_storage_the_result_stays_in_the_head_pod() -> None:

@@ -84,7 +84,8 @@ def test_each_run_checkpoints_and_exports_under_its_own_directory() -> None:
     import yaml
 
     doc = yaml.safe_load(build_submission(_job(), SETTINGS, "sid").spec_yaml)
-    assert doc["spec"]["checkpoints"]["storage"] == "/data/graft/team-a/sentiment-01234567"
+    assert doc["spec"]["checkpoints"]["storage"] == "/data/graft"  # the root: graft.jobs adds <ns>/<name>-<uid8>
+    assert doc["metadata"]["uid"] == UID
 
 
 def _status_of(info: JobInfo | None, suspend: bool = False, error: str | None = None):  # type: ignore[no-untyped-def]

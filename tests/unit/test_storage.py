@@ -60,3 +60,41 @@ def test_half_a_key_pair_is_an_error_naming_the_missing_variable() -> None:
 def test_a_missing_credentials_directory_says_what_to_mount(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="mount the credentials Secret"):
         S3Config.load({"GRAFT_S3_CREDENTIALS_DIR": str(tmp_path / "absent")})
+
+
+def _job(name: str, uid: str, storage_root: str):  # type: ignore[no-untyped-def]
+    from graft.api import FineTuneJob
+
+    return FineTuneJob.model_validate({
+        "metadata": {"name": name, "namespace": "team-a", "uid": uid},
+        "spec": {"model": {"source": "/m"}, "dataset": {"source": "/d.jsonl"}, "checkpoints": {"storage": storage_root}},
+    })
+
+
+def test_the_ttl_removes_this_jobs_experiment_and_nothing_else(tmp_path: Path) -> None:
+    from graft.operator.settings import OperatorSettings
+    from graft.operator.storage import job_dir, remove_experiment
+
+    settings = OperatorSettings()
+    mine, twin = _job("job", "aaaaaaaa-1", str(tmp_path)), _job("job", "bbbbbbbb-2", str(tmp_path))  # same name, re-created
+    for j in (mine, twin):
+        own = Path(job_dir(j, settings) or "")
+        (own / "runs" / "exp").mkdir(parents=True)
+        (own / "result.json").write_text("{}")
+        (own / "model").mkdir()
+
+    assert remove_experiment(mine, settings)
+
+    own, other = Path(job_dir(mine, settings) or ""), Path(job_dir(twin, settings) or "")
+    assert not (own / "runs").exists() and (own / "result.json").exists() and (own / "model").exists()
+    assert (other / "runs" / "exp").exists()
+
+
+def test_storage_the_operator_cannot_reach_is_logged_not_fatal(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from graft.operator.settings import OperatorSettings
+    from graft.operator.storage import remove_experiment
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    job = _job("job", "cccccccc-3", "s3://bucket/root")
+    assert remove_experiment(job, OperatorSettings()) is False
+    assert "could not delete its experiment under s3://bucket/root/team-a/job-cccccccc" in caplog.text

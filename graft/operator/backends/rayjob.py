@@ -39,6 +39,7 @@ from graft.operator.policy import apply_kueue
 from graft.operator.result import ResultSource
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import ClusterUnavailable, RayJobs
+from graft.operator.storage import remove_experiment
 
 log = logging.getLogger("graft.operator")
 LOG_TIMEOUT = 5.0  # seconds for the one read of a finished job's log
@@ -138,6 +139,7 @@ class RayJobBackend:
     def collect(self, job: FineTuneJob, status: FineTuneJobStatus) -> bool:
         if status.ray_job_name:
             self.kube.delete(k.RAYJOBS, job.metadata.namespace or "", status.ray_job_name)
+        remove_experiment(job, self.settings)
         return True
 
     def cleanup(self, job: FineTuneJob, status: FineTuneJobStatus | None) -> bool:

@@ -25,6 +25,7 @@ from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import ClusterUnavailable, JobInfo, RayJobs, as_run, build_submission, error_summary
 from graft.operator.shared.naming import app_name, attempt_of, dashboard_url, route_prefix, serve_url, submission_id
 from graft.operator.shared.serve import ServeApi, as_serve, build_application, http_port
+from graft.operator.storage import remove_experiment
 
 log = logging.getLogger("graft.operator.shared")
 LOG_FILE = "train.log"
@@ -136,6 +137,7 @@ class SharedJobBackend:
         return ResultSource(uri=job_result_uri(job, self.settings), dashboard_url=obs.dashboard_url, job_id=obs.submission_id)
 
     def collect(self, job: FineTuneJob, status: FineTuneJobStatus) -> bool:
+        remove_experiment(job, self.settings)  # checkpoints go; result, log and model stay
         return True  # the Ray job record is kept (for `graft logs`) until the FineTuneJob is deleted
 
     def cleanup(self, job: FineTuneJob, status: FineTuneJobStatus | None) -> bool:

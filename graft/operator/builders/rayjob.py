@@ -15,7 +15,7 @@ from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import job_labels, owner_reference, ray_name
 from graft.operator.result import RESULT_FILE
 from graft.operator.settings import OperatorSettings
-from graft.operator.storage import job_dir
+from graft.operator.storage import job_dir, storage_root
 
 WORKER_GROUP = "workers"
 LOCAL_RESULT_DIR = "/tmp/graft"
@@ -35,13 +35,17 @@ def job_owner(job: FineTuneJob) -> dict[str, object]:
 
 
 def spec_document(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
-    """What the job runs: the FineTuneJob with defaults applied, metadata reduced to name and
-    namespace, and checkpoints.storage narrowed to the job's own directory."""
+    """What the job runs: the FineTuneJob with defaults applied, metadata reduced to name,
+    namespace and uid, and checkpoints.storage set to the storage root (spec's, else the
+    operator's). The job puts everything under `<root>/<namespace>/<name>-<uid8>/` itself
+    (graft.storage.job_dir, the same directory as `job_dir` here) and names its Tune experiment
+    after the uid, so every attempt of the job (RayJob retry, resubmit, resume) resumes it."""
     wire = job.to_wire()
-    wire["metadata"] = {"name": job.metadata.name, "namespace": job.metadata.namespace}
-    own = job_dir(job, settings)
-    if own:
-        wire["spec"].setdefault("checkpoints", {})["storage"] = own
+    uid = str((job.metadata.model_extra or {}).get("uid") or "")
+    wire["metadata"] = {"name": job.metadata.name, "namespace": job.metadata.namespace, **({"uid": uid} if uid else {})}
+    root = storage_root(job, settings)
+    if root:
+        wire["spec"].setdefault("checkpoints", {})["storage"] = root
     return wire
 
 

@@ -78,7 +78,7 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     result = job_result_uri(job, settings) or LOCAL_RESULT
     argv = ["python", "-m", "graft.jobs", "--spec", SPEC_FILE, "--result", result]
     env = {**runtime_env(job, settings)["env_vars"], "GRAFT_JOB_NAME": name}
-    doc = spec_document(job, settings)  # checkpoints.storage narrowed to the job's own directory
+    doc = spec_document(job, settings)  # the storage root and the uid: the job writes under its own directory
     return Submission(
         submission_id=submission,
         entrypoint=shlex.join(argv),
