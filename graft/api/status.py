@@ -79,6 +79,8 @@ class Progress(ApiModel):
     elapsed_seconds: int | None = None
     eta_seconds: int | None = Field(default=None, description="Rough estimate from the epoch rate so far.")
     job_phase: str | None = Field(default=None, description="graft.jobs phase: preflight, loading, tuning, exporting, done.")
+    attempt: int | None = Field(default=None, description="The job's attempt (2+: it resumed an earlier attempt's experiment).")
+    resumed: str | None = Field(default=None, description="What this attempt resumed: trials kept, trials continued from which epoch, time lost.")
     updated: str | None = Field(default=None, json_schema_extra=DATE_TIME)
 
 

@@ -19,6 +19,7 @@ from graft.api.status import Progress
 from graft.jobs.events import (
     JobEvent,
     JobFinishedEvent,
+    JobResumedEvent,
     PhaseEvent,
     TrialEpochEvent,
     TrialFinishedEvent,
@@ -50,6 +51,8 @@ class ProgressTracker:
         self.best_score: float | None = None
         self.best_trial: str | None = None
         self.job_phase: str | None = None
+        self.attempt: int | None = None
+        self.resumed: str | None = None
 
     def _better(self, a: float, b: float | None) -> bool:
         return b is None or (a > b if self.mode == "max" else a < b)
@@ -85,10 +88,24 @@ class ProgressTracker:
                 trial.status = {"completed": "completed", "stopped_early": "stopped", "failed": "failed"}[event.status]
             trial.epoch = max(trial.epoch, event.epochs_completed)
             self._score(event.trial_id, trial, event.best_score)
+        elif isinstance(event, JobResumedEvent):
+            self._resumed(event)
         elif isinstance(event, JobFinishedEvent):
             self.job_phase = "done" if event.status == "succeeded" else "failed"
             if event.best_score is not None and event.best_trial_id:
                 self.best_score, self.best_trial = event.best_score, event.best_trial_id
+
+    def _resumed(self, event: JobResumedEvent) -> None:
+        """An attempt that continues an earlier one: its finished trials count as done here too."""
+        self.attempt = event.attempt
+        if not event.restored:
+            self.resumed = "nothing to resume from: trials started over"
+            return
+        for trial_id in event.trials_skipped:
+            self.trials[trial_id] = _Trial(epochs=self.epochs, epoch=self.epochs, status="completed")
+        continued = ", ".join(f"{t} from epoch {e}" for t, e in event.trials_resumed.items()) or "none"
+        self.resumed = (f"{len(event.trials_skipped)} finished trial(s) kept; continued: {continued}; "
+                        f"time lost {event.time_lost_seconds:.0f}s")
 
     def _count(self, status: str) -> int:
         return sum(1 for t in self.trials.values() if t.status == status)
@@ -125,6 +142,8 @@ class ProgressTracker:
             elapsed_seconds=int(max(0.0, now - self.started)),
             eta_seconds=self.eta_seconds(now) if running or len(self.trials) < self.total else None,
             job_phase=self.job_phase,
+            attempt=self.attempt,
+            resumed=self.resumed,
             updated=updated or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         )
 

@@ -30,3 +30,4 @@ def test_an_unwritable_log_is_reported_once_and_does_not_raise(tmp_path: Path, c
     log.add("a")
     log.add("b")
     assert capsys.readouterr().err.count("cannot keep the job log") == 1
+

@@ -109,3 +109,16 @@ def test_graft_run_shows_the_same_progress() -> None:
     table = TrialTable(Console(file=None, force_terminal=False), job, plain=True)
     table.on_event(TrialEpochEvent(trial_id="t1", epoch=1, epochs=3, metrics={}, config={}, score=0.8))
     assert table.progress_line().startswith("trials 0/2 (1 running), best eval_accuracy 0.8000 (trial t1), epoch 1/3")
+
+
+def test_progress_shows_the_attempt_and_what_it_resumed() -> None:
+    from graft.jobs.events import JobResumedEvent
+    from graft.jobs.progress import ProgressTracker
+
+    tracker = ProgressTracker(total_trials=2, mode="max", epochs=3)
+    tracker.apply(JobResumedEvent(attempt=2, restored=True, trials_skipped=["a"], trials_resumed={"b": 2}, time_lost_seconds=41.0))
+
+    snap = tracker.snapshot(now=tracker.started + 1)
+    assert snap.attempt == 2
+    assert snap.resumed == "1 finished trial(s) kept; continued: b from epoch 2; time lost 41s"
+    assert snap.trials_completed == 1
