@@ -69,12 +69,11 @@ def _tail(text: str, n: int | None) -> str:
 
 
 def _read_copy(uri: str) -> str | None:
-    import fsspec
+    from graft import storage
 
     try:
-        with fsspec.open(uri, "r") as fh:
-            return str(fh.read())
-    except (FileNotFoundError, OSError):
+        return storage.read_text(uri)
+    except OSError:  # missing, unreachable, or no client for the scheme
         return None
 
 

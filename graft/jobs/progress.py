@@ -171,23 +171,24 @@ class ProgressWriter:
             self.write(now)
 
     def write(self, now: float) -> None:
-        import fsspec
+        from graft import storage  # s3:// through pyarrow (no s3fs), like every graft file
 
         doc = self.tracker.snapshot(now).to_wire()
         try:
-            with fsspec.open(self.uri, "w") as fh:
-                fh.write(json.dumps(doc))
+            storage.write_text(self.uri, json.dumps(doc))
         except OSError as exc:
             self.warn(f"cannot write progress to {self.uri}: {exc}")
 
 
 def read_progress(uri: str) -> Progress | None:
     """The snapshot at `uri`; None when it is missing, too large or not a Progress document."""
-    import fsspec
     from pydantic import ValidationError
 
+    from graft import storage
+
     try:
-        with fsspec.open(uri, "rb") as fh:
+        fs, path = storage.fsspec_filesystem(uri)
+        with fs.open(path, "rb") as fh:
             data = fh.read(MAX_PROGRESS_BYTES + 1)
     except (OSError, ImportError, ValueError):  # missing, unreachable, or no fsspec backend for the scheme
         return None

@@ -166,12 +166,12 @@ def _hub(source: str, field: str, revision: str | None, cache_dir: Path | None) 
 
 
 def _fsspec(source: str, field: str, cache_dir: Path | None) -> Path:
-    import fsspec
+    from graft import storage
 
     try:
-        fs, path = fsspec.core.url_to_fs(source)
-    except (ImportError, ValueError) as exc:
-        raise SourceError(field, f"cannot open {source!r}: {exc} (install the fsspec backend for this scheme, e.g. s3fs or gcsfs)") from exc
+        fs, path = storage.fsspec_filesystem(source)  # s3:// through pyarrow, other schemes through fsspec
+    except (ImportError, ValueError, OSError) as exc:
+        raise SourceError(field, f"cannot open {source!r}: {exc} (install the fsspec backend for this scheme, e.g. gcsfs)") from exc
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     name = Path(path.rstrip("/")).name or "source"
     dest = (cache_dir or cache_root()) / digest / name

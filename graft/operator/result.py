@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import fsspec
 import httpx
 from pydantic import ValidationError
 
+from graft import storage
 from graft.api.result import RESULT_LOG_MARKER as RESULT_MARKER
 from graft.api.result import TrainingResult
 from graft.operator.bounded import MAX_LOG_BYTES, get_json
@@ -68,7 +68,8 @@ MAX_RESULT_BYTES = 8 * 1024 * 1024  # a result document is kilobytes; never read
 
 def read_result_file(uri: str) -> TrainingResult:
     try:
-        with fsspec.open(uri, "rb") as fh:
+        fs, path = storage.fsspec_filesystem(uri)  # s3:// through pyarrow (graft[s3]); no client: StorageError
+        with fs.open(path, "rb") as fh:
             data = fh.read(MAX_RESULT_BYTES + 1)
     except FileNotFoundError as exc:
         raise ResultUnavailable(f"{uri} does not exist (yet)") from exc

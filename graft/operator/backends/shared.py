@@ -13,8 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import fsspec
-
+from graft import storage
 from graft.api.endpoint import ModelEndpoint
 from graft.api.spec import FineTuneJob
 from graft.api.status import FineTuneJobStatus, Phase
@@ -49,7 +48,7 @@ def persist_log(job: FineTuneJob, text: str, settings: OperatorSettings) -> str 
     if uri is None or not text:
         return None
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = storage.fsspec_filesystem(uri)  # s3:// through pyarrow (graft[s3]), no s3fs
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with fs.open(path, "w") as fh:
             fh.write(text[-MAX_LOG_BYTES:])
