@@ -8,12 +8,9 @@ same command, continues the same Tune experiment from the bucket, and records th
 
 from __future__ import annotations
 
-import shlex
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -99,62 +96,3 @@ def test_a_killed_job_resumes_on_the_next_attempt_without_rerunning_finished_tri
     assert result.epochs_trained - epochs_before_kill <= EPOCHS  # attempt 2 trained only the interrupted trial
     assert "resumes the experiment" in second.log_tail(400)
 
-
-def _submit(head: RayHead, submission_id: str, argv: list[str]) -> None:
-    """Submit through Ray's Job Submission API, as the operator's shared backend does. Right after
-    the head starts, its job agent may not answer yet: retry for a while."""
-    from ray.job_submission import JobSubmissionClient
-
-    def submitted() -> bool:
-        try:
-            JobSubmissionClient(head.dashboard_url).submit_job(
-                entrypoint=shlex.join(argv), submission_id=submission_id, runtime_env={"env_vars": {"RAY_ADDRESS": head.gcs_address}},
-            )
-        except RuntimeError as exc:
-            print(f"submit {submission_id}: {exc}")
-            return False
-        return True
-
-    wait_until(submitted, timeout=120, what=f"Ray to accept job {submission_id}", interval=3)
-
-
-def _job_status(head: RayHead, submission_id: str) -> str:
-    return str(httpx.get(f"{head.dashboard_url}/api/jobs/{submission_id}", timeout=30).json().get("status"))
-
-
-def test_a_stopped_ray_job_submitted_again_continues_the_trial_from_its_checkpoint(
-    minilm_path: Path, sentiment_jsonl: Path, tmp_path: Path, s3_bucket: str, head_factory: list[RayHead],
-) -> None:
-    """What suspend -> resume does on a shared cluster: stop the Ray job, submit it again (next id)."""
-    epochs = 4
-    uid = "5a5be4d0-0000-4000-8000-00000000cafe"
-    spec = tiny_job(minilm_path, sentiment_jsonl, name="pausable", training={"epochs": epochs, "maxStepsPerEpoch": 2},
-                    checkpoints={"storage": f"{s3_bucket}/graft", "numToKeep": 1})["spec"]
-    spec_path = tmp_path / "job.yaml"
-    spec_path.write_text(yaml.safe_dump(job_document(spec, name="pausable", namespace="team-b", uid=uid)))
-    job_dir = storage.job_dir(f"{s3_bucket}/graft", "team-b", "pausable", uid)
-    result_uri = f"{job_dir}/result.json"
-    progress_uri = f"{job_dir}/runs/pausable-{uid[:8]}/graft_progress.json"
-    argv = [sys.executable, "-m", "graft.jobs", "--spec", str(spec_path), "--result", result_uri]
-    head = _new_head(head_factory)
-
-    def two_epochs() -> dict[str, list[int]] | None:
-        done = epochs_done(read_progress(progress_uri))
-        return done if any(len(e) >= 2 for e in done.values()) else None
-
-    _submit(head, "graft.team-b.pausable.5a5be4d0", argv)
-    before = wait_until(two_epochs, timeout=600, what="epoch 2 recorded")
-    httpx.post(f"{head.dashboard_url}/api/jobs/graft.team-b.pausable.5a5be4d0/stop", timeout=30).raise_for_status()  # suspend
-    wait_until(lambda: _job_status(head, "graft.team-b.pausable.5a5be4d0") == "STOPPED", timeout=120, what="the Ray job STOPPED")
-    _submit(head, "graft.team-b.pausable.5a5be4d0.1", argv)  # resume: the next attempt
-    wait_until(lambda: _job_status(head, "graft.team-b.pausable.5a5be4d0.1") in ("SUCCEEDED", "FAILED"), timeout=900, what="attempt 2 to end")
-
-    result = TrainingResult.model_validate_json(storage.read_text(result_uri))
-    assert result.status == "succeeded", result.message
-    [trial] = before
-    [resume] = result.resumes
-    assert resume.kind == "attempt" and resume.trials_resumed[trial] >= 2
-    assert result.trials[0].epochs_completed == epochs
-    assert [h.epoch for h in result.trials[0].history] == list(range(1, epochs + 1))
-    epochs_before = len(before[trial])
-    assert result.epochs_trained - epochs_before == epochs - resume.trials_resumed[trial]  # continued, not restarted
