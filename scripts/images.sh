@@ -32,7 +32,8 @@ operator_ref=ghcr.io/graft-dev/graft-operator:0.1.0
 tmpdirs=()
 cleanup() { [ ${#tmpdirs[@]} = 0 ] || rm -rf "${tmpdirs[@]}"; }
 trap cleanup EXIT
-scratch_dir() { local d; d=$(mktemp -d "${TMPDIR:-/tmp}/graft-images.XXXXXX"); tmpdirs+=("$d"); echo "$d"; }
+# Sets $work to a new scratch dir, removed on exit (not in a $(...) subshell: the list must persist).
+new_work() { work=$(mktemp -d "${TMPDIR:-/tmp}/graft-images.XXXXXX"); tmpdirs+=("$work"); }
 log() { echo "images: $*" >&2; }
 # Drop the cached layers of one kind (e.g. ray-deps) other than KEEP: a new key replaces the old.
 prune() { local kind=$1 keep=$2 d; for d in "$cache/$kind"-*; do [ -d "$d" ] && [ "$d" != "$keep" ] && rm -rf "$d"; done; return 0; }
@@ -117,7 +118,7 @@ build_deps() {  # $1: image name
   [ -f "$deps_dir/layer.digest" ] && return
   log "$image deps: pip install --require-hashes -r locks/$image-image.txt -> $deps_dir"
   prune "$image-deps" "$deps_dir"; mkdir -p "$deps_dir"
-  local work input; work=$(scratch_dir); input=$work/in; mkdir "$input"
+  local work input; new_work; input=$work/in; mkdir "$input"
   cp "$lock" "$input/lock.txt"
   local t0=$SECONDS
   in_overlay "$work" "$base_dir/rootfs" "$deps_dir/layer" "$input" "
@@ -143,7 +144,7 @@ build_graft() {  # $1: image name, $2: smoke test run inside the image
   [ -f "$graft_dir/layer.digest" ] && return
   log "$image graft: wheel of this checkout -> $graft_dir"
   prune "$image-graft" "$graft_dir"; mkdir -p "$graft_dir"
-  local work src input; work=$(scratch_dir); src=$work/src; input=$work/in; mkdir "$src" "$input"
+  local work src input; new_work; src=$work/src; input=$work/in; mkdir "$src" "$input"
   cp -r "$root/pyproject.toml" "$root/README.md" "$root/graft" "$src/"
   find "$src" -name __pycache__ -prune -exec rm -rf {} +
   local wheel_py=$root/.venv/bin/python
