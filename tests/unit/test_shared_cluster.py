@@ -217,3 +217,13 @@ def test_promotion_keeps_old_replicas_serving_while_updating() -> None:
 def test_failed_application_fails_the_endpoint() -> None:
     st = _endpoint_status({**_app("DEPLOY_FAILED", 1, 0), "message": "ImportError: no module"}, 1)
     assert st.phase == "Failed" and "ImportError" in st.conditions[-1].message
+
+
+def test_a_ray_job_that_ran_and_vanished_is_reported_lost_not_submitted_again() -> None:
+    from graft.operator.backends.shared import SharedJobBackend
+
+    backend = SharedJobBackend(SETTINGS)
+    ran = FineTuneJobStatus(phase=Phase.RUNNING, job_submission_id="sid", start_time="2026-01-01T00:00:00Z")
+    gone = as_run(None, suspend=False, dashboard="http://d:8265", submission="sid")
+    assert gone.submission_id == "sid"
+    assert not backend.starts_work(_job(), ran, gone)

@@ -107,8 +107,8 @@ def as_run(
     """The RunObservation of a Ray job (None: not submitted). PENDING/RUNNING while spec.suspend is
     true means a stop is under way (Suspended); STOPPED while suspended is Suspended, else Failed
     (someone stopped it). `error` replaces Ray's long failure message (it embeds 20 kB of log)."""
-    if info is None:
-        return RunObservation(RunState.ABSENT, dashboard_url=dashboard)
+    if info is None:  # the id is kept: a job that ran and vanished is reported lost, never re-submitted
+        return RunObservation(RunState.ABSENT, submission_id=submission, dashboard_url=dashboard)
     status = info.status
     if suspend and status in ("PENDING", "RUNNING", "STOPPED"):
         state, reason = RunState.SUSPENDED, "Suspended" if status == "STOPPED" else "Suspending"
