@@ -5,7 +5,7 @@
 ARG RAY_TAG=2.60.0-py311
 FROM rayproject/ray:${RAY_TAG}
 
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 \
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 RAY_USAGE_STATS_ENABLED=0 \
     TORCH_EXTENSIONS_DIR=/home/ray/.cache/torch-extensions
 
 COPY --chown=ray:users pyproject.toml README.md locks/ray-image.txt /home/ray/graft-src/
