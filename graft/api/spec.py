@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -51,7 +51,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 MetricName = Literal["eval_accuracy", "eval_f1", "eval_loss", "train_loss", "eval_perplexity", "train_perplexity"]
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     TEXT_CLASSIFICATION = "text-classification"
     IMAGE_CLASSIFICATION = "image-classification"
     CAUSAL_LM = "causal-lm"
