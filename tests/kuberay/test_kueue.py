@@ -138,7 +138,7 @@ def test_third_job_waits_suspended_then_runs_when_quota_frees(control_plane: Con
                                      if c["type"] == "QuotaReserved" and c["status"] == "False"), None),
                        timeout=60, what="Kueue reports b2 pending")
     assert "insufficient" in pending["message"]
-    queued = wait_for(lambda: waiting_for_kueue(get(cp, FTJ, "b2", ns_b)), timeout=60,
+    queued = wait_for(lambda: waiting_for_kueue(get(cp, FTJ, "b2", ns_b)), timeout=180,
                       what=f"b2's status says Kueue holds it; operator log:\n{op.log_tail()}")
     assert QUEUE in queued["message"]
     assert (get(cp, FTJ, "b2", ns_b) or {})["status"]["phase"] == "Pending"
