@@ -48,8 +48,10 @@ def example_job(path: Path, namespace: str, uid: str):  # type: ignore[no-untype
     raise ValueError(f"{path} has no FineTuneJob that runs as a RayJob")
 
 
-def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str = "condition", interval: float = 0.25) -> T:
-    """Poll `fn` until it returns something truthy (returned); TimeoutError names `what` and the last value."""
+def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str | Callable[[], str] = "condition",
+             interval: float = 0.25) -> T:
+    """Poll `fn` until it returns something truthy (returned); TimeoutError names `what` (a callable is
+    called then, to describe the state at the timeout) and the last value."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -57,7 +59,8 @@ def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str = "condition"
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+            described = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {described}; last value: {last!r}")
         time.sleep(interval)
 
 

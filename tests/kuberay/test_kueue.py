@@ -53,6 +53,17 @@ def rayjob_of(cp: ControlPlane, ftj: str, ns: str) -> dict[str, Any] | None:
     return get(cp, RJ, name, ns) if name else None
 
 
+def kueue_state(cp: ControlPlane, cq: str, *namespaces: str) -> str:
+    """The ClusterQueue's usage and every Workload's conditions, for failure messages."""
+    lines = [f"ClusterQueue {cq}: {json.dumps(cp.kubectl_json('get', 'clusterqueues.kueue.x-k8s.io', cq).get('status'))}"]
+    for ns in namespaces:
+        for w in cp.kubectl_json("get", "workloads.kueue.x-k8s.io", "-n", ns)["items"]:
+            conds = [(c["type"], c["status"], c.get("reason"), c.get("message"))
+                     for c in (w.get("status") or {}).get("conditions") or []]
+            lines.append(f"Workload {ns}/{w['metadata']['name']}: {conds}")
+    return "\n".join(lines)
+
+
 def suspended(rayjob: dict[str, Any] | None) -> bool | None:
     return None if rayjob is None else bool(rayjob["spec"].get("suspend"))
 
@@ -127,7 +138,8 @@ def test_third_job_waits_suspended_then_runs_when_quota_frees(control_plane: Con
         "value": f"{2 * per_job}m"}]))
     wait_for(lambda: suspended(rayjob_of(cp, "a1", ns_a)) is False, timeout=60, what="Kueue admits a1")
     apply(cp, small_job("b1", ns_b, queue=None), ns_b)
-    wait_for(lambda: suspended(rayjob_of(cp, "b1", ns_b)) is False, timeout=90, what="Kueue admits b1")
+    wait_for(lambda: suspended(rayjob_of(cp, "b1", ns_b)) is False, timeout=90,
+             what=lambda: f"Kueue admits b1\n{kueue_state(cp, tenants['cq'], ns_a, ns_b)}")
     assert rayjob_of(cp, "b1", ns_b)["metadata"]["labels"][QUEUE_LABEL] == QUEUE  # from the policy
     # 3. The third job does not fit: suspended, and its status says why.
     apply(cp, small_job("b2", ns_b, queue=None), ns_b)
@@ -138,8 +150,12 @@ def test_third_job_waits_suspended_then_runs_when_quota_frees(control_plane: Con
                                      if c["type"] == "QuotaReserved" and c["status"] == "False"), None),
                        timeout=60, what="Kueue reports b2 pending")
     assert "insufficient" in pending["message"]
-    queued = wait_for(lambda: waiting_for_kueue(get(cp, FTJ, "b2", ns_b)), timeout=180,
-                      what=f"b2's status says Kueue holds it; operator log:\n{op.log_tail()}")
+    try:
+        queued = wait_for(lambda: waiting_for_kueue(get(cp, FTJ, "b2", ns_b)), timeout=60,
+                          what="b2's status says Kueue holds it")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\nFineTuneJob status: {(get(cp, FTJ, 'b2', ns_b) or {}).get('status')}\n"
+                             f"RayJob: {json.dumps(rayjob_of(cp, 'b2', ns_b))}\noperator log:\n{op.log_tail()}") from exc
     assert QUEUE in queued["message"]
     assert (get(cp, FTJ, "b2", ns_b) or {})["status"]["phase"] == "Pending"
     # 4. Graft leaves spec.suspend to Kueue: over several operator resyncs (2 s) nobody

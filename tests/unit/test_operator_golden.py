@@ -86,3 +86,17 @@ def test_builder_output_matches_its_golden_file(name: str) -> None:
         path.write_text(text)
     assert path.exists(), f"{path} is missing: run with GRAFT_UPDATE_GOLDEN=1 to create it"
     assert text == path.read_text(), f"{name} changed: review the diff, then run with GRAFT_UPDATE_GOLDEN=1"
+
+
+RAY_START_RESOURCES = ("num-cpus", "num-gpus", "memory", "resources")
+
+
+@pytest.mark.parametrize("name", ["rayjob", "rayjob-kueue", "rayservice"])
+def test_no_ray_group_sets_resources_both_ways(name: str) -> None:
+    """KubeRay 1.5 refuses (ValidationFailed) a group with Ray resources in both rayStartParams and
+    `resources`; the real controller found it, this keeps it found without one."""
+    obj = CASES[name]()
+    cluster = obj["spec"].get("rayClusterSpec") or obj["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]:
+        in_params = [k for k in RAY_START_RESOURCES if group.get("rayStartParams", {}).get(k)]
+        assert not (in_params and group.get("resources")), (group.get("groupName", "head"), in_params, group["resources"])

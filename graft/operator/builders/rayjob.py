@@ -96,10 +96,10 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
         ),
     }
     if settings.driver_resource:
-        head["resources"] = {settings.driver_resource: str(job.spec.tuning.max_concurrent_trials)}
         # Trial drivers take the custom resource, so the head needs no CPU for Ray: Train workers
         # never land on it (without the resource, trial drivers need a CPU fraction there).
-        head["rayStartParams"]["num-cpus"] = "0"
+        # KubeRay refuses a group that sets Ray resources both here and in rayStartParams.
+        head["resources"] = {"cpu": "0", settings.driver_resource: str(job.spec.tuning.max_concurrent_trials)}
     # Sized for maxConcurrentTrials trials side by side (issue 12), one Train worker per pod.
     pods = res.workers * min(job.spec.tuning.max_concurrent_trials, job.spec.tuning.num_trials)
     worker = worker_group(
