@@ -31,6 +31,13 @@ if [ ! -f "$venv/.complete" ]; then
     -r "$root/requirements.lock"
   touch "$venv/.complete"
 fi
+touch "$venv/.used"
+# Venvs of older locks are 6 GB each: keep this one and the most recently used other one (another
+# checkout on another lock), delete the rest unless a build of theirs holds its lock.
+for old in $(ls -dt "$cache"/venv-*/.used 2>/dev/null | tail -n +3); do
+  d=$(dirname "$old"); k=${d##*/venv-}
+  (flock -n 8 && rm -rf "$d" "$cache/.venv-$k.lock") 8>"$cache/.venv-$k.lock" || true
+done
 # Point .venv at the cached venv and (re)install this checkout into it, editable and without deps.
 if [ -L "$root/.venv" ] || [ ! -e "$root/.venv" ]; then
   ln -sfn "$venv" "$root/.venv"

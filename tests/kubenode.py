@@ -160,6 +160,26 @@ class KubeNode:
             return f"(no log for {name})"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def report(self, namespace: str | None = None) -> str:
+        """What to read when a pod does not run: the node's conditions and taints, free disk
+        under the node's directory, the namespace's pods and events, and the kubelet's log tail."""
+        cp = self.cp
+        got = cp.kubectl("get", "node", cfg.NODE_NAME, "-o", "json", check=False, timeout=20)
+        node = json.loads(got.stdout) if got.returncode == 0 else {}
+        st = node.get("status") or {}
+        du = shutil.disk_usage(self.node_dir)
+        lines = [f"node conditions: {[(c['type'], c['status'], c.get('reason')) for c in st.get('conditions') or []]}",
+                 f"node taints: {(node.get('spec') or {}).get('taints')}",
+                 f"allocatable: {st.get('allocatable')}",
+                 f"disk under {self.node_dir}: {du.free / 2**30:.1f} GiB free of {du.total / 2**30:.1f} GiB"]
+        if namespace:
+            for args in (("get", "pods", "-n", namespace, "-o", "wide"),
+                         ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp")):
+                out = cp.kubectl(*args, check=False, timeout=20)
+                lines.append(f"$ kubectl {' '.join(args)}\n{out.stdout}{out.stderr}")
+        lines.append(f"kubelet log:\n{self.log_tail('kubelet', 30)}")
+        return "\n".join(lines)
+
     # --------------------------------------------------------------- internals
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.run_dir / "logs" / f"{name}.log", "ab") as f:

@@ -68,8 +68,11 @@ def test_raycluster_with_the_ray_image_becomes_ready(
         rc = control_plane.kubectl_json("get", "raycluster", "ray", "-n", node_namespace)
         return (rc.get("status") or {}).get("state") == "ready" and rc["status"]["state"]
 
-    wait_until(state, timeout=300, interval=2,
-               what=f"RayCluster ready; operator log:\n{kuberay_operator.log_tail()}")
+    try:
+        wait_until(state, timeout=300, interval=2, what="RayCluster ready")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{kube_node.report(node_namespace)}\n"
+                             f"KubeRay operator log:\n{kuberay_operator.log_tail()}") from exc
     pod = control_plane.kubectl_json("get", "pods", "-n", node_namespace, "-l", "ray.io/node-type=head")["items"][0]
     assert pod["status"]["phase"] == "Running"
     out = control_plane.kubectl("exec", "-n", node_namespace, pod["metadata"]["name"], "--",

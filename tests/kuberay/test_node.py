@@ -30,12 +30,15 @@ def apply(cp: ControlPlane, ns: str, *objs: dict) -> None:
                                                                 "items": list(objs)}))
 
 
-def wait_running(cp: ControlPlane, ns: str, name: str, timeout: float = 90) -> dict:
+def wait_running(cp: ControlPlane, ns: str, name: str, node: KubeNode, timeout: float = 90) -> dict:
     def running() -> dict | None:
         pod = cp.kubectl_json("get", "pod", name, "-n", ns)
         return pod if pod["status"].get("phase") == "Running" else None
 
-    return wait_until(running, timeout=timeout, interval=0.5, what=f"pod {ns}/{name} Running")
+    try:
+        return wait_until(running, timeout=timeout, interval=0.5, what=f"pod {ns}/{name} Running")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{node.report(ns)}") from exc
 
 
 def test_node_is_ready_with_the_pinned_kubelet(control_plane: ControlPlane, kube_node: KubeNode) -> None:
@@ -50,7 +53,7 @@ def test_pod_runs_and_logs_and_exec_work(control_plane: ControlPlane, node_names
                                          kube_node: KubeNode) -> None:
     apply(control_plane, node_namespace,
           toolbox_pod("hello", ["sh", "-c", "echo hello from graft-node; sleep 3600"], kube_node))
-    wait_running(control_plane, node_namespace, "hello")
+    wait_running(control_plane, node_namespace, "hello", kube_node)
     wait_until(lambda: "hello from graft-node" in control_plane.kubectl(
         "logs", "hello", "-n", node_namespace).stdout, timeout=30, what="pod log line")
     out = control_plane.kubectl("exec", "hello", "-n", node_namespace, "--", "/bin/busybox", "cat", "/etc/resolv.conf")
@@ -67,8 +70,8 @@ def test_service_reachable_by_cluster_ip_and_dns_name(control_plane: ControlPlan
                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
     client = toolbox_pod("client", ["sleep", "3600"], kube_node)
     apply(control_plane, ns, server, service, client)
-    wait_running(control_plane, ns, "web")
-    wait_running(control_plane, ns, "client")
+    wait_running(control_plane, ns, "web", kube_node)
+    wait_running(control_plane, ns, "client", kube_node)
     cluster_ip = control_plane.kubectl_json("get", "service", "web", "-n", ns)["spec"]["clusterIP"]
 
     def exec_client(script: str) -> str:
@@ -88,7 +91,7 @@ def test_service_reachable_by_cluster_ip_and_dns_name(control_plane: ControlPlan
 def test_pods_cannot_reach_beyond_the_node(control_plane: ControlPlane, node_namespace: str,
                                            kube_node: KubeNode) -> None:
     apply(control_plane, node_namespace, toolbox_pod("probe", ["sleep", "3600"], kube_node))
-    wait_running(control_plane, node_namespace, "probe")
+    wait_running(control_plane, node_namespace, "probe", kube_node)
     # TEST-NET-3: dropped by the node's egress chain before it could leave the machine.
     out = control_plane.kubectl("exec", "probe", "-n", node_namespace, "--", "/bin/busybox", "sh", "-c",
                                 "nc -w 2 203.0.113.1 80 </dev/null; echo rc=$?", check=False)
