@@ -128,6 +128,12 @@ class Kube:
         METRICS.record_api("create", "events")
         self.core.create_namespaced_event(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted
 
+    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[dict[str, Any]]:
+        """Pods matching `label_selector`, as JSON (a Ray cluster's pods, to find failures KubeRay does not report)."""
+        METRICS.record_api("list", "pods")
+        pods = self.client.sanitize_for_serialization(self.core.list_namespaced_pod(namespace, label_selector=label_selector))
+        return list(cast(dict[str, Any], pods).get("items") or [])
+
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         METRICS.record_api("get", "namespaces")
         ns = self.core.read_namespace(namespace)

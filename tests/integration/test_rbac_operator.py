@@ -36,6 +36,7 @@ NEEDED: list[tuple[str, str, str, str | None]] = [
     *[(v, "ray.io", "rayjobs", None) for v in ("get", "list", "watch", "create", "patch", "delete")],
     *[(v, "ray.io", "rayservices", None) for v in ("get", "list", "watch", "create", "patch")],
     ("create", "", "events", None),
+    ("list", "", "pods", None),
 ]
 # Cluster-scoped reads, in every mode.
 NEEDED_CLUSTER: list[tuple[str, str, str]] = [

@@ -76,8 +76,10 @@ def test_the_cluster_fits_max_concurrent_trials_and_the_head_takes_no_training_c
     rj = build_rayjob(job(resources={"workers": 2}, tuning={"numTrials": 6, "maxConcurrentTrials": 3}), SETTINGS)
     cluster = rj["spec"]["rayClusterSpec"]
     assert cluster["workerGroupSpecs"][0]["replicas"] == 6
-    if SETTINGS.driver_resource:
-        assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert SETTINGS.driver_resource
+    head = cluster["headGroupSpec"]
+    assert head["resources"] == {"cpu": "0", SETTINGS.driver_resource: "3"}
+    assert "num-cpus" not in head["rayStartParams"]
 
 
 def test_worker_group_is_sized_from_spec_resources() -> None:
@@ -131,7 +133,7 @@ def test_head_advertises_the_trial_driver_resource_graft_jobs_asks_for() -> None
     from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
 
     head = build_rayjob(job(tuning={"maxConcurrentTrials": 3}), SETTINGS)["spec"]["rayClusterSpec"]["headGroupSpec"]
-    assert head["resources"] == {TRIAL_DRIVER_RESOURCE: "3"}
+    assert head["resources"][TRIAL_DRIVER_RESOURCE] == "3"
 
 
 def test_graft_jobs_runs_the_spec_the_rayjob_carries() -> None:

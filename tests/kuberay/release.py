@@ -1,0 +1,97 @@
+"""Graft installed on the real node as a user would: images in containerd, `helm install` of the
+chart (operator Pod under the chart's ServiceAccount), hostPath storage for one tenant namespace.
+
+Used by the flagship tests (test_flagship_kuberay.py); the node, control plane and KubeRay
+fixtures come from tests/kuberay/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.controlplane import ControlPlane, wait_until
+from tests.integration.rbac import CHART, helm
+from tests.kubenode import KubeNode
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE = "graft"
+STORAGE_CLAIM = "graft-storage"
+# Sized for a 2-core node (allocatable 2000m; the operator, CoreDNS and KubeRay's 500m submitter
+# pod take their share): see examples/finetune-kubernetes.yaml.
+SIZING = {"headCpu": "250m"}
+
+
+def load_images(node: KubeNode) -> float:
+    """scripts/images.sh load into the node's containerd; returns the seconds it took."""
+    t0 = time.monotonic()
+    env = {**os.environ, "CONTAINERD_ADDRESS": str(node.socket)}
+    proc = subprocess.run([str(REPO / "scripts" / "images.sh"), "load"], env=env, capture_output=True,
+                          text=True, timeout=3600)
+    assert proc.returncode == 0, f"scripts/images.sh load failed:\n{proc.stderr[-4000:]}"
+    return time.monotonic() - t0
+
+
+@dataclass
+class Release:
+    cp: ControlPlane
+    namespace: str  # the operator's
+    tenant: str
+    storage: Path  # on the node, mounted at the same path in every pod
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def kubectl(self, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+        return self.cp.kubectl(*args, **kw)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        p = self.cp.kubectl("get", kind, name, "-n", namespace or self.tenant, "-o", "json", check=False)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    def items(self, kind: str, *selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        out = self.cp.kubectl_json("get", kind, "-n", namespace or self.tenant, *selector)
+        return list(out.get("items") or [])
+
+
+def install(cp: ControlPlane, storage: Path, operator_ns: str, tenant: str, extra: dict[str, Any] | None = None) -> Release:
+    """`helm install` the chart with hostPath storage for `tenant` and wait for the operator pod."""
+    values: dict[str, Any] = {
+        "operator": {"storagePvc": STORAGE_CLAIM, "storageMountPath": str(storage), "verbose": True, **SIZING},
+        "hostPathStorage": {"enabled": True, "path": str(storage), "namespaces": [tenant]},
+        **(extra or {}),
+    }
+    t0 = time.monotonic()
+    helm("install", RELEASE, str(CHART), "--namespace", operator_ns, "--values", "-",
+         "--kubeconfig", str(cp.kubeconfig), stdin=json.dumps(values))
+    release = Release(cp, operator_ns, tenant, storage)
+    wait_until(lambda: _available(release), timeout=300, interval=2, what="the operator Deployment to be available")
+    release.timings["helm install -> operator ready"] = time.monotonic() - t0
+    return release
+
+
+def _available(release: Release) -> bool:
+    dep = release.get("deployment", RELEASE, release.namespace) or {}
+    conds = (dep.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Available" and c["status"] == "True" for c in conds)
+
+
+def uninstall(release: Release) -> None:
+    helm("uninstall", RELEASE, "--namespace", release.namespace, "--kubeconfig", str(release.cp.kubeconfig))
+
+
+def service_url(release: Release, name: str, port_name: str) -> str:
+    """http://CLUSTER-IP:PORT of a Service in the tenant namespace (kube-proxy routes it from the node)."""
+    svc = release.get("service", name)
+    assert svc is not None, f"Service {release.tenant}/{name} does not exist"
+    (port,) = [p["port"] for p in svc["spec"]["ports"] if p.get("name") == port_name]
+    return f"http://{svc['spec']['clusterIP']}:{port}"
+
+
+def graft_cli(release: Release, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KUBECONFIG": str(release.cp.kubeconfig), "PYTHONPATH": str(REPO)}
+    return subprocess.run([str(REPO / ".venv" / "bin" / "graft"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,188 @@
+"""The flagship on the real node, as a platform team and a tenant would run it:
+
+`helm install` the chart (the operator runs as a Pod from the image built by scripts/images.sh),
+`kubectl apply -f examples/finetune-kubernetes.yaml` in a tenant namespace, KubeRay runs the RayJob's
+cluster (head + 2 workers, real MiniLM, real IMDB reviews, ZeRO-2, bf16, 2 trials with ASHA), the
+result is read, the ModelEndpoint's RayService comes up through KubeRay and its Serve Service answers
+/predict; `graft logs` works during and after the job; deleting the objects leaves nothing behind.
+
+The tests of this module run in order on one job (module fixtures); each asserts one stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from tests.addons import KubeRayOperator
+from tests.controlplane import ControlPlane, wait_until
+from tests.kubenode import KubeNode
+from tests.kuberay.release import REPO, Release, graft_cli, install, load_images, service_url, uninstall
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
+
+EXAMPLE = REPO / "examples" / "finetune-kubernetes.yaml"
+JOB = yaml.safe_load(EXAMPLE.read_text())
+NAME = JOB["metadata"]["name"]
+ENDPOINT = JOB["spec"]["serving"]["endpoint"]
+TRAIN_TIMEOUT = 1500  # apply -> Succeeded, 2-core node under load
+
+
+@pytest.fixture(scope="module")
+def release(control_plane: ControlPlane, kube_node: KubeNode, kuberay_operator: KubeRayOperator,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    images_s = load_images(kube_node)
+    storage = tmp_path_factory.mktemp("graft-storage")
+    storage.chmod(0o1777)  # Ray pods run as uid 1000, the operator as 65532
+    operator_ns = control_plane.create_namespace(prefix="graft-system")
+    tenant = control_plane.create_namespace(prefix="team")
+    rel = install(control_plane, storage, operator_ns, tenant)
+    rel.timings["images load"] = images_s
+    try:
+        yield rel
+    finally:
+        control_plane.kubectl("delete", "finetunejobs,modelendpoints", "--all", "-n", tenant, "--wait=false", check=False)
+        control_plane.delete_namespace(tenant, wait=True, timeout=300)
+        uninstall(rel)
+        control_plane.delete_namespace(operator_ns, wait=True, timeout=120)
+        print("\nflagship timings (s):", json.dumps({k: round(v, 1) for k, v in rel.timings.items()}, indent=1))
+
+
+@pytest.fixture(scope="module")
+def run(release: Release) -> dict[str, Any]:
+    """Apply the example and follow it to Succeeded, recording what was seen on the way."""
+    seen: dict[str, Any] = {"workers_running": 0, "head_running": False, "live_log": ""}
+    t0 = time.monotonic()
+    release.kubectl("apply", "-n", release.tenant, "-f", str(EXAMPLE))
+
+    def mark(stage: str) -> None:
+        release.timings.setdefault(f"apply -> {stage}", time.monotonic() - t0)
+
+    def step() -> dict[str, Any] | None:
+        pods = release.items("pods", "-l", "ray.io/is-ray-node=yes")
+        running = [p for p in pods if p["status"].get("phase") == "Running"]
+        heads = [p for p in running if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
+        workers = [p for p in running if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
+        seen["head_running"] = seen["head_running"] or bool(heads)
+        seen["workers_running"] = max(seen["workers_running"], len(workers))
+        if heads:
+            mark("head pod running")
+        if len(workers) >= JOB["spec"]["resources"]["workers"]:
+            mark("worker pods running")
+        ftj = release.get("finetunejob", NAME) or {}
+        st = ftj.get("status") or {}
+        if st.get("phase") == "Running":
+            mark("job running")
+            if not seen["live_log"] and st.get("rayClusterName"):
+                seen["live_log"] = _logs_via_head(release, st["rayClusterName"])
+        if st.get("phase") in ("Succeeded", "Failed", "Rejected"):
+            mark(st["phase"])
+            return ftj
+        return None
+
+    ftj = wait_until(step, timeout=TRAIN_TIMEOUT, interval=3, what=f"FineTuneJob {NAME} to finish")
+    seen["ftj"] = ftj
+    return seen
+
+
+def _logs_via_head(release: Release, cluster: str) -> str:
+    """`graft logs` on the live job, reading the head's dashboard through its Service."""
+    try:
+        url = service_url(release, f"{cluster}-head-svc", "dashboard")
+    except AssertionError:
+        return ""
+    p = graft_cli(release, "logs", NAME, "-n", release.tenant, "--dashboard", url)
+    return p.stdout if p.returncode == 0 and "[graft]" in p.stdout else ""
+
+
+def _predict(url: str, text: str) -> dict[str, Any]:
+    req = urllib.request.Request(f"{url}/predict", data=json.dumps({"text": text}).encode(),
+                                 headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def served(release: Release, run: dict[str, Any]) -> str:
+    """The Serve endpoint's URL once the ModelEndpoint is Ready and answers."""
+    t0 = time.monotonic()
+
+    def ready() -> str | None:
+        ep = release.get("modelendpoint", ENDPOINT) or {}
+        if (ep.get("status") or {}).get("phase") != "Ready":
+            return None
+        services = [s["metadata"]["name"] for s in release.items("services") if s["metadata"]["name"].endswith("-serve-svc")]
+        if not services:
+            return None
+        url = service_url(release, services[0], "serve")
+        _predict(url, "fine")
+        return url
+
+    url = wait_until(ready, timeout=600, interval=3, what=f"ModelEndpoint {ENDPOINT} to answer")
+    release.timings["Succeeded -> endpoint answering"] = time.monotonic() - t0
+    return url
+
+
+def test_the_operator_runs_as_a_pod_under_the_charts_service_account(release: Release) -> None:
+    (pod,) = release.items("pods", "-l", "app.kubernetes.io/component=operator", namespace=release.namespace)
+    assert pod["spec"]["serviceAccountName"] == "graft"
+    assert pod["spec"]["containers"][0]["image"] == "ghcr.io/graft-dev/graft-operator:0.1.0"
+    assert pod["status"]["phase"] == "Running"
+
+
+def test_kuberay_runs_the_job_on_a_head_and_two_worker_pods(run: dict[str, Any]) -> None:
+    assert run["head_running"] and run["workers_running"] == 2
+
+
+def test_graft_logs_follows_the_live_job(run: dict[str, Any]) -> None:
+    assert "[graft] phase" in run["live_log"], run["live_log"][-2000:]
+
+
+def test_the_job_succeeds_with_asha_over_two_trials_and_its_result_on_storage(release: Release, run: dict[str, Any]) -> None:
+    st = run["ftj"]["status"]
+    assert st["phase"] == "Succeeded", json.dumps(st, indent=1)[-3000:]
+    result = st["result"]
+    assert len(result["trials"]) == 2
+    uid8 = run["ftj"]["metadata"]["uid"][:8]
+    job_dir = release.storage / release.tenant / f"{NAME}-{uid8}"
+    assert (job_dir / "result.json").is_file(), sorted(str(p) for p in release.storage.rglob("*"))[:50]
+    assert (job_dir / "model").is_dir()
+
+
+def test_the_endpoint_answers_through_its_service_with_the_right_label(served: str) -> None:
+    negative = _predict(served, "A dreadful, boring film. Terrible acting and an awful, stupid plot. I hated it.")
+    positive = _predict(served, "A wonderful, moving film. Brilliant acting and a beautiful story. I loved it.")
+    assert negative["predictions"][0]["label"] == "negative", negative
+    assert positive["predictions"][0]["label"] == "positive", positive
+
+
+def test_graft_logs_reads_the_log_after_the_cluster_is_gone(release: Release, run: dict[str, Any], served: str) -> None:
+    st = run["ftj"]["status"]
+    wait_until(lambda: release.get("raycluster", st["rayClusterName"]) is None, timeout=300, interval=3,
+               what="the RayJob's cluster to be deleted")
+    p = graft_cli(release, "logs", NAME, "-n", release.tenant, "--tail", "5")
+    assert p.returncode == 0, p.stderr
+    assert "job succeeded" in p.stdout, p.stdout
+
+
+def test_deleting_the_job_and_the_endpoint_leaves_nothing_running(release: Release, served: str) -> None:
+    release.kubectl("delete", "finetunejob", NAME, "-n", release.tenant)
+    release.kubectl("delete", "modelendpoint", ENDPOINT, "-n", release.tenant)
+
+    def leftovers() -> list[str]:
+        kinds = "pods,services,rayclusters.ray.io,rayjobs.ray.io,rayservices.ray.io"
+        out = release.cp.kubectl("get", kinds, "-n", release.tenant, "-o", "name").stdout.split()
+        return out
+
+    wait_until(lambda: not leftovers(), timeout=300, interval=3, what="the tenant namespace to be empty")
+
+
+def test_storage_outlives_the_pods(release: Release, run: dict[str, Any]) -> None:
+    uid8 = run["ftj"]["metadata"]["uid"][:8]
+    assert (Path(release.storage) / release.tenant / f"{NAME}-{uid8}" / "result.json").is_file()
