@@ -52,6 +52,9 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "statefulset-controller",
     "job-controller",
     "endpointslice-controller",
+    # The API server's service proxy resolves Services through Endpoints, not EndpointSlices:
+    # KubeRay out of cluster (-use-kubernetes-proxy) reads Ray job status through it.
+    "endpoints-controller",
 )
 # Added when a node joins (tests/kubenode.py): node lifecycle (removes the not-ready taint
 # the kubelet registers with), volumes, pod GC, finished Jobs.

@@ -21,7 +21,8 @@ class OperatorSettings(BaseModel):
     ray_version: str = Field(default=RAY_VERSION)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     head_cpu: str = Field(default="1", pattern=QUANTITY_PATTERN, description="CPU of the Ray head pod.")
-    head_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN)
+    head_memory: str = Field(default="4Gi", pattern=QUANTITY_PATTERN, description=(
+        "Ray head memory: the job's driver plus a trial driver and Train controller per concurrent trial."))
     worker_memory: str = Field(default="4Gi", pattern=QUANTITY_PATTERN, description="Used when a spec sets no memory.")
     serve_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN, description="Serve worker memory when a spec sets none.")
     autoscaler_cpu: str = Field(default="200m", pattern=QUANTITY_PATTERN, description="CPU of KubeRay's autoscaler sidecar (RayService heads).")

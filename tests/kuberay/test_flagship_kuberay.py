@@ -186,3 +186,56 @@ def test_deleting_the_job_and_the_endpoint_leaves_nothing_running(release: Relea
 def test_storage_outlives_the_pods(release: Release, run: dict[str, Any]) -> None:
     uid8 = run["ftj"]["metadata"]["uid"][:8]
     assert (Path(release.storage) / release.tenant / f"{NAME}-{uid8}" / "result.json").is_file()
+
+
+# --------------------------------------------------------------------------- failures a user hits
+def _variant(name: str, **spec: Any) -> dict[str, Any]:
+    """The example, renamed, one worker and one trial, no endpoint, with `spec` merged in."""
+    doc = json.loads(json.dumps(JOB))
+    doc["metadata"]["name"] = name
+    s = doc["spec"]
+    s["resources"]["workers"], s["tuning"]["numTrials"] = 1, 1
+    s["tuning"].pop("searchSpace", None)
+    s["serving"] = {"enabled": False}
+    for key, value in spec.items():
+        s[key] = {**s.get(key, {}), **value}
+    return doc
+
+
+def _fails(release: Release, doc: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
+    """Apply `doc`, wait for it to fail, then for none of its pods to be left; its final status."""
+    name = doc["metadata"]["name"]
+    release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
+
+    def failed() -> dict[str, Any] | None:
+        st = (release.get("finetunejob", name) or {}).get("status") or {}
+        return st if st.get("phase") in ("Failed", "Succeeded", "Rejected") else None
+
+    st = wait_until(failed, timeout=timeout, interval=3, what=f"FineTuneJob {name} to fail")
+    wait_until(lambda: not release.items("pods", "-l", f"graft.dev/finetunejob={name}"), timeout=300, interval=3,
+               what=f"the pods of {name} to be gone")
+    release.kubectl("delete", "finetunejob", name, "-n", release.tenant)
+    return dict(st)
+
+
+def _reason(st: dict[str, Any]) -> str:
+    return next(c["reason"] for c in st["conditions"] if c["type"] == "Succeeded")
+
+
+def test_an_image_that_does_not_exist_fails_the_job_and_leaves_no_pod(release: Release) -> None:
+    st = _fails(release, _variant("bad-image", runtime={"image": "graft.local/no-such-image:1"}))
+    assert (st["phase"], _reason(st)) == ("Failed", "ImagePullFailed"), st
+    assert "graft.local/no-such-image:1" in st["message"] and "spec.runtime.image" in st["message"]
+
+
+def test_a_dataset_path_missing_in_the_pods_fails_the_job_naming_it(release: Release) -> None:
+    missing = f"{release.storage}/no-such-dir/reviews.csv"
+    st = _fails(release, _variant("no-data", dataset={"source": missing, "filter": None}))
+    assert st["phase"] == "Failed", st
+    assert missing in st["message"], st["message"]
+
+
+def test_an_oom_killed_worker_fails_the_job_and_leaves_no_pod(release: Release) -> None:
+    st = _fails(release, _variant("oom", resources={"memoryPerWorker": "400Mi"}))
+    assert (st["phase"], _reason(st)) == ("Failed", "OOMKilled"), st
+    assert "400Mi" in st["message"] and "spec.resources.memoryPerWorker" in st["message"]
