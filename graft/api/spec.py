@@ -489,7 +489,8 @@ class RuntimeSpec(ApiModel):
     image: str | None = Field(default=None, description="Ray image with graft installed (default: the operator's setting).")
     cluster: ClusterRef | None = Field(default=None, description="Run on a shared Ray cluster instead of a per-job RayJob.")
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description=f"Delete the RayJob this long after it finishes (default {DEFAULT_TTL_SECONDS}, or the policy's default)."
+        default=None, ge=0, description=f"Delete the RayJob this long after it finishes (default {DEFAULT_TTL_SECONDS}, or the policy's default); "
+        "its Ray cluster is deleted within 60 s of the end, once the job's log is copied."
     )
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed RayJob.")

@@ -84,11 +84,19 @@ def uninstall(release: Release) -> None:
 
 
 def service_url(release: Release, name: str, port_name: str) -> str:
-    """http://CLUSTER-IP:PORT of a Service in the tenant namespace (kube-proxy routes it from the node)."""
+    """http://CLUSTER-IP:PORT of a Service in the tenant namespace (kube-proxy routes it from the
+    node); for a headless Service (KubeRay's head Services), the first ready endpoint's pod IP."""
     svc = release.get("service", name)
     assert svc is not None, f"Service {release.tenant}/{name} does not exist"
     (port,) = [p["port"] for p in svc["spec"]["ports"] if p.get("name") == port_name]
-    return f"http://{svc['spec']['clusterIP']}:{port}"
+    host = svc["spec"].get("clusterIP")
+    if host in (None, "", "None"):
+        slices = release.items("endpointslices.discovery.k8s.io", "-l", f"kubernetes.io/service-name={name}")
+        ready = [a for sl in slices for ep in sl.get("endpoints") or []
+                 if (ep.get("conditions") or {}).get("ready") for a in ep["addresses"]]
+        assert ready, f"headless Service {release.tenant}/{name} has no ready endpoint"
+        host = ready[0]
+    return f"http://{host}:{port}"
 
 
 def graft_cli(release: Release, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

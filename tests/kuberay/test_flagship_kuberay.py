@@ -57,7 +57,7 @@ def release(control_plane: ControlPlane, kube_node: KubeNode, kuberay_operator: 
 @pytest.fixture(scope="module")
 def run(release: Release) -> dict[str, Any]:
     """Apply the example and follow it to Succeeded, recording what was seen on the way."""
-    seen: dict[str, Any] = {"workers_running": 0, "head_running": False, "live_log": ""}
+    seen: dict[str, Any] = {"workers_running": 0, "head_running": False, "live_log": "", "progress": []}
     t0 = time.monotonic()
     release.kubectl("apply", "-n", release.tenant, "-f", str(EXAMPLE))
 
@@ -79,6 +79,9 @@ def run(release: Release) -> dict[str, Any]:
         st = ftj.get("status") or {}
         if st.get("phase") == "Running":
             mark("job running")
+            if (st.get("progress") or {}).get("trials"):
+                mark("live progress in status")
+                seen["progress"].append(st["progress"])
             if not seen["live_log"] and st.get("rayClusterName"):
                 seen["live_log"] = _logs_via_head(release, st["rayClusterName"])
         if st.get("phase") in ("Succeeded", "Failed", "Rejected"):
@@ -140,6 +143,12 @@ def test_kuberay_runs_the_job_on_a_head_and_two_worker_pods(run: dict[str, Any])
     assert run["head_running"] and run["workers_running"] == 2
 
 
+def test_kubectl_get_shows_live_progress_while_the_job_runs(run: dict[str, Any]) -> None:
+    assert run["progress"], "status.progress never filled while the job ran"
+    last = run["progress"][-1]
+    assert last["trialsTotal"] == 2 and last["jobPhase"] in ("loading", "tuning", "exporting", "done"), last
+
+
 def test_graft_logs_follows_the_live_job(run: dict[str, Any]) -> None:
     assert "[graft] phase" in run["live_log"], run["live_log"][-2000:]
 
@@ -147,8 +156,8 @@ def test_graft_logs_follows_the_live_job(run: dict[str, Any]) -> None:
 def test_the_job_succeeds_with_asha_over_two_trials_and_its_result_on_storage(release: Release, run: dict[str, Any]) -> None:
     st = run["ftj"]["status"]
     assert st["phase"] == "Succeeded", json.dumps(st, indent=1)[-3000:]
-    result = st["result"]
-    assert len(result["trials"]) == 2
+    assert len(st["trials"]) == 2, st["trials"]
+    assert st["bestMetric"] and st["modelUri"]
     uid8 = run["ftj"]["metadata"]["uid"][:8]
     job_dir = release.storage / release.tenant / f"{NAME}-{uid8}"
     assert (job_dir / "result.json").is_file(), sorted(str(p) for p in release.storage.rglob("*"))[:50]

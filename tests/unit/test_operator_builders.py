@@ -233,3 +233,10 @@ def test_rayservice_url_names_the_kuberay_serve_service() -> None:
 def test_rayjob_runtime_env_says_workers_are_pod_sized() -> None:
     rj = build_rayjob(job(resources={"memoryPerWorker": "2Gi"}), SETTINGS)
     assert yaml.safe_load(rj["spec"]["runtimeEnvYAML"])["env_vars"][POD_SIZED_WORKERS_ENV] == "1"
+
+
+@pytest.mark.parametrize(("ttl", "cluster_ttl"), [(None, 60), (0, 0), (30, 30), (3600, 60)])
+def test_the_ray_cluster_goes_within_a_minute_of_the_end_whatever_the_rayjob_ttl(ttl: int | None, cluster_ttl: int) -> None:
+    runtime = {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
+    spec = build_rayjob(job(runtime=runtime), SETTINGS)["spec"]
+    assert (spec["shutdownAfterJobFinishes"], spec["ttlSecondsAfterFinished"]) == (True, cluster_ttl)

@@ -117,6 +117,9 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
     return {"rayVersion": settings.ray_version, "headGroupSpec": head, "workerGroupSpecs": [worker]}
 
 
+CLUSTER_TTL_SECONDS = 60
+
+
 def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
     """The RayJob that runs `graft.jobs` for this FineTuneJob (with its admitted runtime values
     applied), owned by it: garbage collection deletes it with the job."""
@@ -131,8 +134,11 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
     if rt.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = rt.active_deadline_seconds
     spec["rayClusterSpec"] = with_secret_env(_cluster_spec(job, settings), job.spec.runtime)  # references only
+    # KubeRay deletes the Ray cluster this long after the job ends: long enough for the operator to
+    # copy the job's log through the dashboard, short enough not to hold the nodes (the RayJob
+    # object itself is deleted by the operator after spec.runtime.ttlSecondsAfterFinished).
     spec["shutdownAfterJobFinishes"] = True
-    spec["ttlSecondsAfterFinished"] = rt.ttl_after_finished
+    spec["ttlSecondsAfterFinished"] = min(rt.ttl_after_finished, CLUSTER_TTL_SECONDS)
     spec["suspend"] = job.spec.suspend
     return {
         "apiVersion": "ray.io/v1",
