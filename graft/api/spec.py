@@ -267,6 +267,10 @@ class TrainingSpec(ApiModel):
 # Set by the operator in a RayJob's runtime env: its worker pods are already sized by memoryPerWorker,
 # so graft.jobs does not reserve that memory again as a Ray resource.
 POD_SIZED_WORKERS_ENV = "GRAFT_POD_SIZED_WORKERS"
+# Each worker pod of a RayJob advertises one of this Ray resource and each Train worker takes one,
+# so workers land one per pod (a pod of 500m advertises 1 CPU: two 0.5-CPU workers would share
+# one pod's memory limit).
+WORKER_POD_RESOURCE = "graft_train_worker"
 
 
 class ResourcesSpec(ApiModel):

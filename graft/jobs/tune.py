@@ -37,7 +37,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from graft import storage as store
 from graft.api.quantity import quantity_bytes
-from graft.api.spec import POD_SIZED_WORKERS_ENV, FineTuneJob, FineTuneJobSpec
+from graft.api.spec import POD_SIZED_WORKERS_ENV, WORKER_POD_RESOURCE, FineTuneJob, FineTuneJobSpec
 from graft.jobs.events import JobEvent, JobResumedEvent
 from graft.jobs.placement import (
     final_sweep,
@@ -56,11 +56,14 @@ FALLBACK_DRIVER_CPU = 0.01
 def worker_resources(spec: FineTuneJobSpec, *, pod_sized: bool) -> dict[str, float]:
     """Ray resources of one Train worker: CPUs, GPUs, and memoryPerWorker as Ray's `memory` resource
     (so `graft run` and shared clusters place workers only where that much memory is free), except in
-    a RayJob, whose worker pods are already sized by it."""
+    a RayJob, whose worker pods are already sized by it: there each worker takes its pod's one
+    WORKER_POD_RESOURCE instead, so workers land one per pod."""
     per_worker: dict[str, float] = {"CPU": spec.resources.cpus_per_worker}
     if spec.resources.gpus_per_worker > 0:
         per_worker["GPU"] = spec.resources.gpus_per_worker
-    if spec.resources.memory_per_worker and not pod_sized:
+    if pod_sized:
+        per_worker[WORKER_POD_RESOURCE] = 1.0
+    elif spec.resources.memory_per_worker:
         per_worker["memory"] = float(quantity_bytes(spec.resources.memory_per_worker))
     return per_worker
 

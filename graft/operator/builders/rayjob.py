@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from graft.api.spec import POD_SIZED_WORKERS_ENV, FineTuneJob
+from graft.api.spec import POD_SIZED_WORKERS_ENV, WORKER_POD_RESOURCE, FineTuneJob
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
 from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import job_labels, owner_reference, ray_name
@@ -114,6 +114,7 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
         ),
         labels=labels,
     )
+    worker["resources"] = {WORKER_POD_RESOURCE: "1"}  # one Train worker per pod (graft.jobs.tune.worker_resources)
     return {"rayVersion": settings.ray_version, "headGroupSpec": head, "workerGroupSpecs": [worker]}
 
 
