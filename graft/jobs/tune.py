@@ -22,6 +22,7 @@ latest checkpoint. Without a uid (`graft run`) every invocation gets a fresh nam
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,9 +203,24 @@ def _short(text: str) -> str:
     return "\n".join(lines[-6:])[:2000]
 
 
+_RAY_OOM = re.compile(r"killed due to the node running low on memory\. Memory on the node \(IP: ([^,]+), ID: [0-9a-f]+\) "
+                      r"was ([0-9.]+[KMGT]?B) used / ([0-9.]+[KMGT]?B) limit")
+
+
+def explain_error(text: str) -> str:
+    """A trial's error as a person should read it: Ray's memory monitor kill (a page of process
+    tables) becomes one sentence naming the fields to change; anything else, its last lines."""
+    oom = _RAY_OOM.search(text)
+    if oom is not None:
+        node, used, limit = oom.groups()
+        return (f"a Train worker ran out of memory: Ray killed it when its node ({node}) used {used} of its {limit} "
+                "limit; raise spec.resources.memoryPerWorker, or lower training.batchSize / training.maxSeqLength")
+    return _short(text)
+
+
 def trial_error(trial: Trial) -> str:
     err = trial.get_error()
-    return _short(str(err)) if err is not None else NO_ERROR_RECORDED
+    return explain_error(str(err)) if err is not None else NO_ERROR_RECORDED
 
 
 @dataclass
@@ -275,7 +291,7 @@ def run_tuning(
         # The error file may not exist yet when on_trial_error runs; the result grid has it.
         state = tracker.trials.get(Path(r.path).name.removeprefix("trial-"))
         if state is not None and (state.error is None or state.error == NO_ERROR_RECORDED):
-            state.error = _short(str(r.error))
+            state.error = explain_error(str(r.error))
     return TuneOutcome(run_name=run_name, tracker=tracker, errors=errors)
 
 

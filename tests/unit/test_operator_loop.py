@@ -250,11 +250,12 @@ def test_a_phase_change_posts_one_event_off_the_reconcile_path(h: Harness) -> No
     assert [e["reason"] for e in h.kube.events] == [Phase.PENDING.value, Phase.RUNNING.value]
 
 
-def test_an_unreachable_dashboard_only_costs_the_log_copy(h: Harness, tmp_path: Path) -> None:
+def test_an_unreachable_dashboard_leaves_the_jobs_own_log_as_log_uri(h: Harness, tmp_path: Path) -> None:
     h.apply("nolog", serving={"enabled": False})
     h.reconcile("nolog")
     h.kuberay("nolog", jobDeploymentStatus="Complete", jobStatus="FAILED", dashboardURL="127.0.0.1:1", jobId="nolog-1",
               message="entrypoint failed")
     h.reconcile("nolog")
     st = h.status("nolog")
-    assert st["phase"] == "Failed" and "logUri" not in st and st["message"] == "entrypoint failed"
+    assert st["phase"] == "Failed" and st["message"] == "entrypoint failed"
+    assert st["logUri"].startswith(str(tmp_path)) and st["logUri"].endswith("/job.log")  # written by graft.jobs

@@ -31,7 +31,7 @@ from graft.api.status import FineTuneJobStatus
 from graft.operator import kube as k
 from graft.operator.backends.base import Event, RunObservation, RunState, ServeObservation, Step
 from graft.operator.backends.pods import CLUSTER_LABEL, pod_problem
-from graft.operator.backends.shared import persist_log
+from graft.operator.backends.shared import job_log_uri, persist_log
 from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.builders.rayjob import job_result_uri
 from graft.operator.cache import Store
@@ -128,7 +128,8 @@ class RayJobBackend:
             if run.state == RunState.PENDING:  # pods are not watched: look again while the cluster starts
                 return Step(run, requeue_after=self.settings.progress_seconds)
         if run.state in (RunState.SUCCEEDED, RunState.FAILED) and (status is None or not status.log_uri):
-            run = dataclasses.replace(run, log_uri=self._copy_log(job, run))
+            # The driver's whole log through the dashboard; else the job's own log on its storage.
+            run = dataclasses.replace(run, log_uri=self._copy_log(job, run) or job_log_uri(job, self.settings))
         return Step(run)
 
     def _copy_log(self, job: FineTuneJob, run: RunObservation) -> str | None:

@@ -28,6 +28,7 @@ from graft.operator.storage import remove_experiment
 
 log = logging.getLogger("graft.operator.shared")
 LOG_FILE = "train.log"
+JOB_LOG_FILE = "job.log"
 MAX_LOG_BYTES = 16 * 1024 * 1024  # the copy next to the result keeps the last 16 MiB
 
 
@@ -39,6 +40,12 @@ def log_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     """`<job dir>/train.log`, next to result.json (None without storage)."""
     result = job_result_uri(job, settings)
     return result.rsplit("/", 1)[0] + "/" + LOG_FILE if result else None
+
+
+def job_log_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
+    """`<job dir>/job.log`, which graft.jobs itself keeps on the job's storage (graft.jobs.joblog)."""
+    result = job_result_uri(job, settings)
+    return result.rsplit("/", 1)[0] + "/" + JOB_LOG_FILE if result else None
 
 
 def persist_log(job: FineTuneJob, text: str, settings: OperatorSettings) -> str | None:
