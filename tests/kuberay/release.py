@@ -20,7 +20,9 @@ from tests.integration.rbac import CHART, helm
 from tests.kubenode import KubeNode
 
 REPO = Path(__file__).resolve().parents[2]
-RELEASE = "graft"
+# Not "graft": the integration layer applies the chart's cluster-scoped RBAC (graft-edit, ...)
+# without Helm on the same session control plane, and Helm refuses to adopt those objects.
+RELEASE = "graft-flagship"
 STORAGE_CLAIM = "graft-storage"
 # Sized for a 2-core node (allocatable 2000m; the operator, CoreDNS and KubeRay's 500m submitter
 # pod take their share): see examples/finetune-kubernetes.yaml.

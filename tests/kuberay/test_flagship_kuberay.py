@@ -23,7 +23,7 @@ import yaml
 from tests.addons import KubeRayOperator
 from tests.controlplane import ControlPlane, wait_until
 from tests.kubenode import KubeNode
-from tests.kuberay.release import REPO, Release, graft_cli, install, load_images, service_url, uninstall
+from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, install, load_images, service_url, uninstall
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
 
@@ -134,7 +134,7 @@ def served(release: Release, run: dict[str, Any]) -> str:
 
 def test_the_operator_runs_as_a_pod_under_the_charts_service_account(release: Release) -> None:
     (pod,) = release.items("pods", "-l", "app.kubernetes.io/component=operator", namespace=release.namespace)
-    assert pod["spec"]["serviceAccountName"] == "graft"
+    assert pod["spec"]["serviceAccountName"] == RELEASE  # the chart's ServiceAccount: the release's full name
     assert pod["spec"]["containers"][0]["image"] == "ghcr.io/graft-dev/graft-operator:0.1.0"
     assert pod["status"]["phase"] == "Running"
 
