@@ -36,16 +36,19 @@ def _uid(obj: FineTuneJob | ModelEndpoint) -> str:
     return str((obj.metadata.model_extra or {}).get("uid") or "")
 
 
+def _beside_result(job: FineTuneJob, settings: OperatorSettings, name: str) -> str | None:
+    result = job_result_uri(job, settings)
+    return result.rsplit("/", 1)[0] + "/" + name if result else None
+
+
 def log_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     """`<job dir>/train.log`, next to result.json (None without storage)."""
-    result = job_result_uri(job, settings)
-    return result.rsplit("/", 1)[0] + "/" + LOG_FILE if result else None
+    return _beside_result(job, settings, LOG_FILE)
 
 
 def job_log_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     """`<job dir>/job.log`, which graft.jobs itself keeps on the job's storage (graft.jobs.joblog)."""
-    result = job_result_uri(job, settings)
-    return result.rsplit("/", 1)[0] + "/" + JOB_LOG_FILE if result else None
+    return _beside_result(job, settings, JOB_LOG_FILE)
 
 
 def persist_log(job: FineTuneJob, text: str, settings: OperatorSettings) -> str | None:
