@@ -25,7 +25,7 @@ class PodProblem:
 
 def pod_problem(pods: list[dict[str, Any]]) -> PodProblem | None:
     """The first image pull failure or OOM kill among `pods` (head first), or None."""
-    ordered = sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("labels") or {}).get(NODE_TYPE_LABEL) != "head")
+    ordered = sorted(pods, key=lambda p: _node_type(p) != "head")
     for pod in ordered:
         problem = _image_problem(pod) or _oom_problem(pod)
         if problem is not None:
@@ -38,9 +38,12 @@ def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]
 
 
+def _node_type(pod: dict[str, Any]) -> str | None:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(NODE_TYPE_LABEL)
+
+
 def _role(pod: dict[str, Any]) -> str:
-    md = pod.get("metadata") or {}
-    return f"{(md.get('labels') or {}).get(NODE_TYPE_LABEL, 'Ray')} pod {md.get('name')}"
+    return f"{_node_type(pod) or 'Ray'} pod {(pod.get('metadata') or {}).get('name')}"
 
 
 def _image_problem(pod: dict[str, Any]) -> PodProblem | None:
@@ -62,7 +65,7 @@ def _oom_problem(pod: dict[str, Any]) -> PodProblem | None:
         for state in (cs.get("state") or {}, cs.get("lastState") or {}):
             if ((state.get("terminated") or {}).get("reason")) == "OOMKilled":
                 limit = limits.get(cs.get("name"))
-                field = ("spec.resources.memoryPerWorker" if "worker" in _role(pod)
+                field = ("spec.resources.memoryPerWorker" if _node_type(pod) == "worker"
                          else "the operator's head memory (chart value operator.headMemory)")
                 return PodProblem("OOMKilled", (
                     f"the {_role(pod)} was killed for using more than its memory limit ({limit or 'none set'}); "
