@@ -161,6 +161,20 @@ def test_two_replicas_peer_with_distinct_random_priorities(rendered: dict[str, l
     assert {"--peering=graft", "--priority=random"} <= set(container(docs)["args"])
 
 
+def test_the_peering_object_is_named_after_the_release_so_two_releases_never_share_it() -> None:
+    for release in ("graft", "graft-staging"):
+        docs = render_chart(release=release)
+        deployment = one(docs, "Deployment", release, "graft-system")
+        one(docs, "ClusterKopfPeering", release)
+        assert f"--peering={release}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_an_explicit_peering_name_wins() -> None:
+    docs = render_chart({"peering": {"name": "shared"}})
+    one(docs, "ClusterKopfPeering", "shared")
+    assert "--peering=shared" in container(docs)["args"]
+
+
 def test_two_replicas_without_peering_are_refused() -> None:
     with pytest.raises(HelmError, match="replicas > 1 needs peering.enabled"):
         render_chart({"replicas": 2, "peering": {"enabled": False}})

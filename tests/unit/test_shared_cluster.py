@@ -227,3 +227,41 @@ def test_a_ray_job_that_ran_and_vanished_is_reported_lost_not_submitted_again() 
     gone = as_run(None, suspend=False, dashboard="http://d:8265", submission="sid")
     assert gone.submission_id == "sid"
     assert not backend.starts_work(_job(), ran, gone)
+
+
+class _RecreatingRayJobs:
+    """The Job Submission API as Ray 2.x behaves after a stop: the first delete of a stopped job is
+    undone by the job monitor, which stores a FAILED record under the same id."""
+
+    records: dict[str, JobInfo] = {}
+
+    def __init__(self, dashboard: str) -> None:
+        self.dashboard = dashboard
+
+    def info(self, sid: str) -> JobInfo | None:
+        return self.records.get(sid)
+
+    def stop(self, sid: str) -> bool:
+        self.records[sid] = JobInfo(sid, "STOPPED")
+        return True
+
+    def delete(self, sid: str) -> bool:
+        recreated = self.records.pop(sid).status == "STOPPED"
+        if recreated:
+            self.records[sid] = JobInfo(sid, "FAILED", "Job supervisor actor died")
+        return True
+
+
+def test_deleting_a_job_waits_until_no_pass_finds_its_ray_job_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from graft.operator.backends import shared
+
+    job = _job()
+    sid = submission_id("team-a", "sentiment", UID, 0)
+    monkeypatch.setattr(_RecreatingRayJobs, "records", {sid: JobInfo(sid, "RUNNING")})
+    monkeypatch.setattr(shared, "RayJobs", _RecreatingRayJobs)
+    backend = shared.SharedJobBackend(SETTINGS)
+
+    passes = [backend.cleanup(job, None) for _ in range(4)]
+
+    assert passes == [False, False, False, True]  # stop, delete, delete the record Ray wrote back, gone
+    assert _RecreatingRayJobs.records == {}

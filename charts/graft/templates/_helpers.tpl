@@ -44,6 +44,11 @@ app.kubernetes.io/part-of: graft
 {{- end }}
 {{- end }}
 
+{{/* The kopf peering object's name: peering.name, else the release's full name. */}}
+{{- define "graft.peeringName" -}}
+{{- default (include "graft.fullname" .) .Values.peering.name }}
+{{- end }}
+
 {{/* Reject value combinations that cannot work, with the fix in the message. */}}
 {{- define "graft.validate" -}}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.peering.enabled) }}

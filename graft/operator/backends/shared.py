@@ -150,7 +150,11 @@ class SharedJobBackend:
         return True  # the Ray job record is kept (for `graft logs`) until the FineTuneJob is deleted
 
     def cleanup(self, job: FineTuneJob, status: FineTuneJobStatus | None) -> bool:
-        """Stop the job's Ray job, then forget every attempt. True once nothing runs."""
+        """Stop the job's Ray job, then forget every attempt. True once a pass finds no record left.
+
+        A deleted record is confirmed gone on a later pass, not trusted at once: Ray's job monitor
+        can write a stopped job's record back after the delete (it sees the supervisor actor die,
+        finds no status, and stores FAILED), and that copy must be deleted too."""
         ns, name, uid = job.metadata.namespace or "", job.metadata.name, _uid(job)
         api = RayJobs(self.dashboard(job))
         _, attempt = self._sid(job, status)
@@ -166,6 +170,7 @@ class SharedJobBackend:
                 done = False
                 continue
             api.delete(sid)
+            done = False  # confirmed on the next pass
         return done
 
 
