@@ -1,13 +1,17 @@
 """The orphan sweep: stop Ray work on shared clusters whose owning object is gone.
 
-Nothing in Kubernetes owns a Ray job submitted to a shared cluster; its FineTuneJob's finalizer
-stops it. A tenant who removes the finalizer, or whose object cannot be parsed any more when it is
-deleted, would leave the job running (and uncounted by quota). Every sweep lists the Ray jobs of
-each shared cluster the operator knows, and stops the running ones that carry Graft's metadata for
-a watched namespace but whose FineTuneJob (namespace, name and uid) no longer exists.
+Nothing in Kubernetes owns a Ray job submitted to a shared cluster, nor a Serve application
+deployed there; the finalizers of FineTuneJobs and ModelEndpoints remove them. A tenant who removes
+the finalizer, or whose object cannot be parsed any more when it is deleted, would leave the work
+running (and uncounted by quota). Every sweep, on each shared cluster the operator knows:
 
-`orphans` and `clusters_in_use` are pure; `sweep_cluster` does the two REST calls (bounded, with
-timeouts); `Sweeper` remembers every admitted cluster (a deleted job's cluster is swept too) and
+- lists the Ray jobs and stops the running ones that carry Graft's metadata for a watched namespace
+  but whose FineTuneJob (namespace, name and uid) no longer exists;
+- lists the Serve applications and removes Graft's (`<namespace>.<name>`, Graft's import path and
+  route) of a watched namespace whose ModelEndpoint no longer points at that cluster.
+
+`orphans`, `orphan_apps` and `clusters_in_use` are pure; `sweep_cluster` and `sweep_serve` do the
+REST calls (bounded, with timeouts); `Sweeper` remembers every admitted cluster (a deleted job's cluster is swept too) and
 runs from the controller's resync thread. Only clusters of admitted objects are ever called: a
 refused address (admission) never reaches the sweep.
 """
@@ -24,8 +28,10 @@ from pydantic import ValidationError
 
 from graft.api.spec import ClusterRef
 from graft.operator.settings import OperatorSettings
-from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID
-from graft.operator.shared.naming import dashboard_url
+from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID, ClusterUnavailable
+from graft.operator.shared.naming import app_name, dashboard_url, route_prefix
+from graft.operator.shared.serve import ServeApi, declarative_configs
+from graft.serving.args import IMPORT_PATH
 
 log = logging.getLogger("graft.operator.sweep")
 RUNNING = ("PENDING", "RUNNING")
@@ -89,6 +95,34 @@ def sweep_cluster(dashboard: str, live: set[Owner], watched: set[str] | None, ti
     return stopped
 
 
+def orphan_apps(details: dict[str, object], live: set[str], watched: set[str] | None) -> list[str]:
+    """Names of Graft's Serve applications (from GET /api/serve/applications/) that no live
+    ModelEndpoint serves on this cluster. An application is Graft's when its name is
+    `<namespace>.<name>` (namespaces hold no dots), its route `/<namespace>/<name>` and its import
+    path Graft's; any other application is left alone."""
+    out = []
+    for name, cfg in declarative_configs(dict(details)).items():
+        namespace, dot, endpoint = name.partition(".")
+        if not (dot and namespace and endpoint) or name in live:
+            continue
+        if watched is not None and namespace not in watched:
+            continue
+        if cfg.get("import_path") == IMPORT_PATH and cfg.get("route_prefix") == route_prefix(namespace, endpoint):
+            out.append(name)
+    return sorted(out)
+
+
+def sweep_serve(dashboard: str, live: set[str], watched: set[str] | None, timeout: float = 15.0) -> list[str]:
+    """Remove the orphaned Graft applications of one shared cluster; returns their names."""
+    api = ServeApi(dashboard, timeout)
+    removed = []
+    for name in orphan_apps(api.details(), live, watched):
+        if api.remove(name):
+            log.warning("removed Serve application %s on %s: its ModelEndpoint is gone", name, dashboard)
+            removed.append(name)
+    return removed
+
+
 def _cluster(raw: dict[str, object], *path: str) -> ClusterRef | None:
     node: object = raw.get("spec")
     for key in path:
@@ -119,6 +153,19 @@ def live_owners(jobs: Iterable[dict[str, object]]) -> set[Owner]:
     return out
 
 
+def live_apps(endpoints: Iterable[dict[str, object]], settings: OperatorSettings) -> dict[str, set[str]]:
+    """Dashboard -> the Serve applications ModelEndpoints deploy there (any phase: a Pending or
+    deleting endpoint's application is its own finalizer's business, not the sweep's)."""
+    out: dict[str, set[str]] = {}
+    for raw in endpoints:
+        ref, meta = _cluster(raw, "cluster"), raw.get("metadata")
+        if ref is None or not isinstance(meta, dict):
+            continue
+        ns = str(meta.get("namespace") or "")
+        out.setdefault(dashboard_url(ref, ns, settings), set()).add(app_name(ns, str(meta.get("name"))))
+    return out
+
+
 def clusters_in_use(jobs: Iterable[dict[str, object]], endpoints: Iterable[dict[str, object]], settings: OperatorSettings) -> set[str]:
     """Dashboards of the shared clusters that admitted jobs and endpoints use."""
     out = set()
@@ -145,14 +192,16 @@ class Sweeper:
         return now - self._last >= self.interval
 
     def run(self, jobs: list[dict[str, object]], endpoints: list[dict[str, object]], now: float) -> list[str]:
-        """Stop orphans on every cluster in use now or seen before; one cluster's trouble skips it only."""
+        """Stop orphaned jobs and remove orphaned applications on every cluster in use now or seen
+        before; returns their ids and names. One cluster's trouble skips that cluster only."""
         self._last = now
         self.known |= clusters_in_use(jobs, endpoints, self.settings)
-        live = live_owners(jobs)
+        live, apps = live_owners(jobs), live_apps(endpoints, self.settings)
         stopped: list[str] = []
         for dashboard in sorted(self.known):
             try:
                 stopped += sweep_cluster(dashboard, live, self.watched)
-            except (httpx.HTTPError, ValueError, OSError) as exc:
+                stopped += sweep_serve(dashboard, apps.get(dashboard, set()), self.watched)
+            except (httpx.HTTPError, ValueError, OSError, ClusterUnavailable) as exc:
                 log.warning("orphan sweep of %s skipped: %s", dashboard, exc)
         return stopped

@@ -60,6 +60,19 @@ def minilm_path() -> Path:
     return Path(gt.get_model_path())
 
 
+@pytest.fixture(scope="session")
+def untrained_classifier(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM with a fresh 2-label head, exported: for serving tests that do not care what it predicts."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("untrained") / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
+    return out
+
+
 def write_sentiment_jsonl(path: Path, rows_per_label: int = 24, seed: int = 0) -> Path:
     """A small, easily separable positive/negative dataset with string labels."""
     rng = random.Random(seed)

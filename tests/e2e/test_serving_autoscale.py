@@ -26,18 +26,6 @@ LOAD_LIMIT_S = 120.0
 DOWN_LIMIT_S = 90.0
 
 
-@pytest.fixture(scope="module")
-def untrained_classifier(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MiniLM with a fresh 2-label head, exported: autoscaling does not care what it predicts."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("autoscale") / "model"
-    model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(out)
-    return out
-
-
 def running_replicas(deployment: str) -> int:
     from ray import serve
 

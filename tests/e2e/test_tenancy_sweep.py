@@ -1,16 +1,21 @@
 """The orphan sweep against a real Ray head: a Graft job whose FineTuneJob is gone is stopped, a
-job whose owner lives and a job that is not Graft's keep running (issue 8 item 9)."""
+job whose owner lives and a job that is not Graft's keep running; a Graft Serve application whose
+ModelEndpoint is gone is removed, the others keep serving (issue 8 item 9)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from graft.api.endpoint import ModelEndpoint
+from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID
-from graft.operator.sweep import Owner, sweep_cluster
+from graft.operator.shared.serve import ServeApi, build_application
+from graft.operator.sweep import Owner, sweep_cluster, sweep_serve
 from tests.e2e.shared_ray import RayHead
 from tests.integration.helpers import wait_for
 
@@ -52,3 +57,33 @@ def test_sweep_stops_only_jobs_whose_owner_is_gone(head: RayHead) -> None:
     finally:
         for sid in ("graft.team-a.alive.4567ef01", "not-graft"):
             httpx.post(f"{head.dashboard_url}/api/jobs/{sid}/stop", timeout=10)
+
+
+def deploy(head: RayHead, model: Path, namespace: str, name: str) -> None:
+    """Deploy a ModelEndpoint's Serve application the way the operator does (build_application)."""
+    endpoint = ModelEndpoint.model_validate({
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": {"uri": model.as_uri()}, "cluster": {"address": head.dashboard_url},
+                 "serving": {"minReplicas": 1, "maxReplicas": 1, "resources": {"cpus": 0.25}}},
+    })
+    ServeApi(head.dashboard_url).apply(build_application(endpoint, OperatorSettings()), head.serve_port)
+
+
+def app_statuses(head: RayHead) -> dict[str, str]:
+    apps = ServeApi(head.dashboard_url).details().get("applications") or {}
+    return {name: str(app.get("status")) for name, app in apps.items()}
+
+
+def test_sweep_removes_only_the_serve_application_whose_endpoint_is_gone(head: RayHead, untrained_classifier: Path) -> None:
+    for ns, name in (("team-a", "gone"), ("team-a", "alive"), ("team-z", "gone")):
+        deploy(head, untrained_classifier, ns, name)
+    every = {"team-a.gone", "team-a.alive", "team-z.gone"}
+    wait_for(lambda: {n for n, s in app_statuses(head).items() if s == "RUNNING"} >= every, timeout=300,
+             what=lambda: f"three Serve applications RUNNING (now {app_statuses(head)})")
+
+    removed = sweep_serve(head.dashboard_url, live={"team-a.alive"}, watched={"team-a"})
+
+    assert removed == ["team-a.gone"]
+    wait_for(lambda: "team-a.gone" not in app_statuses(head), timeout=120, what="the orphaned application removed")
+    left = app_statuses(head)
+    assert left.get("team-a.alive") == "RUNNING" and left.get("team-z.gone") == "RUNNING", left

@@ -6,7 +6,7 @@ import pytest
 
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID
-from graft.operator.sweep import Owner, Sweeper, clusters_in_use, live_owners, orphans
+from graft.operator.sweep import Owner, Sweeper, clusters_in_use, live_apps, live_owners, orphan_apps, orphans
 
 pytestmark = [pytest.mark.unit, pytest.mark.tenancy]
 
@@ -63,3 +63,35 @@ def test_the_sweeper_remembers_clusters_of_deleted_jobs_and_skips_unreachable_on
     assert sweeper.known == {"http://127.0.0.1:9"}
     sweeper.run([], [], now=200.0)  # the job is gone: its cluster is still swept
     assert sweeper.known == {"http://127.0.0.1:9"} and not sweeper.due(230.0) and sweeper.due(260.0)
+
+
+def serve_details(*apps: tuple[str, str, str]) -> dict[str, object]:
+    """GET /api/serve/applications/ with declarative apps given as (name, route, import path)."""
+    return {"applications": {
+        name: {"source": "declarative", "deployed_app_config": {"name": name, "route_prefix": route, "import_path": path}}
+        for name, route, path in apps}}
+
+
+GRAFT_APP = "graft.serving.app:build_app"
+
+
+def test_a_graft_application_whose_endpoint_is_gone_is_an_orphan() -> None:
+    details = serve_details(("team-a.gone", "/team-a/gone", GRAFT_APP), ("team-a.alive", "/team-a/alive", GRAFT_APP))
+    assert orphan_apps(details, live={"team-a.alive"}, watched=None) == ["team-a.gone"]
+
+
+def test_applications_that_are_not_graft_s_are_left_alone() -> None:
+    details = serve_details(("platform", "/platform", GRAFT_APP), ("team-a.other", "/team-a/other", "their.app:build"),
+                            ("team-a.moved", "/elsewhere", GRAFT_APP))
+    assert orphan_apps(details, live=set(), watched=None) == []
+
+
+def test_applications_of_namespaces_another_operator_watches_are_left_alone() -> None:
+    details = serve_details(("team-z.gone", "/team-z/gone", GRAFT_APP))
+    assert orphan_apps(details, live=set(), watched={"team-a"}) == []
+
+
+def test_an_endpoint_keeps_its_application_only_on_the_cluster_it_points_at() -> None:
+    endpoints = [{"metadata": {"namespace": "team-a", "name": "ep"}, "spec": {"cluster": {"name": "shared"}}},
+                 {"metadata": {"namespace": "team-a", "name": "local"}, "spec": {}}]
+    assert live_apps(endpoints, OperatorSettings()) == {"http://shared-head-svc.team-a.svc:8265": {"team-a.ep"}}
