@@ -17,6 +17,7 @@ from graft.api.status import Phase
 from graft.operator import kube as k
 from graft.operator.controller import Controller
 from graft.operator.settings import OperatorSettings
+from tests.integration.helpers import wait_for
 from tests.unit.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
@@ -259,3 +260,38 @@ def test_an_unreachable_dashboard_leaves_the_jobs_own_log_as_log_uri(h: Harness,
     st = h.status("nolog")
     assert st["phase"] == "Failed" and st["message"] == "entrypoint failed"
     assert st["logUri"].startswith(str(tmp_path)) and st["logUri"].endswith("/job.log")  # written by graft.jobs
+
+
+def _resyncing(tmp_path: Path, **settings: Any) -> Harness:
+    return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path),
+                                    resync_seconds=0.02, sweep_seconds=0.02, workers=1, **settings))
+
+
+def test_the_loop_stays_alive_while_a_shared_cluster_is_unreachable(tmp_path: Path) -> None:
+    h = _resyncing(tmp_path)
+    h.apply("shared", runtime={"cluster": {"name": "shared"}})  # shared-head-svc.team-a.svc does not resolve here
+    admitted = h.kube.set_status(k.FINETUNEJOBS, NS, "shared", {"admitted": {"policies": []}})
+    h.ctl.on_event(k.FINETUNEJOBS, "MODIFIED", admitted)
+    h.ctl.start()
+    try:
+        wait_for(lambda: h.ctl.sweeper.known, timeout=30, what="a sweep of the job's cluster")
+        swept = h.ctl.sweeper._last
+        wait_for(lambda: h.ctl.sweeper._last > swept, timeout=30, what="a second sweep of the unreachable cluster")
+        assert h.ctl.alive()
+    finally:
+        h.ctl.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the point
+def test_liveness_fails_once_the_resync_thread_has_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = _resyncing(tmp_path)
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the resync")
+
+    monkeypatch.setattr(h.ctl, "resync_once", broken)
+    h.ctl.start()
+    try:
+        wait_for(lambda: not h.ctl.alive(), timeout=30, what="the probe to report the dead resync thread")
+    finally:
+        h.ctl.stop()
