@@ -7,7 +7,17 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from graft.api.base import GROUP_VERSION, ApiModel
-from graft.api.spec import MAX_URI_LENGTH, SAFE_PATH, ClusterRef, ObjectMeta, ServingSpec, Task, check_path
+from graft.api.spec import (
+    MAX_URI_LENGTH,
+    SAFE_PATH,
+    ClusterRef,
+    ObjectMeta,
+    SecretEnvSource,
+    SecretEnvVar,
+    ServingSpec,
+    Task,
+    check_path,
+)
 from graft.api.status import CONDITIONS_LIST_MAP, DATE_TIME, Condition
 
 
@@ -36,6 +46,15 @@ class ModelEndpointSpec(ApiModel):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     image: str | None = Field(default=None, description="Ray image with graft installed (default: the operator's setting).")
     cluster: ClusterRef | None = Field(default=None, description="Deploy on a shared Ray cluster instead of a RayService.")
+    secret_env: list[SecretEnvVar] = Field(
+        default_factory=list, max_length=100,
+        description="Environment variables from Secrets in the endpoint's namespace, e.g. credentials to read the model "
+        "from object storage (RayService pods only; never copied anywhere).",
+    )
+    env_from_secrets: list[SecretEnvSource] = Field(
+        default_factory=list, max_length=20,
+        description="Secrets in the endpoint's namespace whose every key becomes an environment variable of the serving pods.",
+    )
 
 
 class PromotionRecord(ApiModel):

@@ -182,6 +182,29 @@ def secret_violations(job: FineTuneJob) -> list[str]:
     return []
 
 
+def endpoint_secret_violations(endpoint: ModelEndpoint, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
+    """Secret references of a ModelEndpoint: its own RayService only, no operator-set key, and every
+    key named where a policy restricts environment keys (as for jobs)."""
+    spec = endpoint.spec
+    if not (spec.secret_env or spec.env_from_secrets):
+        return []
+    if spec.cluster is not None:
+        return ["spec.secretEnv: Secret references reach the pods of the endpoint's own RayService only; a shared "
+                "cluster's pods must already hold the credentials. Remove spec.cluster or the Secret references"]
+    out = [f"spec.secretEnv: {e.name} is set by the operator (--serve-env) and cannot be overridden; remove it"
+           for e in spec.secret_env if e.name in settings.serve_env]
+    for policy in selected:
+        patterns = policy.spec.allowed_env_keys
+        if not patterns:
+            continue
+        out += [f"spec.secretEnv: {e.name} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: {', '.join(patterns)})"
+                for e in spec.secret_env if not any(fnmatch.fnmatchcase(e.name, pattern) for pattern in patterns)]
+        if spec.env_from_secrets:
+            out.append(f"spec.envFromSecrets: {_by(policy)} restricts environment keys (allowedEnvKeys), so every "
+                       "key must be named; use spec.secretEnv instead")
+    return out
+
+
 def serving_violations(prefix: str, serving: ServingSpec, selected: list[FineTunePolicy]) -> list[str]:
     out: list[str] = []
     for policy in selected:
@@ -230,6 +253,7 @@ def admit_endpoint(endpoint: ModelEndpoint, ctx: AdmissionContext) -> EndpointAd
     out = require_policy_violations(namespace, selected, ctx.settings)
     out += cluster_violations("spec.cluster", spec.cluster, namespace, selected, ctx.settings)
     out += serving_violations("spec.serving", spec.serving, selected)
+    out += endpoint_secret_violations(endpoint, selected, ctx.settings)
     uri = spec.model.uri
     partition = partition_violations("spec.model.uri", uri, namespace, ctx.settings, root_ok=False)
     out += partition

@@ -251,6 +251,25 @@ def test_secret_references_reach_the_pods_and_never_a_value(tenants: Tenants, un
     assert "s3cr3t-value" not in everything
 
 
+def test_endpoint_secret_references_reach_the_serving_pods_and_never_a_value(tenants: Tenants, untouched: None) -> None:
+    cp = tenants.cp
+    cp.kubectl("create", "secret", "generic", "s3-read", "-n", tenants.a, "--from-literal=secret=s3cr3t-serving")
+    refs = {"secretEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "secretKeyRef": {"name": "s3-read", "key": "secret"}}],
+            "envFromSecrets": [{"name": "s3-read"}]}
+    apply(cp, endpoint("creds-ep", model={"uri": f"{MOUNT}/{tenants.a}/m"}, **refs), tenants.a)
+    rayservice = wait_for(lambda: get(cp, RS, "creds-ep", tenants.a), what="the RayService")
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    containers = [cluster["headGroupSpec"]["template"]["spec"]["containers"][0]] + [
+        g["template"]["spec"]["containers"][0] for g in cluster["workerGroupSpecs"]]
+    for c in containers:
+        assert {"name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "s3-read", "key": "secret", "optional": False}}} in c["env"]
+        assert {"secretRef": {"name": "s3-read", "optional": False}} in c["envFrom"]
+    everything = json.dumps(rayservice) + json.dumps(get(cp, MEP, "creds-ep", tenants.a)) + \
+        cp.kubectl("get", "events,configmaps", "-n", tenants.a, "-o", "json").stdout
+    assert "s3cr3t-serving" not in everything
+
+
 # ---- item 3: the spec that runs is the admitted one
 
 def test_a_precreated_spec_configmap_is_never_what_runs(tenants: Tenants, untouched: None) -> None:

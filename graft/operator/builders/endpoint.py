@@ -39,6 +39,10 @@ def build_endpoint(job: FineTuneJob, result: TrainingResult, name: str) -> dict[
         spec["image"] = job.spec.runtime.image
     if job.spec.runtime.cluster is not None:  # serve where it trained: the same shared Ray cluster
         spec["cluster"] = job.spec.runtime.cluster.to_wire()
+    runtime = job.spec.runtime.to_wire()  # the credentials that read the job's storage read the model too
+    for key in ("secretEnv", "envFromSecrets"):
+        if runtime.get(key):
+            spec[key] = runtime[key]
     return {
         "apiVersion": job.api_version,
         "kind": "ModelEndpoint",

@@ -8,6 +8,7 @@ import yaml
 
 from graft.api.endpoint import ModelEndpoint
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
+from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import ANNOTATION_MODEL_VERSION, endpoint_labels, owner_reference, ray_name
 from graft.operator.settings import OperatorSettings
 from graft.serving.args import ServeArgs, serve_config
@@ -102,6 +103,7 @@ def build_rayservice(endpoint: ModelEndpoint, settings: OperatorSettings) -> dic
         "spec": {
             "serveConfigV2": yaml.safe_dump(build_serve_config(endpoint, settings), sort_keys=False),
             "upgradeStrategy": {"type": "NewCluster"},
-            "rayClusterConfig": _cluster_config(endpoint, settings),
+            "rayClusterConfig": with_secret_env(  # references only: the kubelet reads the Secrets
+                _cluster_config(endpoint, settings), endpoint.spec.secret_env, endpoint.spec.env_from_secrets),
         },
     }
