@@ -28,6 +28,7 @@ PULL_POLICIES = ["Always", "IfNotPresent", "Never"]
 CONSTRAINTS: dict[str, dict[str, Any]] = {
     "image.pullPolicy": {"enum": PULL_POLICIES},
     "operator.rayImagePullPolicy": {"enum": PULL_POLICIES},
+    "operator.submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "SidecarMode"]},
     "replicas": {"minimum": 1},
     "operator.resyncSeconds": {"exclusiveMinimum": 0},
     "metrics.port": {"minimum": 1, "maximum": 65535},

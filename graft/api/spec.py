@@ -397,6 +397,14 @@ class ServingSpec(ApiModel):
         default=None, gt=0, le=10000,
         description="Serve autoscaling target per replica; default: batching.maxBatchSize (a replica is busy when one full batch is in flight).",
     )
+    upscale_delay_seconds: float | None = Field(
+        default=None, ge=0, le=3600,
+        description="How long load must stay above the target before Serve adds replicas (default: Serve's, 30 s).",
+    )
+    downscale_delay_seconds: float | None = Field(
+        default=None, ge=0, le=86400,
+        description="How long load must stay below the target before Serve removes replicas (default: Serve's, 600 s).",
+    )
     resources: ServingResources = Field(default_factory=ServingResources)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_text_length: int = Field(default=20000, ge=1, le=MAX_TEXT_LENGTH, description="Longest accepted input text, in characters.")

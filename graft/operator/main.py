@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-mount-path", default="/mnt/graft")
     p.add_argument("--service-account", help="ServiceAccount of the Ray pods")
     p.add_argument("--image-pull-policy", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent")
+    p.add_argument("--submission-mode", choices=["K8sJobMode", "HTTPMode", "SidecarMode"],
+                   help="how KubeRay submits a RayJob's Ray job: K8sJobMode (a submitter pod, default) or HTTPMode (no extra pod)")
     p.add_argument("--resync-seconds", type=float, default=30.0, help="safety net: how often every unfinished object is reconciled")
     p.add_argument("--progress-seconds", type=float, help="how often a running job's progress is read into status, at most (default 15)")
     p.add_argument("--workers", type=int, help="reconcile worker threads (default 8)")
@@ -49,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default http://{name}-head-svc.{namespace}.svc:8265)")
     sizes = p.add_argument_group("Ray pod sizes (Kubernetes quantities; a spec's own sizes win)")
     sizes.add_argument("--head-cpu", help="CPU of every Ray head pod (default 1)")
-    sizes.add_argument("--head-memory", help="memory of every Ray head pod (default 2Gi)")
+    sizes.add_argument("--head-memory", help="memory of every Ray head pod (default 4Gi)")
     sizes.add_argument("--worker-memory", help="memory of a training worker pod when spec.resources.memoryPerWorker is unset (default 4Gi)")
     sizes.add_argument("--serve-memory", help="memory of a Serve worker pod when spec.serving.resources.memory is unset (default 2Gi)")
     tenancy = p.add_argument_group("tenancy (docs/tenancy.md)")
@@ -88,6 +90,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "serve_port": getattr(args, "serve_port", None),
         "shared_poll_seconds": getattr(args, "shared_poll_seconds", None),
         "shared_dashboard_url": getattr(args, "shared_dashboard_url", None),
+        "submission_mode": getattr(args, "submission_mode", None),
         "head_cpu": getattr(args, "head_cpu", None),
         "head_memory": getattr(args, "head_memory", None),
         "worker_memory": getattr(args, "worker_memory", None),

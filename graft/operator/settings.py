@@ -27,7 +27,8 @@ class OperatorSettings(BaseModel):
     serve_memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN, description="Serve worker memory when a spec sets none.")
     autoscaler_cpu: str = Field(default="200m", pattern=QUANTITY_PATTERN, description="CPU of KubeRay's autoscaler sidecar (RayService heads).")
     autoscaler_memory: str = Field(default="512Mi", pattern=QUANTITY_PATTERN)
-    submission_mode: Literal["K8sJobMode", "HTTPMode", "SidecarMode"] = "K8sJobMode"
+    submission_mode: Literal["K8sJobMode", "HTTPMode", "SidecarMode"] = Field(
+        default="K8sJobMode", description="RayJob spec.submissionMode: how KubeRay submits the Ray job.")
     driver_resource: str | None = Field(
         default="graft_trial_driver",  # graft.jobs.tune.TRIAL_DRIVER_RESOURCE (not imported: it pulls in Ray)
         description="Custom Ray resource the head advertises (maxConcurrentTrials of it) for Tune trial drivers.",

@@ -18,6 +18,7 @@ from graft.api.quantity import quantity_bytes
 from graft.api.spec import MAX_TEXT_LENGTH, ServingSpec, Task, check_label_names
 
 IMPORT_PATH = "graft.serving.app:build_app"
+MAX_SURGE_PERCENT = 100
 DEPLOYMENT_NAME = "TextClassifier"
 # The Serve deployment of each task's handler (build_app dispatches on ServeArgs.task).
 TASK_DEPLOYMENTS: dict[str, str] = {
@@ -128,6 +129,15 @@ def serve_config(
     actor_options: dict[str, Any] = {"num_cpus": serving.resources.cpus, "num_gpus": serving.resources.gpus}
     if serving.resources.memory is not None:
         actor_options["memory"] = quantity_bytes(serving.resources.memory)
+    autoscaling: dict[str, Any] = {
+        "min_replicas": serving.min_replicas,
+        "max_replicas": serving.max_replicas,
+        "target_ongoing_requests": serving.autoscaling_target,
+    }
+    if serving.upscale_delay_seconds is not None:
+        autoscaling["upscale_delay_s"] = serving.upscale_delay_seconds
+    if serving.downscale_delay_seconds is not None:
+        autoscaling["downscale_delay_s"] = serving.downscale_delay_seconds
     entry: dict[str, Any] = {
         "name": app_name,
         "route_prefix": route_prefix,
@@ -137,12 +147,11 @@ def serve_config(
             {
                 "name": args.deployment_name,
                 "max_ongoing_requests": max_ongoing_requests(args),
-                "autoscaling_config": {
-                    "min_replicas": serving.min_replicas,
-                    "max_replicas": serving.max_replicas,
-                    "target_ongoing_requests": serving.autoscaling_target,
-                },
+                "autoscaling_config": autoscaling,
                 "ray_actor_options": actor_options,
+                # A new model version starts all its replicas first; the old ones answer until the
+                # new ones are ready (Serve's default stops old replicas first: requests fail).
+                "max_surge_percent": MAX_SURGE_PERCENT,
             }
         ],
     }

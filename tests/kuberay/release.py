@@ -24,9 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 # without Helm on the same session control plane, and Helm refuses to adopt those objects.
 RELEASE = "graft-flagship"
 STORAGE_CLAIM = "graft-storage"
-# Sized for a 2-core node (allocatable 2000m; the operator, CoreDNS and KubeRay's 500m submitter
-# pod take their share): see examples/finetune-kubernetes.yaml.
-SIZING = {"headCpu": "250m"}
+# Sized for a 2-core node (allocatable 2000m, of which the operator and CoreDNS take 200m): see
+# examples/finetune-kubernetes.yaml. HTTPMode saves KubeRay's 500m submitter pod, so a one-worker
+# job (head 250m + worker 500m) fits next to the serving endpoint (head 250m + autoscaler 200m +
+# one Serve worker 500m) for the promotion stage.
+SIZING = {"headCpu": "250m", "submissionMode": "HTTPMode"}
 
 
 def load_images(node: KubeNode) -> float:

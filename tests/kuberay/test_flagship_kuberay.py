@@ -2,9 +2,12 @@
 
 `helm install` the chart (the operator runs as a Pod from the image built by scripts/images.sh),
 `kubectl apply -f examples/finetune-kubernetes.yaml` in a tenant namespace, KubeRay runs the RayJob's
-cluster (head + 2 workers, real MiniLM, real IMDB reviews, ZeRO-2, bf16, 2 trials with ASHA), the
-result is read, the ModelEndpoint's RayService comes up through KubeRay and its Serve Service answers
-/predict; `graft logs` works during and after the job; deleting the objects leaves nothing behind.
+cluster (head + 2 workers, real MiniLM, real Rotten Tomatoes reviews, ZeRO-2, bf16, 2 trials with
+ASHA), the result is read, the ModelEndpoint's RayService comes up through KubeRay and its Serve
+Service answers /predict; `graft logs` works during and after the job. Then, against that endpoint:
+a worse job is refused under `ifBetter`; a second job's promotion rolls the RayService to the new
+model while requests keep succeeding; under load Serve adds a replica and KubeRay's autoscaler a
+worker pod, and both shrink back when the load stops. Deleting the objects leaves nothing behind.
 
 The tests of this module run in order on one job (module fixtures); each asserts one stage.
 """
@@ -23,6 +26,7 @@ import yaml
 from tests.addons import KubeRayOperator
 from tests.controlplane import ControlPlane, wait_until
 from tests.kubenode import KubeNode
+from tests.kuberay.load import Load
 from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, install, load_images, service_url, uninstall
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
@@ -178,6 +182,109 @@ def test_graft_logs_reads_the_log_after_the_cluster_is_gone(release: Release, ru
     p = graft_cli(release, "logs", NAME, "-n", release.tenant, "--tail", "5")
     assert p.returncode == 0, p.stderr
     assert "job succeeded" in p.stdout, p.stdout
+
+
+# --------------------------------------------------------------------------- promotion and autoscaling
+def _promoting(name: str, promotion: str, **training: Any) -> dict[str, Any]:
+    """A one-worker, one-trial variant of the example (same data and validation rows) that promotes
+    into the example's endpoint under `promotion`."""
+    doc = _variant(name, training=training)
+    doc["spec"]["serving"] = {"enabled": True, "endpoint": ENDPOINT, "promotion": promotion}
+    return doc
+
+
+def _finishes(release: Release, doc: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+    """Apply `doc` and wait until it ends (and, when it succeeded, its promotion is decided)."""
+    name = doc["metadata"]["name"]
+    release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
+
+    def ended() -> dict[str, Any] | None:
+        st = (release.get("finetunejob", name) or {}).get("status") or {}
+        if st.get("phase") in ("Failed", "Rejected") or (st.get("phase") == "Succeeded" and st.get("promotion")):
+            return dict(st)
+        return None
+
+    return dict(wait_until(ended, timeout=timeout, interval=3, what=f"FineTuneJob {name} to finish and be promoted or refused"))
+
+
+def _served_model(release: Release) -> dict[str, Any]:
+    return dict((release.get("modelendpoint", ENDPOINT) or {})["spec"]["model"])
+
+
+def test_a_worse_job_is_refused_under_if_better_and_the_endpoint_keeps_its_model(release: Release, served: str) -> None:
+    before = _served_model(release)
+    st = _finishes(release, _promoting("worse", "ifBetter", epochs=1, maxStepsPerEpoch=1, learningRate=1e-7))
+    assert st["phase"] == "Succeeded", st.get("message")
+    assert st["promotion"]["decision"] == "refused" and "not better" in st["promotion"]["reason"], st["promotion"]
+    assert _served_model(release) == before
+    assert _predict(served, "fine")["model_version"] == before["version"]
+
+
+def test_a_promotion_rolls_the_rayservice_to_the_new_model_while_every_request_succeeds(release: Release, served: str) -> None:
+    old = _served_model(release)["version"]
+    with Load(served, clients=1, pause=0.25) as load:
+        st = _finishes(release, _promoting("newer", "always", epochs=1, maxStepsPerEpoch=3))
+        promoted = time.monotonic()
+        wait_until(lambda: load.answered(old + 1) >= 5, timeout=600, interval=2,
+                   what=lambda: f"the new model to answer ({load.summary()})")
+        release.timings["promotion -> new model answering"] = time.monotonic() - promoted
+    assert st["promotion"]["decision"] == "promoted", st["promotion"]
+    model = _served_model(release)
+    assert (model["version"], model["sourceJob"]) == (old + 1, "newer")
+    assert load.answered(old) > 0 and not load.failures, load.summary()
+    release.timings["requests during the rollout"] = float(sum(load.versions.values()))
+
+
+def _serve_dashboard(release: Release) -> str:
+    rs = release.get("rayservice", ENDPOINT) or {}
+    cluster = ((rs.get("status") or {}).get("activeServiceStatus") or {}).get("rayClusterName")
+    assert cluster, f"RayService {ENDPOINT} reports no active cluster: {rs.get('status')}"
+    return service_url(release, f"{cluster}-head-svc", "dashboard")
+
+
+def _deployment(dashboard: str) -> dict[str, Any]:
+    """Serve's view of the endpoint's one deployment (config and replicas), from the head's dashboard."""
+    with urllib.request.urlopen(f"{dashboard}/api/serve/applications/", timeout=30) as resp:
+        apps = json.loads(resp.read()).get("applications") or {}
+    (app,) = apps.values()
+    (deployment,) = app["deployments"].values()
+    return {"config": app["deployed_app_config"]["deployments"][0], "replicas": deployment.get("replicas") or []}
+
+
+def _running_replicas(dashboard: str) -> int:
+    return sum(1 for r in _deployment(dashboard)["replicas"] if r.get("state") == "RUNNING")
+
+
+def _serve_workers(release: Release) -> int:
+    pods = release.items("pods", "-l", f"graft.dev/modelendpoint={ENDPOINT},ray.io/node-type=worker")
+    return sum(1 for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
+
+
+def test_under_load_serve_adds_a_replica_kuberay_a_pod_and_both_shrink_back_after(release: Release, served: str) -> None:
+    wait_until(lambda: not release.items("rayclusters.ray.io", "-l", "graft.dev/finetunejob"), timeout=300, interval=3,
+               what="the training jobs' Ray clusters to be gone (the node has room for a second Serve pod then)")
+    # Serve's own delays are 30 s up and 600 s down; the endpoint's serving spec shortens them.
+    release.kubectl("patch", "modelendpoint", ENDPOINT, "-n", release.tenant, "--type=merge",
+                    "-p", json.dumps({"spec": {"serving": {"upscaleDelaySeconds": 2, "downscaleDelaySeconds": 10}}}))
+    dashboard = _serve_dashboard(release)
+    wait_until(lambda: _deployment(dashboard)["config"]["autoscaling_config"].get("downscale_delay_s") == 10,
+               timeout=180, interval=2, what="KubeRay to apply the new autoscaling config to Serve")
+    wait_until(lambda: (_running_replicas(dashboard), _serve_workers(release)) == (1, 1), timeout=300, interval=3,
+               what="one Serve replica on one worker pod (the rollout's old pod idles out)")
+
+    with Load(served, clients=8) as load:
+        t0 = time.monotonic()
+        wait_until(lambda: _running_replicas(dashboard) == 2, timeout=420, interval=2,
+                   what=lambda: f"Serve to run 2 replicas ({load.summary()})")
+        release.timings["load -> 2 Serve replicas"] = time.monotonic() - t0
+        assert _serve_workers(release) == 2, "the second replica runs without a second worker pod"
+    t1 = time.monotonic()
+    wait_until(lambda: _running_replicas(dashboard) == 1, timeout=300, interval=2, what="Serve to scale back to 1 replica")
+    release.timings["load stopped -> 1 Serve replica"] = time.monotonic() - t1
+    wait_until(lambda: _serve_workers(release) == 1, timeout=300, interval=3, what="KubeRay to remove the idle worker pod")
+    release.timings["load stopped -> 1 worker pod"] = time.monotonic() - t1
+    assert not load.failures, load.summary()
+    assert _predict(served, "fine")["predictions"][0]["label"] in ("positive", "negative")
 
 
 def test_deleting_the_job_and_the_endpoint_leaves_nothing_running(release: Release, served: str) -> None:

@@ -257,12 +257,18 @@ def test_graft_operator_accepts_the_chart_arguments(
 def test_operator_values_reach_the_operator_as_settings() -> None:
     values = {"operator": {"rayImage": "registry.example.com/graft-ray:0.2", "rayServiceAccount": "ray",
                            "storagePvc": "graft-data", "resultStorage": "s3://results/", "resyncSeconds": 10,
-                           "rayImagePullPolicy": "Always", "verbose": True}}
+                           "rayImagePullPolicy": "Always", "verbose": True, "submissionMode": "HTTPMode"}}
     args = operator_args(render_chart(values))
     settings = settings_from_args(args)
     assert (settings.ray_image, settings.service_account, settings.storage_pvc, settings.result_storage) == (
         "registry.example.com/graft-ray:0.2", "ray", "graft-data", "s3://results/")
     assert (settings.resync_seconds, settings.image_pull_policy, args.verbose) == (10, "Always", True)
+    assert settings.submission_mode == "HTTPMode"
+
+
+def test_an_unknown_submission_mode_is_refused_by_the_values_schema() -> None:
+    with pytest.raises(HelmError, match="submissionMode"):
+        render_chart({"operator": {"submissionMode": "PodMode"}})
 
 
 def test_default_operator_values_match_the_operator_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:

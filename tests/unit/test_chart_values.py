@@ -74,6 +74,7 @@ def test_operator_values_default_to_the_operator_settings_defaults() -> None:
     assert operator["resyncSeconds"] == defaults.resync_seconds
     assert (operator["headCpu"], operator["headMemory"]) == (defaults.head_cpu, defaults.head_memory)
     assert (operator["workerMemory"], operator["serveMemory"]) == (defaults.worker_memory, defaults.serve_memory)
+    assert operator["submissionMode"] == defaults.submission_mode
 
 
 def test_chart_ships_graft_and_kopf_peering_crds() -> None:

@@ -126,3 +126,21 @@ def test_the_autoscaling_target_defaults_to_the_batch_size() -> None:
     entry = serve_config(args, app_name="a", route_prefix="/a", serving=serving)
     assert entry["deployments"][0]["autoscaling_config"]["target_ongoing_requests"] == 16
     assert entry["deployments"][0]["max_ongoing_requests"] >= 16
+
+
+def test_scale_delays_reach_serves_autoscaling_config_and_its_schema() -> None:
+    serving = spec(maxReplicas=2, upscaleDelaySeconds=2, downscaleDelaySeconds=15)
+    entry = serve_config(ServeArgs.from_serving("/m", serving), app_name="a", route_prefix="/a", serving=serving)
+    app = ServeApplicationSchema.model_validate(entry)
+    assert (app.deployments[0].autoscaling_config["upscale_delay_s"],
+            app.deployments[0].autoscaling_config["downscale_delay_s"]) == (2, 15)
+
+
+def test_without_scale_delays_serves_defaults_apply() -> None:
+    entry = serve_config(ServeArgs(model_uri="/m"), app_name="a", route_prefix="/", serving=ServingSpec())
+    assert set(entry["deployments"][0]["autoscaling_config"]) == {"min_replicas", "max_replicas", "target_ongoing_requests"}
+
+
+def test_every_deployment_replaces_its_replicas_with_the_old_ones_still_answering() -> None:
+    entry = serve_config(ServeArgs(model_uri="/m"), app_name="a", route_prefix="/", serving=ServingSpec())
+    assert ServeApplicationSchema.model_validate(entry).deployments[0].max_surge_percent == 100

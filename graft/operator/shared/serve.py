@@ -36,31 +36,23 @@ def _cluster_lock(dashboard: str) -> threading.Lock:
         return _locks.setdefault(dashboard, threading.Lock())
 
 
-# A promotion changes the app's args, which restarts every replica. Serve's default (0) stops the
-# old replicas first; a surge of 100% starts all replacements first and keeps the old replicas
-# answering until the new ones are ready (and while capacity for them is missing).
-MAX_SURGE_PERCENT = 100
-
 
 def build_application(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict[str, Any]:
-    """The Serve config entry of an endpoint on a shared cluster: tenant-scoped name and route,
-    zero-downtime replacement of replicas on promotion."""
+    """The Serve config entry of an endpoint on a shared cluster: tenant-scoped name and route
+    (zero-downtime replacement of replicas on promotion comes with every `serve_config` entry)."""
     ns = endpoint.metadata.namespace or ""
     spec = endpoint.spec
     args = ServeArgs.from_serving(
         spec.model.uri, spec.serving, model_version=spec.model.version, max_seq_length=spec.model.max_seq_length,
         trust_remote_code=spec.model.trust_remote_code, served_model_name=endpoint.metadata.name, task=spec.model.task,
     )
-    app = serve_config(
+    return serve_config(
         args,
         app_name=app_name(ns, endpoint.metadata.name),
         route_prefix=route_prefix(ns, endpoint.metadata.name),
         serving=spec.serving,
         env=dict(settings.serve_env),
     )
-    for deployment in app["deployments"]:
-        deployment.setdefault("max_surge_percent", MAX_SURGE_PERCENT)
-    return app
 
 
 def _canonical(doc: Any) -> str:
