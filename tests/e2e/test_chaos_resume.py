@@ -30,7 +30,11 @@ from tests.e2e.shared_ray import RayHead
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 UID = "c4a05000-0000-4000-8000-00000000beef"
-EPOCHS = 3
+# The kill must land while the second trial is between its first and last epoch: 4 epochs of 5
+# steps (all 36 training rows at batch 8) leave about 10 s for it; 3 epochs of 2 steps left 6 s,
+# which a loaded CI machine missed (the first attempt finished before the kill).
+EPOCHS = 4
+STEPS = 5
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def test_a_killed_job_resumes_on_the_next_attempt_without_rerunning_finished_tri
 ) -> None:
     spec = tiny_job(
         minilm_path, sentiment_jsonl, name="chaos",
-        training={"epochs": EPOCHS, "maxStepsPerEpoch": 2},
+        training={"epochs": EPOCHS, "maxStepsPerEpoch": STEPS},
         tuning={"numTrials": 2, "maxConcurrentTrials": 1, "scheduler": {"type": "fifo"},
                 "searchSpace": {"learningRate": {"type": "choice", "values": [1e-3, 2e-3]}}},
         checkpoints={"storage": f"{s3_bucket}/graft", "numToKeep": 1},
@@ -72,7 +76,8 @@ def test_a_killed_job_resumes_on_the_next_attempt_without_rerunning_finished_tri
         started = [t for t, e in done.items() if 0 < len(e) < EPOCHS]
         return done if full and started else None
 
-    before = wait_until(one_done_one_started, timeout=600, what="trial 1 finished and trial 2 past epoch 1", attempt=first)
+    before = wait_until(one_done_one_started, timeout=600, what="trial 1 finished and trial 2 past epoch 1", attempt=first,
+                        interval=0.5)
     first.kill()  # preemption: the driver, its Tune loop and (with it) the trials die
     head_factory[0].stop()  # the RayJob retry runs on a new cluster
     finished = next(t for t, e in before.items() if len(e) == EPOCHS)
