@@ -103,7 +103,9 @@ def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: ChartOper
     wait_for(lambda: get(cp, MEP, "runas", namespace), timeout=60, what="the promoted ModelEndpoint")
     wait_for(lambda: names(cp, RS, namespace), timeout=60, what="the endpoint's RayService")
     wait_for(lambda: get(cp, RJ, "runas", namespace) is None, timeout=60, what="TTL deletion of the RayJob")
-    peers = (get(cp, "kopfpeerings.kopf.dev", "graft", namespace) or {}).get("status") or {}
+    peering = next(d for d in render_chart({"watchNamespaces": [namespace]}, release=RELEASE, namespace=RELEASE_NS)
+                   if d["kind"] == "KopfPeering")["metadata"]["name"]  # the release's full name
+    peers = (get(cp, "kopfpeerings.kopf.dev", peering, namespace) or {}).get("status") or {}
     assert peers, "the operator never recorded itself in the chart's KopfPeering"
     reasons = cp.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=runas",
                          "-o", "jsonpath={.items[*].reason}").stdout.split()
