@@ -53,6 +53,8 @@ class Controller:
             self.store.delete(kind, ns, name)
             if kind == k.FINETUNEJOBS:
                 self.loop.forget_job(ns, name)
+            elif kind == k.MODELENDPOINTS:
+                self.loop.finalizers.forget(kind, ns, name)
             owner = self._owner(kind, obj)
             if owner is not None:
                 self.queue.add(owner)

@@ -1,13 +1,12 @@
-"""kopf registrations only: watch events go to the controller's store and work queue; deletion of
-objects on a shared Ray cluster (nothing in Kubernetes owns their Ray work) runs a finalizer.
+"""kopf registrations only: watch events go to the controller's store and work queue.
 
-Only event handlers watch the Graft kinds, so kopf keeps no annotations on them (no writes of its
-own per job); the shared-cluster delete handlers add kopf's finalizer to those objects only.
+Only event handlers watch the Graft kinds: kopf keeps no annotations, finalizers or diff-bases on
+them (no writes and no change detection of its own per object). The finalizer of objects on a
+shared Ray cluster is the loop's (graft.operator.finalizer).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -15,32 +14,7 @@ import kopf
 
 from graft.operator import kube as k
 from graft.operator.controller import Controller
-from graft.operator.names import LABEL_MANAGED_BY, MANAGED_BY, PREFIX
-from graft.operator.shared.jobs import ClusterUnavailable
-
-MAX_CLEANUP_RETRIES = 10
-log = logging.getLogger("graft.operator")
-
-
-def _shared_job(spec: Any, **_: Any) -> bool:
-    return bool(((spec or {}).get("runtime") or {}).get("cluster"))
-
-
-def _shared_endpoint(spec: Any, **_: Any) -> bool:
-    return bool((spec or {}).get("cluster"))
-
-
-def _cleanup(done: Any, body: kopf.Body, retry: int) -> None:
-    """Map a cleanup outcome onto kopf's retries: wait while Ray work still runs, give up on an unreachable cluster."""
-    try:
-        finished = done(dict(body))
-    except ClusterUnavailable as exc:
-        if retry >= MAX_CLEANUP_RETRIES:
-            log.warning("giving up on the Ray work of %s/%s: %s", body.metadata.namespace, body.metadata.name, exc)
-            return
-        raise kopf.TemporaryError(str(exc), delay=10) from exc
-    if not finished:
-        raise kopf.TemporaryError("waiting for the Ray work to stop", delay=2)
+from graft.operator.names import LABEL_MANAGED_BY, MANAGED_BY
 
 
 def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
@@ -50,9 +24,6 @@ def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=reg)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = f"{PREFIX}/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration")
         settings.posting.enabled = False  # Events are posted by graft.operator.events, off the reconcile path
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
@@ -85,13 +56,5 @@ def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
     watch(k.FINETUNEPOLICIES)
     watch(k.RAYJOBS, labels=managed)
     watch(k.RAYSERVICES, labels=managed)
-
-    @kopf.on.delete(k.FINETUNEJOBS.group, k.FINETUNEJOBS.version, k.FINETUNEJOBS.plural, when=_shared_job, registry=reg)
-    def shared_job_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
-        _cleanup(ctl.loop.cleanup_job, body, retry)
-
-    @kopf.on.delete(k.MODELENDPOINTS.group, k.MODELENDPOINTS.version, k.MODELENDPOINTS.plural, when=_shared_endpoint, registry=reg)
-    def shared_endpoint_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
-        _cleanup(ctl.loop.cleanup_endpoint, body, retry)
 
     return reg

@@ -2,7 +2,8 @@
 
 FineTuneJob: parse -> admit (on every action that starts work) -> backend.act -> read progress or
 the result -> promote -> TTL -> one status write, compared with what is on the server. ModelEndpoint:
-parse -> backend.apply -> one status write. Objects are read from the watch-fed store, never
+parse -> backend.apply -> one status write. Objects on a shared Ray cluster carry a finalizer; their
+deletion passes run the backend's cleanup (graft.operator.finalizer). Objects are read from the watch-fed store, never
 fetched; a pass returns when to look again (None: on the next event or the resync).
 """
 
@@ -27,6 +28,7 @@ from graft.operator.backends.rayjob import RayJobBackend, RayServiceBackend
 from graft.operator.backends.shared import SharedJobBackend, SharedServeBackend
 from graft.operator.cache import Store
 from graft.operator.events import EventRecorder
+from graft.operator.finalizer import Finalizers, has_finalizer
 from graft.operator.gate import Gate, apply_admitted, with_queue_label
 from graft.operator.metrics import METRICS
 from graft.operator.objects import Raw, known, parse_endpoint, parse_job, previous_status
@@ -68,6 +70,7 @@ class Loop:
         self.shared_jobs = SharedJobBackend(settings)
         self.rayservices = RayServiceBackend(kube, store, settings)
         self.shared_serve = SharedServeBackend(settings)
+        self.finalizers = Finalizers(kube, store)
 
     def job_backend(self, job: FineTuneJob) -> JobBackend:
         """The shared-cluster backend for spec.runtime.cluster, else a RayJob per job."""
@@ -76,10 +79,13 @@ class Loop:
     # ------------------------------------------------------------------ FineTuneJob
     def reconcile_job(self, namespace: str, name: str) -> float | None:
         raw = self.store.get(k.FINETUNEJOBS, namespace, name)
-        if raw is None or raw["metadata"].get("deletionTimestamp"):
+        if raw is None:
+            return None
+        deleting = bool(raw["metadata"].get("deletionTimestamp"))
+        if deleting and not has_finalizer(raw):
             return None
         try:
-            again = self._job(raw)
+            again = self.finalizers.finish(k.FINETUNEJOBS, raw, self.cleanup_job) if deleting else self._job(raw)
         except (ApiException, ClusterUnavailable, PromotionConflict, OSError) as exc:
             log.warning("FineTuneJob %s/%s: %s (retrying in %.0fs)", namespace, name, exc, RETRY_SECONDS)
             METRICS.record_reconcile("FineTuneJob", "retry")
@@ -105,6 +111,8 @@ class Loop:
         run_job = self.gate.check(job, prev, iso(now)) if admitted is None else None
         if run_job is not None and run_job.refusal is not None:
             return self._refuse(raw, prev, obs, run_job.refusal)
+        if backend is self.shared_jobs:  # admitted, before any Ray work exists: nothing in Kubernetes owns it
+            raw = self.finalizers.ensure(k.FINETUNEJOBS, raw)
         effective = run_job.job if run_job is not None and run_job.job is not None else _apply(job, admitted)
         admitted = run_job.admitted if run_job is not None else admitted
         run = backend.observe(effective, prev)
@@ -201,24 +209,31 @@ class Loop:
         return needs_work(previous_status(FineTuneJobStatus, raw), ray_job_path=not shared)
 
     def cleanup_job(self, raw: Raw) -> bool:
-        """The FineTuneJob is being deleted (finalizer of shared-cluster jobs): True once nothing runs."""
+        """The FineTuneJob is being deleted (graft.operator.finalizer): True once nothing runs."""
+        status = previous_status(FineTuneJobStatus, raw)
+        if status is None or status.admitted is None:
+            return True  # never admitted: nothing was submitted, and a refused address is never called
         try:
             job = parse_job(raw)
         except SpecError:
             return True
-        return self.job_backend(job).cleanup(job, previous_status(FineTuneJobStatus, raw))
+        return self.job_backend(job).cleanup(job, status)
 
     def forget_job(self, namespace: str, name: str) -> None:
         METRICS.forget_job(namespace, name)
         self.gate.settled(namespace, name)
+        self.finalizers.forget(k.FINETUNEJOBS, namespace, name)
 
     # ------------------------------------------------------------------ ModelEndpoint
     def reconcile_endpoint(self, namespace: str, name: str) -> float | None:
         raw = self.store.get(k.MODELENDPOINTS, namespace, name)
-        if raw is None or raw["metadata"].get("deletionTimestamp"):
+        if raw is None:
+            return None
+        deleting = bool(raw["metadata"].get("deletionTimestamp"))
+        if deleting and not has_finalizer(raw):
             return None
         try:
-            again = self._endpoint(raw)
+            again = self.finalizers.finish(k.MODELENDPOINTS, raw, self.cleanup_endpoint) if deleting else self._endpoint(raw)
         except (ApiException, ClusterUnavailable, OSError) as exc:
             log.warning("ModelEndpoint %s/%s: %s (retrying in %.0fs)", namespace, name, exc, RETRY_SECONDS)
             METRICS.record_reconcile("ModelEndpoint", "retry")
@@ -242,6 +257,8 @@ class Loop:
                                                               error="refused by policy: " + "; ".join(refused)), None)
             return RETRY_SECONDS * 3  # a policy change may allow it
         backend: EndpointBackend = self.shared_serve if ep.spec.cluster is not None else self.rayservices
+        if backend is self.shared_serve:
+            raw = self.finalizers.ensure(k.MODELENDPOINTS, raw)
         obs = backend.apply(ep)
         for ev in obs.events:
             self.events.post(raw, ev.type, ev.reason, ev.message)

@@ -16,7 +16,9 @@ import pytest
 from graft.api.status import Phase
 from graft.operator import kube as k
 from graft.operator.controller import Controller
+from graft.operator.finalizer import FINALIZER, MAX_CLEANUP_TRIES, POLL_SECONDS, UNREACHABLE_SECONDS
 from graft.operator.settings import OperatorSettings
+from graft.operator.shared.jobs import ClusterUnavailable
 from tests.integration.helpers import wait_for
 from tests.unit.fake_kube import FakeKube
 
@@ -270,8 +272,7 @@ def _resyncing(tmp_path: Path, **settings: Any) -> Harness:
 def test_the_loop_stays_alive_while_a_shared_cluster_is_unreachable(tmp_path: Path) -> None:
     h = _resyncing(tmp_path)
     h.apply("shared", runtime={"cluster": {"name": "shared"}})  # shared-head-svc.team-a.svc does not resolve here
-    admitted = h.kube.set_status(k.FINETUNEJOBS, NS, "shared", {"admitted": {"policies": []}})
-    h.ctl.on_event(k.FINETUNEJOBS, "MODIFIED", admitted)
+    h.ctl.on_event(k.FINETUNEJOBS, "MODIFIED", h.kube.set_status(k.FINETUNEJOBS, NS, "shared", {"admitted": {"policies": []}}))
     h.ctl.start()
     try:
         wait_for(lambda: h.ctl.sweeper.known, timeout=30, what="a sweep of the job's cluster")
@@ -295,3 +296,67 @@ def test_liveness_fails_once_the_resync_thread_has_died(tmp_path: Path, monkeypa
         wait_for(lambda: not h.ctl.alive(), timeout=30, what="the probe to report the dead resync thread")
     finally:
         h.ctl.stop()
+
+
+# ---------------------------------------------------------------- the shared-cluster finalizer
+def _deleting(h: Harness, name: str) -> None:
+    """The API server marking the object for deletion (it stays while a finalizer is on it)."""
+    obj = h.kube.patch(k.FINETUNEJOBS, NS, name, {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    h.ctl.on_event(k.FINETUNEJOBS, "MODIFIED", obj)
+
+
+def _finalizers(h: Harness, name: str) -> list[str]:
+    return list((h.kube.find(k.FINETUNEJOBS, NS, name) or {})["metadata"].get("finalizers") or [])
+
+
+def _shared(h: Harness, name: str = "shared") -> None:
+    """A job on a shared cluster, admitted (status.admitted), after one pass (its dashboard does not
+    resolve here, so the pass ends there)."""
+    h.apply(name, runtime={"cluster": {"name": "shared"}})
+    h.ctl.on_event(k.FINETUNEJOBS, "MODIFIED", h.kube.set_status(k.FINETUNEJOBS, NS, name, {"phase": "Pending", "admitted": {"policies": []}}))
+    h.reconcile(name)
+
+
+def test_a_shared_cluster_job_gets_the_finalizer_before_any_ray_work(h: Harness) -> None:
+    h.apply("shared", runtime={"cluster": {"name": "shared"}})  # the dashboard does not resolve here
+    h.reconcile("shared")
+    assert _finalizers(h, "shared") == [FINALIZER]
+
+
+def test_deleting_a_never_admitted_job_never_calls_its_cluster(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h.apply("refused", runtime={"cluster": {"address": "http://10.0.0.1:8265"}})  # not a Service of the namespace
+    h.reconcile("refused")
+    assert h.status("refused")["phase"] == "Rejected"
+    h.kube.patch(k.FINETUNEJOBS, NS, "refused", {"metadata": {"finalizers": [FINALIZER]}})  # e.g. from an older operator
+    monkeypatch.setattr(h.ctl.loop.shared_jobs, "cleanup", lambda job, status: pytest.fail("the refused address was called"))
+    _deleting(h, "refused")
+    assert h.reconcile("refused") is None and _finalizers(h, "refused") == []
+
+
+def test_a_rayjob_path_job_gets_no_finalizer(h: Harness) -> None:
+    h.apply("own")
+    h.reconcile("own")
+    assert _finalizers(h, "own") == []
+
+
+def test_deleting_waits_for_the_ray_work_to_stop_then_removes_the_finalizer(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    _shared(h)
+    stopped = iter([False, True])  # still stopping, then gone
+    monkeypatch.setattr(h.ctl.loop.shared_jobs, "cleanup", lambda job, status: next(stopped))
+    _deleting(h, "shared")
+    assert h.reconcile("shared") == POLL_SECONDS and _finalizers(h, "shared") == [FINALIZER]
+    h.ctl.on_event(k.FINETUNEJOBS, "MODIFIED", h.kube.find(k.FINETUNEJOBS, NS, "shared"))
+    assert h.reconcile("shared") is None and _finalizers(h, "shared") == []
+
+
+def test_an_unreachable_cluster_never_blocks_deletion_for_good(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    _shared(h)
+
+    def unreachable(job: Any, status: Any) -> bool:
+        raise ClusterUnavailable("cannot reach the Ray dashboard")
+
+    monkeypatch.setattr(h.ctl.loop.shared_jobs, "cleanup", unreachable)
+    _deleting(h, "shared")
+    waits = [h.reconcile("shared") for _ in range(MAX_CLEANUP_TRIES)]
+    assert waits == [UNREACHABLE_SECONDS] * (MAX_CLEANUP_TRIES - 1) + [None]
+    assert _finalizers(h, "shared") == []
