@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +25,7 @@ import yaml
 from tests.addons import KubeRayOperator
 from tests.controlplane import ControlPlane, wait_until
 from tests.kubenode import KubeNode
+from tests.kuberay.endpoint import deployment, predict, running_replicas, serve_dashboard, serve_workers
 from tests.kuberay.load import Load
 from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, install, load_images, service_url, uninstall
 
@@ -108,13 +108,6 @@ def _logs_via_head(release: Release, cluster: str) -> str:
     return p.stdout if p.returncode == 0 and "[graft]" in p.stdout else ""
 
 
-def _predict(url: str, text: str) -> dict[str, Any]:
-    req = urllib.request.Request(f"{url}/predict", data=json.dumps({"text": text}).encode(),
-                                 headers={"content-type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
-
-
 @pytest.fixture(scope="module")
 def served(release: Release, run: dict[str, Any]) -> str:
     """The Serve endpoint's URL once the ModelEndpoint is Ready and answers."""
@@ -128,7 +121,7 @@ def served(release: Release, run: dict[str, Any]) -> str:
         if not services:
             return None
         url = service_url(release, services[0], "serve")
-        _predict(url, "fine")
+        predict(url, "fine")
         return url
 
     url = wait_until(ready, timeout=600, interval=3, what=f"ModelEndpoint {ENDPOINT} to answer")
@@ -169,8 +162,8 @@ def test_the_job_succeeds_with_asha_over_two_trials_and_its_result_on_storage(re
 
 
 def test_the_endpoint_answers_through_its_service_with_the_right_label(served: str) -> None:
-    negative = _predict(served, "A dreadful, boring film. Terrible acting and an awful, stupid plot. I hated it.")
-    positive = _predict(served, "A wonderful, moving film. Brilliant acting and a beautiful story. I loved it.")
+    negative = predict(served, "A dreadful, boring film. Terrible acting and an awful, stupid plot. I hated it.")
+    positive = predict(served, "A wonderful, moving film. Brilliant acting and a beautiful story. I loved it.")
     assert negative["predictions"][0]["label"] == "negative", negative
     assert positive["predictions"][0]["label"] == "positive", positive
 
@@ -217,7 +210,7 @@ def test_a_worse_job_is_refused_under_if_better_and_the_endpoint_keeps_its_model
     assert st["phase"] == "Succeeded", st.get("message")
     assert st["promotion"]["decision"] == "refused" and "not better" in st["promotion"]["reason"], st["promotion"]
     assert _served_model(release) == before
-    assert _predict(served, "fine")["model_version"] == before["version"]
+    assert predict(served, "fine")["model_version"] == before["version"]
 
 
 def test_a_promotion_rolls_the_rayservice_to_the_new_model_while_every_request_succeeds(release: Release, served: str) -> None:
@@ -235,56 +228,31 @@ def test_a_promotion_rolls_the_rayservice_to_the_new_model_while_every_request_s
     release.timings["requests during the rollout"] = float(sum(load.versions.values()))
 
 
-def _serve_dashboard(release: Release) -> str:
-    rs = release.get("rayservice", ENDPOINT) or {}
-    cluster = ((rs.get("status") or {}).get("activeServiceStatus") or {}).get("rayClusterName")
-    assert cluster, f"RayService {ENDPOINT} reports no active cluster: {rs.get('status')}"
-    return service_url(release, f"{cluster}-head-svc", "dashboard")
-
-
-def _deployment(dashboard: str) -> dict[str, Any]:
-    """Serve's view of the endpoint's one deployment (config and replicas), from the head's dashboard."""
-    with urllib.request.urlopen(f"{dashboard}/api/serve/applications/", timeout=30) as resp:
-        apps = json.loads(resp.read()).get("applications") or {}
-    (app,) = apps.values()
-    (deployment,) = app["deployments"].values()
-    return {"config": app["deployed_app_config"]["deployments"][0], "replicas": deployment.get("replicas") or []}
-
-
-def _running_replicas(dashboard: str) -> int:
-    return sum(1 for r in _deployment(dashboard)["replicas"] if r.get("state") == "RUNNING")
-
-
-def _serve_workers(release: Release) -> int:
-    pods = release.items("pods", "-l", f"graft.dev/modelendpoint={ENDPOINT},ray.io/node-type=worker")
-    return sum(1 for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
-
-
 def test_under_load_serve_adds_a_replica_kuberay_a_pod_and_both_shrink_back_after(release: Release, served: str) -> None:
     wait_until(lambda: not release.items("rayclusters.ray.io", "-l", "graft.dev/finetunejob"), timeout=300, interval=3,
                what="the training jobs' Ray clusters to be gone (the node has room for a second Serve pod then)")
     # Serve's own delays are 30 s up and 600 s down; the endpoint's serving spec shortens them.
     release.kubectl("patch", "modelendpoint", ENDPOINT, "-n", release.tenant, "--type=merge",
                     "-p", json.dumps({"spec": {"serving": {"upscaleDelaySeconds": 2, "downscaleDelaySeconds": 10}}}))
-    dashboard = _serve_dashboard(release)
-    wait_until(lambda: _deployment(dashboard)["config"]["autoscaling_config"].get("downscale_delay_s") == 10,
+    dashboard = serve_dashboard(release, ENDPOINT)
+    wait_until(lambda: deployment(dashboard)["config"]["autoscaling_config"].get("downscale_delay_s") == 10,
                timeout=180, interval=2, what="KubeRay to apply the new autoscaling config to Serve")
-    wait_until(lambda: (_running_replicas(dashboard), _serve_workers(release)) == (1, 1), timeout=300, interval=3,
+    wait_until(lambda: (running_replicas(dashboard), serve_workers(release, ENDPOINT)) == (1, 1), timeout=300, interval=3,
                what="one Serve replica on one worker pod (the rollout's old pod idles out)")
 
     with Load(served, clients=8) as load:
         t0 = time.monotonic()
-        wait_until(lambda: _running_replicas(dashboard) == 2, timeout=420, interval=2,
+        wait_until(lambda: running_replicas(dashboard) == 2, timeout=420, interval=2,
                    what=lambda: f"Serve to run 2 replicas ({load.summary()})")
         release.timings["load -> 2 Serve replicas"] = time.monotonic() - t0
-        assert _serve_workers(release) == 2, "the second replica runs without a second worker pod"
+        assert serve_workers(release, ENDPOINT) == 2, "the second replica runs without a second worker pod"
     t1 = time.monotonic()
-    wait_until(lambda: _running_replicas(dashboard) == 1, timeout=300, interval=2, what="Serve to scale back to 1 replica")
+    wait_until(lambda: running_replicas(dashboard) == 1, timeout=300, interval=2, what="Serve to scale back to 1 replica")
     release.timings["load stopped -> 1 Serve replica"] = time.monotonic() - t1
-    wait_until(lambda: _serve_workers(release) == 1, timeout=300, interval=3, what="KubeRay to remove the idle worker pod")
+    wait_until(lambda: serve_workers(release, ENDPOINT) == 1, timeout=300, interval=3, what="KubeRay to remove the idle worker pod")
     release.timings["load stopped -> 1 worker pod"] = time.monotonic() - t1
     assert not load.failures, load.summary()
-    assert _predict(served, "fine")["predictions"][0]["label"] in ("positive", "negative")
+    assert predict(served, "fine")["predictions"][0]["label"] in ("positive", "negative")
 
 
 def test_deleting_the_job_and_the_endpoint_leaves_nothing_running(release: Release, served: str) -> None:
@@ -318,42 +286,57 @@ def _variant(name: str, **spec: Any) -> dict[str, Any]:
     return doc
 
 
-def _fails(release: Release, doc: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-    """Apply `doc`, wait for it to fail, then for none of its pods to be left; its final status."""
-    name = doc["metadata"]["name"]
-    release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
+def _missing_data(release: Release) -> str:
+    return f"{release.storage}/{release.tenant}/no-such-dir/reviews.csv"  # where the tenant may read
 
-    def failed() -> dict[str, Any] | None:
+
+@pytest.fixture(scope="module")
+def failures(release: Release) -> dict[str, dict[str, Any]]:
+    """Three jobs a user gets wrong, applied at once (the node fits two of them side by side; the
+    third starts when the failed image's pods are gone), each followed until it fails and none of
+    its pods is left; name -> final status."""
+    docs = [
+        _variant("bad-image", runtime={"image": "graft.local/no-such-image:1"}),
+        _variant("no-data", dataset={"source": _missing_data(release), "filter": None}),
+        _variant("oom", resources={"memoryPerWorker": "400Mi"}),
+    ]
+    for doc in docs:
+        release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
+
+    def ended(name: str) -> dict[str, Any] | None:
         st = (release.get("finetunejob", name) or {}).get("status") or {}
-        return st if st.get("phase") in ("Failed", "Succeeded", "Rejected") else None
+        return dict(st) if st.get("phase") in ("Failed", "Succeeded", "Rejected") else None
 
-    st = wait_until(failed, timeout=timeout, interval=3, what=f"FineTuneJob {name} to fail")
-    wait_until(lambda: not release.items("pods", "-l", f"graft.dev/finetunejob={name}"), timeout=300, interval=3,
-               what=f"the pods of {name} to be gone")
-    release.kubectl("delete", "finetunejob", name, "-n", release.tenant)
-    return dict(st)
+    out: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        out[name] = wait_until(lambda name=name: ended(name), timeout=900, interval=3, what=f"FineTuneJob {name} to fail")
+    for name in out:
+        wait_until(lambda name=name: not release.items("pods", "-l", f"graft.dev/finetunejob={name}"), timeout=300,
+                   interval=3, what=f"the pods of {name} to be gone")
+        release.kubectl("delete", "finetunejob", name, "-n", release.tenant)
+    return out
 
 
 def _reason(st: dict[str, Any]) -> str:
     return next(c["reason"] for c in st["conditions"] if c["type"] == "Succeeded")
 
 
-def test_an_image_that_does_not_exist_fails_the_job_and_leaves_no_pod(release: Release) -> None:
-    st = _fails(release, _variant("bad-image", runtime={"image": "graft.local/no-such-image:1"}))
+def test_an_image_that_does_not_exist_fails_the_job_and_leaves_no_pod(failures: dict[str, dict[str, Any]]) -> None:
+    st = failures["bad-image"]
     assert (st["phase"], _reason(st)) == ("Failed", "ImagePullFailed"), st
     assert "graft.local/no-such-image:1" in st["message"] and "spec.runtime.image" in st["message"]
 
 
-def test_a_dataset_path_missing_in_the_pods_fails_the_job_naming_it(release: Release) -> None:
-    missing = f"{release.storage}/{release.tenant}/no-such-dir/reviews.csv"  # where the tenant may read
-    st = _fails(release, _variant("no-data", dataset={"source": missing, "filter": None}))
+def test_a_dataset_path_missing_in_the_pods_fails_the_job_naming_it(release: Release, failures: dict[str, dict[str, Any]]) -> None:
+    st = failures["no-data"]
     assert st["phase"] == "Failed", st
-    assert missing in st["message"], st["message"]
+    assert _missing_data(release) in st["message"], st["message"]
 
 
-def test_a_worker_out_of_memory_fails_the_job_naming_memory_per_worker_and_leaves_no_pod(release: Release) -> None:
+def test_a_worker_out_of_memory_fails_the_job_naming_memory_per_worker_and_leaves_no_pod(failures: dict[str, dict[str, Any]]) -> None:
     """Ray's memory monitor kills the Train worker at 95% of its pod's limit, before the kernel
     would (a kernel OOM kill is reason OOMKilled: tests/unit/test_operator_pod_failures.py)."""
-    st = _fails(release, _variant("oom", resources={"memoryPerWorker": "400Mi"}))
+    st = failures["oom"]
     assert st["phase"] == "Failed", st
     assert "ran out of memory" in st["message"] and "spec.resources.memoryPerWorker" in st["message"], st["message"]
