@@ -57,6 +57,25 @@ def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://")).expanduser().resolve()
 
 
+def ensure_dir(path: Path) -> Path:
+    """Create a local directory and its missing parents, each new one world-writable (0o777, not
+    the umask's 0o755): on shared job storage the operator (uid 65532) and the Ray pods (uid 1000)
+    both create directories under one root (itself 1777), and whichever creates a tenant's or a
+    job's directory first must not lock the other out of it."""
+    missing = []
+    node = path
+    while not node.exists():
+        missing.append(node)
+        node = node.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            continue
+        new.chmod(0o777)
+    return path
+
+
 def join(base: str, *parts: str) -> str:
     """`base/part/...` for a URI; an absolute, resolved path for a local base."""
     if is_remote(base):
@@ -183,7 +202,7 @@ def write_text(uri: str, text: str) -> None:
     """Write a small file whole (on object storage a PUT is atomic; locally via rename)."""
     if not is_remote(uri):
         dest = local_path(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(dest.parent)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(text)
         tmp.replace(dest)

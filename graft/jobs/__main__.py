@@ -180,7 +180,9 @@ def publish_result(produced: Path, target: str, local_target: Path | None) -> st
 
             storage.write_text(target, text)
         elif produced.resolve() != local_target:
-            local_target.parent.mkdir(parents=True, exist_ok=True)
+            from graft import storage
+
+            storage.ensure_dir(local_target.parent)
             shutil.copyfile(produced, local_target)
     except OSError as exc:
         print(f"[graft] could not write the result to {target}: {exc}", file=sys.stderr, flush=True)

@@ -78,8 +78,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     from graft.jobs.tracker import epoch_metrics
     from graft.jobs.tune import job_storage, run_tuning
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = store.ensure_dir(Path(run_dir))
     emit = on_event or (lambda _e: None)
     spec = job.spec
     started_at = _now()

@@ -72,7 +72,7 @@ def export_best(checkpoint_path: str, job_dir: str, meta: dict[str, Any]) -> str
     src_path = Path(src)
     if not (src_path / "config.json").is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint_path} has no Hugging Face export in {HF_EXPORT_DIR}/")
-    Path(first).parent.mkdir(parents=True, exist_ok=True)
+    storage.ensure_dir(Path(first).parent)
     staging = Path(first).with_name(f".{MODEL_DIR}-{uuid.uuid4().hex[:8]}")
     shutil.copytree(src_path, staging)
     (staging / EXPORT_META).write_text(json.dumps(meta, indent=2, default=str))

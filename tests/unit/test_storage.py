@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
+from graft import storage
 from graft.storage import S3Config, StorageError, job_dir, join
 
 pytestmark = pytest.mark.unit
@@ -98,3 +101,20 @@ def test_storage_the_operator_cannot_reach_is_logged_not_fatal(monkeypatch: pyte
     job = _job("job", "cccccccc-3", "s3://bucket/root")
     assert remove_experiment(job, OperatorSettings()) is False
     assert "could not delete its experiment under s3://bucket/root/team-a/job-cccccccc" in caplog.text
+
+
+def test_new_directories_on_shared_storage_are_writable_by_every_uid(tmp_path: Path) -> None:
+    """The operator (uid 65532) and the Ray pods (uid 1000) share the storage: whoever creates a
+    tenant's directory first must not lock the other out (a job failing before its pods wrote
+    anything had the operator create it 0755, and every later job of the tenant failed)."""
+    existing = tmp_path / "root"
+    existing.mkdir(mode=0o755)
+    old = os.umask(0o022)
+    try:
+        storage.ensure_dir(existing / "team-a" / "job-0123abcd")
+        storage.write_text(str(existing / "team-b" / "job-4567ef01" / "job.log"), "log")
+    finally:
+        os.umask(old)
+    for new in ("team-a", "team-a/job-0123abcd", "team-b", "team-b/job-4567ef01"):
+        assert stat.S_IMODE((existing / new).stat().st_mode) == 0o777, new
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755  # what existed is left alone

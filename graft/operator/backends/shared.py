@@ -59,7 +59,10 @@ def persist_log(job: FineTuneJob, text: str, settings: OperatorSettings) -> str 
         return None
     try:
         fs, path = storage.fsspec_filesystem(uri)  # s3:// through pyarrow (graft[s3]), no s3fs
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        if storage.is_remote(uri):
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        else:
+            storage.ensure_dir(storage.local_path(uri).parent)
         with fs.open(path, "w") as fh:
             fh.write(text[-MAX_LOG_BYTES:])
     except (OSError, ImportError, ValueError) as exc:
