@@ -5,9 +5,9 @@
 cluster (head + 2 workers, real MiniLM, real Rotten Tomatoes reviews, ZeRO-2, bf16, 2 trials with
 ASHA), the result is read, the ModelEndpoint's RayService comes up through KubeRay and its Serve
 Service answers /predict; `graft logs` works during and after the job. Then, against that endpoint:
-a worse job is refused under `ifBetter`; promoting its model by hand rolls the RayService to it
-while requests keep succeeding; under load Serve adds a replica and KubeRay's autoscaler a worker
-pod, and both shrink back when the load stops. Deleting the objects leaves nothing behind.
+a worse job is refused under `ifBetter`; a second job's promotion rolls the RayService to the new
+model while requests keep succeeding; under load Serve adds a replica and KubeRay's autoscaler a
+worker pod, and both shrink back when the load stops. Deleting the objects leaves nothing behind.
 
 The tests of this module run in order on one job (module fixtures); each asserts one stage.
 """
@@ -204,40 +204,27 @@ def _served_model(release: Release) -> dict[str, Any]:
     return dict((release.get("modelendpoint", ENDPOINT) or {})["spec"]["model"])
 
 
-@pytest.fixture(scope="module")
-def worse(release: Release, served: str) -> dict[str, Any]:
-    """A worse job (one step at learning rate 1e-7) promoting into the endpoint under `ifBetter`;
-    its final status."""
-    return _finishes(release, _promoting("worse", "ifBetter", epochs=1, maxStepsPerEpoch=1, learningRate=1e-7))
+def test_a_worse_job_is_refused_under_if_better_and_the_endpoint_keeps_its_model(release: Release, served: str) -> None:
+    before = _served_model(release)
+    st = _finishes(release, _promoting("worse", "ifBetter", epochs=1, maxStepsPerEpoch=1, learningRate=1e-7))
+    assert st["phase"] == "Succeeded", st.get("message")
+    assert st["promotion"]["decision"] == "refused" and "not better" in st["promotion"]["reason"], st["promotion"]
+    assert _served_model(release) == before
+    assert predict(served, "fine")["model_version"] == before["version"]
 
 
-def test_a_worse_job_is_refused_under_if_better_and_the_endpoint_keeps_its_model(
-    release: Release, served: str, worse: dict[str, Any],
-) -> None:
-    assert worse["phase"] == "Succeeded", worse.get("message")
-    assert worse["promotion"]["decision"] == "refused" and "not better" in worse["promotion"]["reason"], worse["promotion"]
-    model = _served_model(release)
-    assert (model["version"], model["sourceJob"]) == (1, NAME)
-    assert predict(served, "fine")["model_version"] == 1
-
-
-def test_a_promotion_rolls_the_rayservice_to_the_new_model_while_every_request_succeeds(
-    release: Release, served: str, worse: dict[str, Any],
-) -> None:
-    """The tenant promotes the refused model by hand (the `manual` path: an edit of the endpoint's
-    model, the same change the operator's promotion writes); KubeRay applies the new serveConfigV2
-    in place and Serve replaces the replica while the old one answers."""
+def test_a_promotion_rolls_the_rayservice_to_the_new_model_while_every_request_succeeds(release: Release, served: str) -> None:
     old = _served_model(release)["version"]
-    promotion = {"spec": {"model": {"uri": worse["modelUri"], "version": old + 1, "sourceJob": "worse",
-                                    "score": worse["result"]["bestScore"]}}}
     with Load(served, clients=1, pause=0.25) as load:
-        wait_until(lambda: load.answered(old) >= 5, timeout=120, interval=1, what=lambda: f"requests answered ({load.summary()})")
-        release.kubectl("patch", "modelendpoint", ENDPOINT, "-n", release.tenant, "--type=merge", "-p", json.dumps(promotion))
+        st = _finishes(release, _promoting("newer", "always", epochs=1, maxStepsPerEpoch=3))
         promoted = time.monotonic()
         wait_until(lambda: load.answered(old + 1) >= 5, timeout=600, interval=2,
                    what=lambda: f"the new model to answer ({load.summary()})")
         release.timings["promotion -> new model answering"] = time.monotonic() - promoted
-    assert not load.failures, load.summary()
+    assert st["promotion"]["decision"] == "promoted", st["promotion"]
+    model = _served_model(release)
+    assert (model["version"], model["sourceJob"]) == (old + 1, "newer")
+    assert load.answered(old) > 0 and not load.failures, load.summary()
     release.timings["requests during the rollout"] = float(sum(load.versions.values()))
 
 
