@@ -13,6 +13,7 @@ code, storage and source paths, Secret references, and the serving limits of end
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 from graft.api.endpoint import ModelEndpoint
@@ -85,31 +86,34 @@ def cluster_violations(
     ]
 
 
-def env_violations(job: FineTuneJob, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
-    runtime = job.spec.runtime
-    keys = [("spec.runtime.env", k) for k in runtime.env] + [("spec.runtime.secretEnv", e.name) for e in runtime.secret_env]
-    out = [
-        f"{path}: {key} is set by the operator (--job-env) and cannot be overridden; remove it"
-        for path, key in keys
-        if key in settings.job_env
-    ]
-    for key in runtime.env:
-        problem = env_key_problem(key)
-        if problem and key not in settings.job_env:
-            out.append(f"spec.runtime.env: {problem}")
+def _env_key_violations(
+    keys: list[tuple[str, str]], operator_keys: Collection[str], flag: str,
+    env_from: str | None, named: str, selected: list[FineTunePolicy],
+) -> list[str]:
+    """Environment keys a tenant sets, as (field, key): none the operator sets (`flag`), and where a
+    policy restricts keys (allowedEnvKeys), each key allowed and none hidden in a whole Secret
+    (`env_from`, the field of such references when there are any; `named` is the field to use)."""
+    out = [f"{path}: {key} is set by the operator ({flag}) and cannot be overridden; remove it"
+           for path, key in keys if key in operator_keys]
     for policy in selected:
         patterns = policy.spec.allowed_env_keys
         if not patterns:
             continue
-        for path, key in keys:
-            if not any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
-                out.append(f"{path}: {key} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: {', '.join(patterns)})")
-        if runtime.env_from_secrets:
-            out.append(
-                f"spec.runtime.envFromSecrets: {_by(policy)} restricts environment keys (allowedEnvKeys), so every "
-                "key must be named; use spec.runtime.secretEnv instead"
-            )
+        out += [f"{path}: {key} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: {', '.join(patterns)})"
+                for path, key in keys if not any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)]
+        if env_from:
+            out.append(f"{env_from}: {_by(policy)} restricts environment keys (allowedEnvKeys), so every "
+                       f"key must be named; use {named} instead")
     return out
+
+
+def env_violations(job: FineTuneJob, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
+    runtime = job.spec.runtime
+    keys = [("spec.runtime.env", k) for k in runtime.env] + [("spec.runtime.secretEnv", e.name) for e in runtime.secret_env]
+    out = [f"spec.runtime.env: {problem}" for key in runtime.env
+           if key not in settings.job_env and (problem := env_key_problem(key))]
+    env_from = "spec.runtime.envFromSecrets" if runtime.env_from_secrets else None
+    return out + _env_key_violations(keys, settings.job_env, "--job-env", env_from, "spec.runtime.secretEnv", selected)
 
 
 def remote_code_violations(job: FineTuneJob, namespace: str, selected: list[FineTunePolicy]) -> list[str]:
@@ -191,18 +195,9 @@ def endpoint_secret_violations(endpoint: ModelEndpoint, selected: list[FineTuneP
     if spec.cluster is not None:
         return ["spec.secretEnv: Secret references reach the pods of the endpoint's own RayService only; a shared "
                 "cluster's pods must already hold the credentials. Remove spec.cluster or the Secret references"]
-    out = [f"spec.secretEnv: {e.name} is set by the operator (--serve-env) and cannot be overridden; remove it"
-           for e in spec.secret_env if e.name in settings.serve_env]
-    for policy in selected:
-        patterns = policy.spec.allowed_env_keys
-        if not patterns:
-            continue
-        out += [f"spec.secretEnv: {e.name} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: {', '.join(patterns)})"
-                for e in spec.secret_env if not any(fnmatch.fnmatchcase(e.name, pattern) for pattern in patterns)]
-        if spec.env_from_secrets:
-            out.append(f"spec.envFromSecrets: {_by(policy)} restricts environment keys (allowedEnvKeys), so every "
-                       "key must be named; use spec.secretEnv instead")
-    return out
+    keys = [("spec.secretEnv", e.name) for e in spec.secret_env]
+    env_from = "spec.envFromSecrets" if spec.env_from_secrets else None
+    return _env_key_violations(keys, settings.serve_env, "--serve-env", env_from, "spec.secretEnv", selected)
 
 
 def serving_violations(prefix: str, serving: ServingSpec, selected: list[FineTunePolicy]) -> list[str]:
