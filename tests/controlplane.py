@@ -81,9 +81,10 @@ def free_port() -> int:
 
 
 def wait_until(
-    fn: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = "condition"
+    fn: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str | Callable[[], str] = "condition"
 ) -> T:
-    """Poll ``fn`` until it returns a truthy value (returned) or ``timeout`` seconds pass."""
+    """Poll ``fn`` until it returns a truthy value (returned) or ``timeout`` seconds pass. ``what``
+    names the condition in the TimeoutError; a callable is called then, to describe the state."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
     while True:
@@ -95,7 +96,8 @@ def wait_until(
             last_exc = exc
         if time.monotonic() >= deadline:
             detail = f": last error: {last_exc!r}" if last_exc else ""
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+            described = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {described}{detail}")
         time.sleep(interval)
 
 

@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default http://{name}-head-svc.{namespace}.svc:8265)")
     sizes = p.add_argument_group("Ray pod sizes (Kubernetes quantities; a spec's own sizes win)")
     sizes.add_argument("--head-cpu", help="CPU of every Ray head pod (default 1)")
+    sizes.add_argument("--head-cpu-limit", help="CPU limit of every Ray head container (default: --head-cpu); heads run "
+                       "Ray with no logical CPUs, so a limit above a small request only lets Ray start faster")
     sizes.add_argument("--head-memory", help="memory of every Ray head pod (default 4Gi)")
     sizes.add_argument("--worker-memory", help="memory of a training worker pod when spec.resources.memoryPerWorker is unset (default 4Gi)")
     sizes.add_argument("--serve-memory", help="memory of a Serve worker pod when spec.serving.resources.memory is unset (default 2Gi)")
@@ -92,6 +94,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "shared_dashboard_url": getattr(args, "shared_dashboard_url", None),
         "submission_mode": getattr(args, "submission_mode", None),
         "head_cpu": getattr(args, "head_cpu", None),
+        "head_cpu_limit": getattr(args, "head_cpu_limit", None),
         "head_memory": getattr(args, "head_memory", None),
         "worker_memory": getattr(args, "worker_memory", None),
         "serve_memory": getattr(args, "serve_memory", None),

@@ -21,6 +21,9 @@ class OperatorSettings(BaseModel):
     ray_version: str = Field(default=RAY_VERSION)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     head_cpu: str = Field(default="1", pattern=QUANTITY_PATTERN, description="CPU of the Ray head pod.")
+    head_cpu_limit: str | None = Field(default=None, pattern=QUANTITY_PATTERN, description=(
+        "CPU limit of the Ray head container (default: head_cpu). Heads run Ray with no logical CPUs, so "
+        "the limit only caps bursts: starting the GCS, the dashboard and the job's driver."))
     head_memory: str = Field(default="4Gi", pattern=QUANTITY_PATTERN, description=(
         "Ray head memory: the job's driver plus a trial driver and Train controller per concurrent trial."))
     worker_memory: str = Field(default="4Gi", pattern=QUANTITY_PATTERN, description="Used when a spec sets no memory.")

@@ -28,7 +28,9 @@ STORAGE_CLAIM = "graft-storage"
 # examples/finetune-kubernetes.yaml. HTTPMode saves KubeRay's 500m submitter pod, so a one-worker
 # job (head 250m + worker 500m) fits next to the serving endpoint (head 250m + autoscaler 200m +
 # one Serve worker 500m) for the promotion stage.
-SIZING = {"headCpu": "250m", "submissionMode": "HTTPMode"}
+# The head's limit is 1 CPU: at 250m, `ray start --head` outlasts Ray's 60 s startup timeout when the
+# node is busy, and the head restarts.
+SIZING = {"headCpu": "250m", "headCpuLimit": "1", "submissionMode": "HTTPMode"}
 
 
 def load_images(node: KubeNode) -> float:

@@ -65,10 +65,11 @@ def test_ray_pod_sizes_reach_the_operator_settings() -> None:
 
     from graft.operator.main import add_arguments, settings_from_args
 
-    values = {"operator": {"headCpu": "300m", "headMemory": "1536Mi", "workerMemory": "2Gi", "serveMemory": "1Gi"}}
+    values = {"operator": {"headCpu": "300m", "headCpuLimit": "1", "headMemory": "1536Mi", "workerMemory": "2Gi",
+                           "serveMemory": "1Gi"}}
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(_pod(render_chart(values))["containers"][0]["args"][1:])
     settings = settings_from_args(args)
-    assert (settings.head_cpu, settings.head_memory, settings.worker_memory, settings.serve_memory) == (
-        "300m", "1536Mi", "2Gi", "1Gi")
+    assert (settings.head_cpu, settings.head_cpu_limit, settings.head_memory, settings.worker_memory, settings.serve_memory) == (
+        "300m", "1", "1536Mi", "2Gi", "1Gi")

@@ -129,6 +129,24 @@ def test_without_storage_the_result_stays_in_the_head_pod() -> None:
     assert argv[argv.index("--result") + 1] == "/tmp/graft/demo/result.json"
 
 
+def _head_resources(obj: dict[str, Any]) -> dict[str, Any]:
+    cluster = obj["spec"].get("rayClusterSpec") or obj["spec"]["rayClusterConfig"]
+    return dict(cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"])
+
+
+def test_a_head_cpu_limit_raises_only_the_heads_limit_above_its_request() -> None:
+    sized = OperatorSettings(head_cpu="250m", head_cpu_limit="1")
+    for obj in (build_rayjob(job(), sized), build_rayservice(endpoint(), sized)):
+        res = _head_resources(obj)
+        assert (res["requests"]["cpu"], res["limits"]["cpu"]) == ("250m", "1")
+        assert res["requests"]["memory"] == res["limits"]["memory"]
+
+
+def test_without_a_head_cpu_limit_the_heads_limit_is_its_request() -> None:
+    res = _head_resources(build_rayjob(job(), OperatorSettings(head_cpu="250m")))
+    assert res["requests"] == res["limits"]
+
+
 def test_head_advertises_the_trial_driver_resource_graft_jobs_asks_for() -> None:
     from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
 

@@ -16,12 +16,13 @@ def cpu_quantity(cpus: float) -> str:
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
-def resources(cpu: str, memory: str, gpus: float = 0) -> dict[str, dict[str, str]]:
-    """Requests equal to limits, as Ray recommends (Ray sizes itself from the limits)."""
+def resources(cpu: str, memory: str, gpus: float = 0, cpu_limit: str | None = None) -> dict[str, dict[str, str]]:
+    """Requests equal to limits, as Ray recommends (Ray sizes itself from the limits), except a
+    `cpu_limit` above the request where Ray does not size itself from it (heads: num-cpus 0)."""
     amounts = {"cpu": cpu, "memory": memory}
     if gpus:
         amounts["nvidia.com/gpu"] = str(int(gpus)) if float(gpus).is_integer() else str(gpus)
-    return {"requests": dict(amounts), "limits": dict(amounts)}
+    return {"requests": dict(amounts), "limits": {**amounts, "cpu": cpu_limit or cpu}}
 
 
 def pod_template(

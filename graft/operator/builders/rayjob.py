@@ -86,7 +86,7 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
             container_name="ray-head",
             image=image,
             settings=settings,
-            container_resources=resources(settings.head_cpu, settings.head_memory),
+            container_resources=resources(settings.head_cpu, settings.head_memory, cpu_limit=settings.head_cpu_limit),
             labels=labels,
             ports=[
                 {"name": "gcs", "containerPort": 6379},

@@ -61,7 +61,7 @@ def _cluster_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict
             container_name="ray-head",
             image=image,
             settings=settings,
-            container_resources=resources(settings.head_cpu, settings.head_memory),
+            container_resources=resources(settings.head_cpu, settings.head_memory, cpu_limit=settings.head_cpu_limit),
             labels=labels,
             ports=[
                 {"name": "gcs", "containerPort": 6379},
