@@ -30,7 +30,9 @@ from tests.kuberay.endpoint import deployment, predict, running_replicas, serve_
 from tests.kuberay.load import Load
 from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, install, load_images, service_url, uninstall
 
-pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
+# A test's time includes its module fixtures' set-up: training (TRAIN_TIMEOUT) and the three failure
+# cases each wait longer than the suite's default 1200 s, and report their own state when they time out.
+pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.timeout(2400)]
 
 EXAMPLE = REPO / "examples" / "finetune-kubernetes.yaml"
 JOB = yaml.safe_load(EXAMPLE.read_text())
