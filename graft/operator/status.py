@@ -119,6 +119,21 @@ def _record_result(st: FineTuneJobStatus, res: TrainingResult) -> None:
     ]
 
 
+def _settled(progress: Progress, result: TrainingResult | None) -> Progress:
+    """A finished job's progress: nothing running, and the trial counts of its result when there is
+    one (the last live snapshot may predate the last trial's end); `kubectl get` then prints N/N."""
+    update: dict[str, Any] = {"trials_running": 0, "eta_seconds": None, "epoch": None, "epochs": None}
+    if result is not None and result.trials:
+        statuses = [t.status for t in result.trials]
+        update |= {"trials_completed": statuses.count("completed"), "trials_stopped": statuses.count("stopped_early"),
+                   "trials_failed": statuses.count("failed")}
+        finished = len(statuses)
+    else:
+        finished = progress.trials_completed + progress.trials_stopped + progress.trials_failed
+    update["trials"] = f"{finished}/{max(progress.trials_total, finished)}"
+    return progress.model_copy(update=update)
+
+
 def _terminal(st: FineTuneJobStatus, conds: list[Condition], obs: JobObservation, ts: str, gen: int | None) -> FineTuneJobStatus:
     if obs.promotion is not None:
         st.promotion = obs.promotion
@@ -181,7 +196,7 @@ def compute_status(previous: FineTuneJobStatus | None, obs: JobObservation, now:
     if phase.is_terminal:
         st.completion_time = st.completion_time or (run.end_time if run else None) or ts
         if st.progress is not None:
-            st.progress = st.progress.model_copy(update={"trials_running": 0, "eta_seconds": None, "epoch": None, "epochs": None})
+            st.progress = _settled(st.progress, obs.result)
     st.phase, st.message = phase, message
     conds = set_condition(conds, RUNNING, "True" if phase == Phase.RUNNING else "False", reason, message, ts, gen)
     conds = set_condition(

@@ -9,6 +9,7 @@ import pytest
 
 from graft.api import FineTuneJobStatus, TrainingResult
 from graft.api.endpoint import ServedModel
+from graft.api.result import TrialRecord
 from graft.api.status import Admitted, Phase, Progress
 from graft.operator.backends.base import RunObservation, RunState
 from graft.operator.backends.rayjob import observe_rayjob, observe_rayservice
@@ -151,6 +152,23 @@ def test_progress_stops_counting_running_trials_when_the_job_ends() -> None:
     running = step(None, ray_job=rayjob("Running", "RUNNING"), progress=progress)
     done = step(running, t=60, ray_job=rayjob("Complete", "SUCCEEDED"), result=result())
     assert done.progress is not None and done.progress.trials_running == 0 and done.progress.eta_seconds is None
+
+
+def test_a_finished_jobs_trial_count_comes_from_its_result_not_the_last_live_snapshot() -> None:
+    progress = Progress(trials="1/2 (1 running)", trials_total=2, trials_running=1, trials_completed=1)
+    running = step(None, ray_job=rayjob("Running", "RUNNING"), progress=progress)
+    trials = [TrialRecord(trial_id="t1", status="completed", config={}, epochs_completed=3),
+              TrialRecord(trial_id="t2", status="stopped_early", config={}, epochs_completed=1)]
+    done = step(running, t=60, ray_job=rayjob("Complete", "SUCCEEDED"), result=result().model_copy(update={"trials": trials}))
+    assert done.progress is not None
+    assert (done.progress.trials, done.progress.trials_completed, done.progress.trials_stopped) == ("2/2", 1, 1)
+
+
+def test_a_failed_job_without_a_result_keeps_its_finished_trial_count() -> None:
+    progress = Progress(trials="1/3 (1 running)", trials_total=3, trials_running=1, trials_completed=1)
+    running = step(None, ray_job=rayjob("Running", "RUNNING"), progress=progress)
+    failed = step(running, t=60, ray_job=rayjob("Failed", "FAILED"))
+    assert failed.progress is not None and failed.progress.trials == "1/3"
 
 
 def test_shared_cluster_observation_maps_like_a_rayjob() -> None:
