@@ -577,6 +577,10 @@ class ObjectMeta(ApiModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
+    def uid_or_empty(self) -> str:
+        """metadata.uid as the API server set it; empty for an object that was never stored."""
+        return str((self.model_extra or {}).get("uid") or "")
+
 
 class FineTuneJob(ApiModel):
     api_version: Literal["graft.dev/v1alpha1"] = Field(default=GROUP_VERSION)

@@ -88,7 +88,7 @@ def unique_run_name(job_name: str) -> str:
 
 
 def job_uid(job: FineTuneJob) -> str:
-    return str((job.metadata.model_extra or {}).get("uid") or "")
+    return job.metadata.uid_or_empty()
 
 
 def experiment_name(job: FineTuneJob) -> str:

@@ -2,7 +2,9 @@
 
 The decision is `promotion.decide_promotion` (pure). The endpoint is read from the store; the
 update carries its resourceVersion, so two jobs promoting into one endpoint at once never lose a
-version bump (on a conflict the endpoint is read again and the decision made again).
+version bump (on a conflict the endpoint is read again and the decision made again). The same update
+adds the job to the endpoint's promotion ledger, so a promotion the job's status did not record
+(the operator died in between) is found there and not applied again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from graft.api.spec import FineTuneJob
 from graft.api.status import Promotion
 from graft.operator import kube as k
 from graft.operator.builders import build_endpoint, build_promoted_model
+from graft.operator.builders.endpoint import promotions, with_promotion
 from graft.operator.cache import Store
 from graft.operator.promotion import decide_promotion
 from graft.operator.status import iso
@@ -41,7 +44,14 @@ def promote(kube: k.Kube, store: Store, job: FineTuneJob, result: TrainingResult
     for _ in range(ATTEMPTS):
         now = iso(datetime.now(UTC))
         current = ServedModel.model_validate(existing["spec"]["model"]) if existing else None
+        ledger = promotions(existing)
+        uid = job.metadata.uid_or_empty()
+        done = next((e for e in ledger if uid and e.get("uid") == uid), None)
+        if done is not None:
+            later = f"; the endpoint now serves version {current.version}" if current and current.version != done.get("version") else ""
+            return Promotion(endpoint=ep_name, decision="promoted", reason=f"promoted as version {done.get('version')}{later}", time=now), url
         if current is not None and current.source_job == job.metadata.name and current.uri == result.model_uri:
+            # Promoted before the ledger existed (endpoints of earlier Graft versions).
             return Promotion(endpoint=ep_name, decision="promoted", reason=f"serving as version {current.version}", time=now), url
         decision = decide_promotion(serving.promotion, current, result)
         record = Promotion(endpoint=ep_name, decision=decision.decision, reason=decision.reason, time=now)
@@ -53,7 +63,8 @@ def promote(kube: k.Kube, store: Store, job: FineTuneJob, result: TrainingResult
             else:
                 version = (current.version if current else 0) + 1
                 obj = kube.patch(k.MODELENDPOINTS, ns, ep_name, {
-                    "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"]},
+                    "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"],
+                                 "annotations": with_promotion(ledger, job, version)},
                     "spec": {"model": build_promoted_model(job, result, version)},
                 })
                 created = True

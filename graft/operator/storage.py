@@ -28,7 +28,7 @@ def storage_root(job: FineTuneJob, settings: OperatorSettings) -> str | None:
 def job_dir(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     """`<root>/<namespace>/<name>-<uid8>` (None without a root)."""
     root = storage_root(job, settings)
-    uid = str((job.metadata.model_extra or {}).get("uid") or "")
+    uid = job.metadata.uid_or_empty()
     return run_dir(root, job.metadata.namespace or "", job.metadata.name, uid) if root else None
 
 

@@ -350,26 +350,40 @@ def test_two_namespaces_run_a_job_of_the_same_name_at_once(
     assert len(models) == 2
 
 
-def test_suspend_stops_the_ray_job_and_resume_submits_it_again(
+EPOCHS_PAUSABLE = 6  # the suspend lands after the first of them, with time to spare before the last
+
+
+@pytest.mark.chaos
+def test_suspend_stops_the_ray_job_and_resume_continues_from_the_checkpoint(
     control_plane: ControlPlane, graft_operator: OperatorProcess, ray_head: RayHead, tenants: list[str],
     workdir: Path,
 ) -> None:
     cp, ns, name = control_plane, tenants[1], "pausable"
-    kubectl_apply_file(cp, finetunejob(name, workdir, ray_head, endpoint=None, epochs=50, steps=200),
+    kubectl_apply_file(cp, finetunejob(name, workdir, ray_head, endpoint=None, epochs=EPOCHS_PAUSABLE, steps=6),
                        workdir / f"{name}.yaml", ns)
-    first = wait_for(lambda: (s := status(cp, "finetunejob", name, ns)).get("phase") == "Running" and s,
-                     timeout=240, what=f"{name} Running")["jobSubmissionId"]
 
+    def checkpointed() -> dict[str, Any] | None:
+        st = status(cp, "finetunejob", name, ns)
+        return st if st.get("phase") == "Running" and ((st.get("progress") or {}).get("epoch") or 0) >= 1 else None
+
+    first = wait_for(checkpointed, timeout=300, what=f"{name} to finish an epoch")["jobSubmissionId"]
     cp.kubectl("patch", "finetunejob", name, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": true}}')
     wait_for(lambda: status(cp, "finetunejob", name, ns).get("phase") == "Suspended", timeout=60, what="Suspended")
     wait_for(lambda: (ray_job(ray_head, first) or {}).get("status") == "STOPPED", timeout=60, what="the Ray job to stop")
 
     cp.kubectl("patch", "finetunejob", name, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": false}}')
-    resumed = wait_for(lambda: (s := status(cp, "finetunejob", name, ns)).get("phase") == "Running" and s,
-                       timeout=240, what=f"{name} Running again")
+    done = wait_for(lambda: (s := status(cp, "finetunejob", name, ns)).get("phase") in ("Succeeded", "Failed") and s,
+                    timeout=600, what=f"{name} to finish after the resume")
 
-    assert resumed["jobSubmissionId"] == f"{first}.1"  # Ray never reuses a submission id
+    assert done["phase"] == "Succeeded", done.get("message")
+    assert done["jobSubmissionId"] == f"{first}.1"  # Ray never reuses a submission id
+    result = done["result"]
+    (resume,) = result["resumes"]
+    assert (result["attempt"], resume["kind"]) == (2, "attempt"), result
+    resumed_from = min(resume["trialsResumed"].values())
+    assert resumed_from >= 1, resume  # from its checkpoint, not epoch 0
+    assert result["epochsTrained"] < resumed_from + EPOCHS_PAUSABLE, result  # fewer than a rerun from scratch
     reasons = [e["reason"] for e in events(cp, "FineTuneJob", name, ns)]
     assert "Stopping" in reasons and "Suspended" in reasons and reasons.count("Submitted") == 2, reasons
     cp.kubectl("delete", "finetunejob", name, "-n", ns, "--wait=true", "--timeout=120s")
-    assert ray_job(ray_head, first) is None and ray_job(ray_head, resumed["jobSubmissionId"]) is None
+    assert ray_job(ray_head, first) is None and ray_job(ray_head, done["jobSubmissionId"]) is None

@@ -367,3 +367,39 @@ def test_a_worker_out_of_memory_fails_the_job_naming_memory_per_worker_and_leave
     st = failures["oom"]
     assert st["phase"] == "Failed", st
     assert "ran out of memory" in st["message"] and "spec.resources.memoryPerWorker" in st["message"], st["message"]
+
+
+# --------------------------------------------------------------------------- a lost worker pod
+@pytest.mark.chaos
+def test_a_deleted_worker_pod_is_replaced_by_kuberay_and_its_trial_resumes_from_the_last_checkpoint(release: Release) -> None:
+    """Preemption of a Ray worker pod mid-trial: KubeRay creates a replacement, it joins the Ray
+    cluster, Ray Train restarts the trial's worker (training.maxFailures: 1, the default) and the
+    trial continues from its latest checkpoint; the job succeeds and its result records the resume."""
+    name = "survivor"
+    doc = _variant(name, training={"epochs": 5, "maxStepsPerEpoch": 6})
+    release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
+    workers = ("pods", "-l", f"graft.dev/finetunejob={name},ray.io/node-type=worker")
+
+    def checkpointed() -> bool:
+        progress = ((release.get("finetunejob", name) or {}).get("status") or {}).get("progress") or {}
+        return bool(progress.get("trialsRunning")) and (progress.get("epoch") or 0) >= 1
+
+    wait_until(checkpointed, timeout=900, interval=2, what=_state(release, f"{name}'s trial to finish an epoch"))
+    (lost,) = [p["metadata"]["name"] for p in release.items(*workers) if p["status"].get("phase") == "Running"]
+    release.kubectl("delete", "pod", lost, "-n", release.tenant, "--wait=false")
+    wait_until(lambda: any(p["metadata"]["name"] != lost and p["status"].get("phase") == "Running" for p in release.items(*workers)),
+               timeout=300, interval=2, what=_state(release, f"KubeRay to replace worker pod {lost}"))
+
+    def ended() -> dict[str, Any] | None:
+        st = (release.get("finetunejob", name) or {}).get("status") or {}
+        return dict(st) if st.get("phase") in ("Failed", "Succeeded", "Rejected") else None
+
+    st = wait_until(ended, timeout=900, interval=3, what=_state(release, f"FineTuneJob {name} to finish"))
+    assert st["phase"] == "Succeeded", st.get("message")
+    result = st["result"]
+    assert result["failuresSurvived"] >= 1, result
+    (worker,) = [r for r in result["resumes"] if r["kind"] == "worker"]
+    assert min(worker["trialsResumed"].values()) >= 1, worker  # from a checkpoint, not from scratch
+    (trial,) = st["trials"]
+    assert trial["epochsCompleted"] == 5
+    release.kubectl("delete", "finetunejob", name, "-n", release.tenant)

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from graft.api.endpoint import ServedModel
 from graft.api.result import TrainingResult
 from graft.api.spec import FineTuneJob
 from graft.operator.names import endpoint_labels
+
+# The promotions an endpoint received, newest last: [{"uid", "job", "version"}], written in the same
+# update as the model it promoted, so a promotion interrupted before the job's status recorded it
+# (an operator crash) is recognised on the next try and never applied twice.
+PROMOTIONS_ANNOTATION = "graft.dev/promotions"
+PROMOTIONS_KEPT = 20
+
+
+def promotions(endpoint: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The endpoint's promotion ledger (empty when it has none or it is not a JSON list)."""
+    raw = (((endpoint or {}).get("metadata") or {}).get("annotations") or {}).get(PROMOTIONS_ANNOTATION)
+    try:
+        entries = json.loads(raw) if raw else []
+    except json.JSONDecodeError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def with_promotion(ledger: list[dict[str, Any]], job: FineTuneJob, version: int) -> dict[str, str]:
+    """The annotations that add `job`'s promotion as `version` to `ledger`."""
+    entry = {"uid": job.metadata.uid_or_empty(), "job": job.metadata.name, "version": version}
+    return {PROMOTIONS_ANNOTATION: json.dumps([*ledger, entry][-PROMOTIONS_KEPT:], separators=(",", ":"))}
 
 
 def build_promoted_model(job: FineTuneJob, result: TrainingResult, version: int) -> dict[str, Any]:
@@ -46,6 +69,7 @@ def build_endpoint(job: FineTuneJob, result: TrainingResult, name: str) -> dict[
     return {
         "apiVersion": job.api_version,
         "kind": "ModelEndpoint",
-        "metadata": {"name": name, "namespace": job.metadata.namespace, "labels": endpoint_labels(name)},
+        "metadata": {"name": name, "namespace": job.metadata.namespace, "labels": endpoint_labels(name),
+                     "annotations": with_promotion([], job, 1)},
         "spec": spec,
     }

@@ -22,8 +22,7 @@ LOCAL_RESULT_DIR = "/tmp/graft"
 
 
 def _meta(job: FineTuneJob) -> tuple[str, str, str]:
-    extra = job.metadata.model_extra or {}
-    uid = str(extra.get("uid") or "")
+    uid = job.metadata.uid_or_empty()
     if not job.metadata.namespace:
         raise ValueError(f"FineTuneJob {job.metadata.name!r} has no metadata.namespace")
     return job.metadata.name, job.metadata.namespace, uid
@@ -41,7 +40,7 @@ def spec_document(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
     (graft.storage.job_dir, the same directory as `job_dir` here) and names its Tune experiment
     after the uid, so every attempt of the job (RayJob retry, resubmit, resume) resumes it."""
     wire = job.to_wire()
-    uid = str((job.metadata.model_extra or {}).get("uid") or "")
+    uid = job.metadata.uid_or_empty()
     wire["metadata"] = {"name": job.metadata.name, "namespace": job.metadata.namespace, **({"uid": uid} if uid else {})}
     root = storage_root(job, settings)
     if root:

@@ -74,7 +74,7 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     CPU would starve them on a small cluster."""
     name = job.metadata.name
     namespace = job.metadata.namespace or ""
-    uid = str((job.metadata.model_extra or {}).get("uid") or "")
+    uid = job.metadata.uid_or_empty()
     result = job_result_uri(job, settings) or LOCAL_RESULT
     argv = ["python", "-m", "graft.jobs", "--spec", SPEC_FILE, "--result", result]
     env = {**runtime_env(job, settings)["env_vars"], "GRAFT_JOB_NAME": name}
