@@ -25,7 +25,8 @@ import pytest
 import yaml
 
 from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
-from tests.controlplane import ControlPlane, free_port
+from tests.controlplane import ControlPlane
+from tests.e2e.chart_operator import ChartOperator
 from tests.e2e.conftest import write_sentiment_jsonl
 from tests.e2e.shared_ray import RAY_ENV, RayHead
 from tests.integration.helpers import REPO, OperatorProcess, condition, get, status, wait_for
@@ -36,29 +37,6 @@ pytestmark = pytest.mark.e2e
 ENDPOINT = "sentiment"
 POSITIVE_PROBE = "a great and wonderful film"
 NEGATIVE_PROBE = "a terrible and awful film"
-
-
-class ChartOperator(OperatorProcess):
-    """`graft operator` authenticated as the chart's ServiceAccount (least privilege, as deployed),
-    watching the given namespaces."""
-
-    def __init__(self, cp: ControlPlane, namespaces: list[str], log_dir: Path, kubeconfig: Path, *extra: str) -> None:
-        super().__init__(cp, namespaces[0], log_dir, *extra)
-        self.namespaces, self.kubeconfig = namespaces, kubeconfig
-
-    def start(self, timeout: float = 90.0) -> "ChartOperator":
-        self.starts += 1
-        self.port = free_port()
-        scope = [a for ns in self.namespaces for a in ("--namespace", ns)]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "graft", "operator", "--kubeconfig", str(self.kubeconfig), *scope,
-                 "--resync-seconds", "5", "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
-                start_new_session=True,
-            )
-        wait_for(self._alive, timeout=timeout, what=f"the operator's liveness probe; log:\n{self.log_tail()}")
-        return self
 
 
 @pytest.fixture(scope="module")

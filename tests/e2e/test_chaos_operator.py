@@ -1,0 +1,132 @@
+"""Chaos: the operator SIGKILLed again and again while 20 jobs run on a shared Ray cluster.
+
+Real control plane, `graft operator` as a subprocess under the chart's ServiceAccount, a real local
+Ray head. Twenty small FineTuneJobs (the real MiniLM, one step) are applied at once; six of them
+promote into two endpoints (`promotion: always`, three each). Every few seconds the operator is
+SIGKILLed and started again, until every job has finished and decided its promotion. Then nothing
+was lost or done twice: one Ray job per FineTuneJob, every job Succeeded with its result read, and
+each endpoint's version counts exactly the jobs that promoted into it, each once in its ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
+from graft.operator.builders.endpoint import promotions
+from tests.controlplane import ControlPlane
+from tests.e2e.chart_operator import ChartOperator
+from tests.e2e.conftest import tiny_job, write_sentiment_jsonl
+from tests.e2e.shared_ray import RAY_ENV, RayHead
+from tests.integration.helpers import get, wait_for
+from tests.integration.rbac import operator_kubeconfig
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+
+JOBS = 20
+ENDPOINTS = {"alpha": 3, "beta": 3}  # endpoint -> jobs promoting into it
+KILL_EVERY = (3.0, 8.0)  # seconds between SIGKILLs, drawn with a fixed seed
+
+
+@pytest.fixture
+def ray_head() -> Iterator[RayHead]:
+    head = RayHead(num_cpus=2, resources={TRIAL_DRIVER_RESOURCE: 2}).start()
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture
+def tenant(control_plane: ControlPlane) -> Iterator[str]:
+    ns = control_plane.create_namespace("graft-chaos")
+    yield ns
+    control_plane.delete_namespace(ns, wait=False)
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, tenant: str, ray_head: RayHead, tmp_path: Path) -> Iterator[ChartOperator]:
+    kubeconfig = operator_kubeconfig(control_plane, tmp_path)
+    job_env = [a for key, value in {**RAY_ENV, "RAY_ADDRESS": ray_head.gcs_address}.items() for a in ("--job-env", f"{key}={value}")]
+    op = ChartOperator(control_plane, [tenant], tmp_path, kubeconfig, "--serve-port", str(ray_head.serve_port),
+                       "--shared-poll-seconds", "1", "--allow-cluster-address", "http://127.0.0.1:*", *job_env)
+    yield op.start()
+    op.stop()
+
+
+def _jobs(model: Path, data: Path, storage: Path, head: RayHead) -> list[dict[str, Any]]:
+    promoting = [ep for ep, n in ENDPOINTS.items() for _ in range(n)]
+    docs = []
+    for i in range(JOBS):
+        doc = tiny_job(model, data, name=f"job-{i:02d}", training={"maxStepsPerEpoch": 1},
+                       checkpoints={"storage": str(storage)}, runtime={"cluster": {"address": head.dashboard_url}})
+        doc["spec"]["training"].pop("deepspeed")  # plain DDP: the fewest seconds per job
+        doc["spec"]["serving"] = ({"endpoint": promoting[i], "promotion": "always", "resources": {"cpus": 0.25}}
+                                  if i < len(promoting) else {"enabled": False})
+        docs.append(doc)
+    return docs
+
+
+def _statuses(cp: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
+    """name -> status of every FineTuneJob in `namespace` (one list call)."""
+    items = cp.kubectl_json("get", "finetunejobs", "-n", namespace).get("items") or []
+    return {i["metadata"]["name"]: dict(i.get("status") or {}) for i in items}
+
+
+def _settled(st: dict[str, Any], promotes: bool) -> bool:
+    return st.get("phase") in ("Failed", "Rejected") or (st.get("phase") == "Succeeded" and (bool(st.get("promotion")) or not promotes))
+
+
+def test_operator_killed_repeatedly_while_20_jobs_run_loses_nothing_and_duplicates_nothing(
+    control_plane: ControlPlane, operator: ChartOperator, ray_head: RayHead, tenant: str, tmp_path: Path, minilm_path: Path,
+) -> None:
+    cp = control_plane
+    data = write_sentiment_jsonl(tmp_path / "data.jsonl", rows_per_label=16)
+    (tmp_path / "storage").mkdir()
+    docs = _jobs(minilm_path, data, tmp_path / "storage", ray_head)
+    promotes = {d["metadata"]["name"]: d["spec"]["serving"].get("enabled", True) for d in docs}
+    cp.kubectl("apply", "-n", tenant, "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
+    rng, kills, deadline = random.Random(9), 0, time.monotonic() + 900
+    while True:
+        statuses = _statuses(cp, tenant)
+        pending = [n for n, p in promotes.items() if not _settled(statuses.get(n, {}), p)]
+        if not pending:
+            break
+        assert time.monotonic() < deadline, f"{len(pending)} jobs unfinished after {kills} kills: {pending}"
+        time.sleep(rng.uniform(*KILL_EVERY))
+        operator.kill()
+        kills += 1
+        operator.start()
+    assert kills >= 5, f"the jobs finished after {kills} kills: too few to show anything"
+
+    finals = _statuses(cp, tenant)
+    failed = {n: st.get("message") for n, st in finals.items() if st.get("phase") != "Succeeded"}
+    assert not failed, failed
+    assert all(st.get("result", {}).get("modelUri") for st in finals.values())
+
+    ray_jobs = httpx.get(f"{ray_head.dashboard_url}/api/jobs/", timeout=30).json()
+    per_job = Counter(j["submission_id"].split(".")[2] for j in ray_jobs
+                      if (j.get("submission_id") or "").startswith(f"graft.{tenant}."))
+    assert per_job == Counter(dict.fromkeys(promotes, 1)), per_job  # one submission each, never resubmitted
+
+    for ep, n in ENDPOINTS.items():
+        endpoint = get(cp, "modelendpoints", ep, tenant)
+        assert endpoint is not None, f"ModelEndpoint {ep} was never created"
+        ledger = [e["job"] for e in promotions(endpoint)]
+        assert endpoint["spec"]["model"]["version"] == n, (ep, ledger)
+        assert sorted(ledger) == sorted(j for j, st in finals.items() if st.get("promotion", {}).get("endpoint") == ep)
+        assert all(st["promotion"]["decision"] == "promoted" for st in finals.values() if st.get("promotion"))
+    cp.kubectl("delete", "finetunejobs,modelendpoints", "--all", "-n", tenant, "--wait=true", "--timeout=180s")
+    wait_for(lambda: not [j for j in httpx.get(f"{ray_head.dashboard_url}/api/jobs/", timeout=30).json()
+                          if (j.get("submission_id") or "").startswith(f"graft.{tenant}.")],
+             timeout=180, what="the Ray job records of the deleted jobs to be gone")
