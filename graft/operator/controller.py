@@ -20,7 +20,7 @@ from graft.operator.events import EventRecorder
 from graft.operator.loop import Loop
 from graft.operator.names import LABEL_ENDPOINT, LABEL_JOB
 from graft.operator.settings import OperatorSettings
-from graft.operator.sweep import Sweeper
+from graft.operator.sweep import ApiConfirm, Sweeper
 from graft.operator.workqueue import WorkQueue
 
 log = logging.getLogger("graft.operator")
@@ -120,7 +120,8 @@ class Controller:
 
     def sweep_once(self) -> list[str]:
         """Stop Ray work on shared clusters whose FineTuneJob is gone (graft.operator.sweep)."""
-        return self.sweeper.run(self.store.items(k.FINETUNEJOBS), self.store.items(k.MODELENDPOINTS), time.monotonic())
+        return self.sweeper.run(self.store.items(k.FINETUNEJOBS), self.store.items(k.MODELENDPOINTS), time.monotonic(),
+                                ApiConfirm(self.kube, self.settings))
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(self.settings.resync_seconds):

@@ -10,6 +10,11 @@ running (and uncounted by quota). Every sweep, on each shared cluster the operat
 - lists the Serve applications and removes Graft's (`<namespace>.<name>`, Graft's import path and
   route) of a watched namespace whose ModelEndpoint no longer points at that cluster.
 
+The lists of live objects come from the operator's store, which a restarted operator fills from its
+watches over several seconds; so before anything is stopped or removed, `Confirm` asks the API server
+whether the owner really is gone (a job or application whose owner exists, or cannot be read, is left
+alone).
+
 `orphans`, `orphan_apps` and `clusters_in_use` are pure; `sweep_cluster` and `sweep_serve` do the
 REST calls (bounded, with timeouts); `Sweeper` remembers every admitted cluster (a deleted job's cluster is swept too) and
 runs from the controller's resync thread. Only clusters of admitted objects are ever called: a
@@ -22,11 +27,14 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
+from kubernetes.client import ApiException
 from pydantic import ValidationError
 
 from graft.api.spec import ClusterRef
+from graft.operator import kube as k
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID, ClusterUnavailable
 from graft.operator.shared.naming import app_name, dashboard_url, route_prefix
@@ -43,6 +51,49 @@ class Owner:
     namespace: str
     name: str
     uid: str
+
+
+class Confirm(Protocol):
+    """The API server's word before the sweep destroys anything: True when the owner still exists
+    (or cannot be read), so the Ray job or application is kept."""
+
+    def job_exists(self, owner: Owner) -> bool: ...
+
+    def app_served(self, app: str, dashboard: str) -> bool: ...
+
+
+class ApiConfirm:
+    """`Confirm` by reading the owner from the API server (one GET per orphan candidate)."""
+
+    def __init__(self, kube: k.Kube, settings: OperatorSettings) -> None:
+        self.kube, self.settings = kube, settings
+
+    def job_exists(self, owner: Owner) -> bool:
+        try:
+            raw = self.kube.get(k.FINETUNEJOBS, owner.namespace, owner.name)
+        except ApiException as exc:
+            log.warning("orphan sweep: cannot read FineTuneJob %s/%s (%s); its Ray job is kept", owner.namespace, owner.name, exc.status)
+            return True
+        return raw is not None and (raw.get("metadata") or {}).get("uid") == owner.uid
+
+    def app_served(self, app: str, dashboard: str) -> bool:
+        namespace, _, name = app.partition(".")
+        try:
+            raw = self.kube.get(k.MODELENDPOINTS, namespace, name)
+        except ApiException as exc:
+            log.warning("orphan sweep: cannot read ModelEndpoint %s/%s (%s); its application is kept", namespace, name, exc.status)
+            return True
+        return raw is not None and app in live_apps([raw], self.settings).get(dashboard, set())
+
+
+class TrustTheStore:
+    """No second look: the live sets given to the sweep are complete (tests of the pure parts)."""
+
+    def job_exists(self, owner: Owner) -> bool:
+        return False
+
+    def app_served(self, app: str, dashboard: str) -> bool:
+        return False
 
 
 def owner_of(job: dict[str, object]) -> Owner | None:
@@ -84,10 +135,16 @@ def list_jobs(dashboard: str, timeout: float = 15.0) -> list[dict[str, object]]:
     return [j for j in doc if isinstance(j, dict)] if isinstance(doc, list) else []
 
 
-def sweep_cluster(dashboard: str, live: set[Owner], watched: set[str] | None, timeout: float = 15.0) -> list[str]:
+def sweep_cluster(dashboard: str, live: set[Owner], watched: set[str] | None, confirm: Confirm = TrustTheStore(),
+                  timeout: float = 15.0) -> list[str]:
     """Stop the orphaned Graft jobs of one shared cluster; returns their submission ids."""
+    jobs = list_jobs(dashboard, timeout)
+    owners = {str(j["submission_id"]): owner_of(j) for j in jobs if isinstance(j.get("submission_id"), str)}
     stopped = []
-    for sid in orphans(list_jobs(dashboard, timeout), live, watched):
+    for sid in orphans(jobs, live, watched):
+        owner = owners.get(sid)
+        if owner is not None and confirm.job_exists(owner):
+            continue  # the store had not caught up with the API server yet
         resp = httpx.post(f"{dashboard.rstrip('/')}/api/jobs/{sid}/stop", timeout=timeout)
         if resp.status_code == 200:
             log.warning("stopped Ray job %s on %s: its FineTuneJob is gone", sid, dashboard)
@@ -112,11 +169,14 @@ def orphan_apps(details: dict[str, object], live: set[str], watched: set[str] | 
     return sorted(out)
 
 
-def sweep_serve(dashboard: str, live: set[str], watched: set[str] | None, timeout: float = 15.0) -> list[str]:
+def sweep_serve(dashboard: str, live: set[str], watched: set[str] | None, confirm: Confirm = TrustTheStore(),
+                timeout: float = 15.0) -> list[str]:
     """Remove the orphaned Graft applications of one shared cluster; returns their names."""
     api = ServeApi(dashboard, timeout)
     removed = []
     for name in orphan_apps(api.details(), live, watched):
+        if confirm.app_served(name, dashboard):
+            continue
         if api.remove(name):
             log.warning("removed Serve application %s on %s: its ModelEndpoint is gone", name, dashboard)
             removed.append(name)
@@ -191,17 +251,19 @@ class Sweeper:
     def due(self, now: float) -> bool:
         return now - self._last >= self.interval
 
-    def run(self, jobs: list[dict[str, object]], endpoints: list[dict[str, object]], now: float) -> list[str]:
+    def run(self, jobs: list[dict[str, object]], endpoints: list[dict[str, object]], now: float,
+            confirm: Confirm = TrustTheStore()) -> list[str]:
         """Stop orphaned jobs and remove orphaned applications on every cluster in use now or seen
-        before; returns their ids and names. One cluster's trouble skips that cluster only."""
+        before (each confirmed gone by `confirm`); returns their ids and names. One cluster's trouble
+        skips that cluster only."""
         self._last = now
         self.known |= clusters_in_use(jobs, endpoints, self.settings)
         live, apps = live_owners(jobs), live_apps(endpoints, self.settings)
         stopped: list[str] = []
         for dashboard in sorted(self.known):
             try:
-                stopped += sweep_cluster(dashboard, live, self.watched)
-                stopped += sweep_serve(dashboard, apps.get(dashboard, set()), self.watched)
+                stopped += sweep_cluster(dashboard, live, self.watched, confirm)
+                stopped += sweep_serve(dashboard, apps.get(dashboard, set()), self.watched, confirm)
             except (httpx.HTTPError, ValueError, OSError, ClusterUnavailable) as exc:
                 log.warning("orphan sweep of %s skipped: %s", dashboard, exc)
         return stopped

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from graft.operator import kube as k
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID
-from graft.operator.sweep import Owner, Sweeper, clusters_in_use, live_apps, live_owners, orphan_apps, orphans
+from graft.operator.sweep import (
+    ApiConfirm,
+    Owner,
+    Sweeper,
+    clusters_in_use,
+    live_apps,
+    live_owners,
+    orphan_apps,
+    orphans,
+)
+from tests.unit.fake_kube import FakeKube
 
 pytestmark = [pytest.mark.unit, pytest.mark.tenancy]
 
@@ -95,3 +106,28 @@ def test_an_endpoint_keeps_its_application_only_on_the_cluster_it_points_at() ->
     endpoints = [{"metadata": {"namespace": "team-a", "name": "ep"}, "spec": {"cluster": {"name": "shared"}}},
                  {"metadata": {"namespace": "team-a", "name": "local"}, "spec": {}}]
     assert live_apps(endpoints, OperatorSettings()) == {"http://shared-head-svc.team-a.svc:8265": {"team-a.ep"}}
+
+
+def _confirm_with(*objects: tuple[object, dict[str, object]]) -> ApiConfirm:
+    kube = FakeKube()
+    for kind, obj in objects:
+        kube.seed(kind, obj)  # type: ignore[arg-type]
+    return ApiConfirm(kube, OperatorSettings())  # type: ignore[arg-type]
+
+
+def test_the_api_server_confirms_an_owner_the_store_has_not_seen_yet() -> None:
+    job = {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"namespace": "team-a", "name": "j"}, "spec": {}}
+    confirm = _confirm_with((k.FINETUNEJOBS, job))
+    uid = str(confirm.kube.find(k.FINETUNEJOBS, "team-a", "j")["metadata"]["uid"])  # type: ignore[attr-defined]
+    assert confirm.job_exists(Owner("team-a", "j", uid))
+    assert not confirm.job_exists(Owner("team-a", "j", "an-earlier-uid"))  # re-created: the old job is an orphan
+    assert not confirm.job_exists(Owner("team-a", "gone", uid))
+
+
+def test_the_api_server_confirms_an_application_only_where_its_endpoint_serves_it() -> None:
+    ep = {"apiVersion": "graft.dev/v1alpha1", "kind": "ModelEndpoint", "metadata": {"namespace": "team-a", "name": "ep"},
+          "spec": {"model": {"uri": "/m"}, "cluster": {"address": "http://ray-a:8265"}}}
+    confirm = _confirm_with((k.MODELENDPOINTS, ep))
+    assert confirm.app_served("team-a.ep", "http://ray-a:8265")
+    assert not confirm.app_served("team-a.ep", "http://ray-b:8265")  # moved to another cluster
+    assert not confirm.app_served("team-a.gone", "http://ray-a:8265")
