@@ -124,7 +124,7 @@ def test_operator_killed_repeatedly_while_20_jobs_run_loses_nothing_and_duplicat
         assert endpoint is not None, f"ModelEndpoint {ep} was never created"
         ledger = [e["job"] for e in promotions(endpoint)]
         assert endpoint["spec"]["model"]["version"] == n, (ep, ledger)
-        assert sorted(ledger) == sorted(j for j, st in finals.items() if st.get("promotion", {}).get("endpoint") == ep)
+        assert sorted(ledger) == sorted(j for j, st in finals.items() if (st.get("promotion") or {}).get("endpoint") == ep)
         assert all(st["promotion"]["decision"] == "promoted" for st in finals.values() if st.get("promotion"))
     cp.kubectl("delete", "finetunejobs,modelendpoints", "--all", "-n", tenant, "--wait=true", "--timeout=180s")
     wait_for(lambda: not [j for j in httpx.get(f"{ray_head.dashboard_url}/api/jobs/", timeout=30).json()
