@@ -328,7 +328,9 @@ def test_two_namespaces_run_a_job_of_the_same_name_at_once(
     assert len(models) == 2
 
 
-EPOCHS_PAUSABLE = 6  # the suspend lands after the first of them, with time to spare before the last
+# The suspend lands after the second epoch (Tune's experiment state has the first checkpoint by
+# then), with four epochs to spare before the trial would end.
+EPOCHS_PAUSABLE = 6
 
 
 @pytest.mark.chaos
@@ -342,9 +344,9 @@ def test_suspend_stops_the_ray_job_and_resume_continues_from_the_checkpoint(
 
     def checkpointed() -> dict[str, Any] | None:
         st = status(cp, "finetunejob", name, ns)
-        return st if st.get("phase") == "Running" and ((st.get("progress") or {}).get("epoch") or 0) >= 1 else None
+        return st if st.get("phase") == "Running" and ((st.get("progress") or {}).get("epoch") or 0) >= 2 else None
 
-    first = wait_for(checkpointed, timeout=300, what=f"{name} to finish an epoch")["jobSubmissionId"]
+    first = wait_for(checkpointed, timeout=300, what=f"{name} to finish two epochs")["jobSubmissionId"]
     cp.kubectl("patch", "finetunejob", name, "-n", ns, "--type=merge", "-p", '{"spec": {"suspend": true}}')
     wait_for(lambda: status(cp, "finetunejob", name, ns).get("phase") == "Suspended", timeout=60, what="Suspended")
     wait_for(lambda: (ray_job(ray_head, first) or {}).get("status") == "STOPPED", timeout=60, what="the Ray job to stop")
