@@ -3,7 +3,7 @@
 Real control plane, `graft operator` as a subprocess under the chart's ServiceAccount, a real local
 Ray head. Twenty small FineTuneJobs (the real MiniLM, one step) are applied at once; six of them
 promote into two endpoints (`promotion: always`, three each). Every few seconds the operator is
-SIGKILLed and started again, until every job has finished and decided its promotion. Then nothing
+SIGKILLed and started again (six times, while the jobs run), then left to finish. Then nothing
 was lost or done twice: one Ray job per FineTuneJob, every job Succeeded with its result read, and
 each endpoint's version counts exactly the jobs that promoted into it, each once in its ledger.
 """
@@ -34,7 +34,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 JOBS = 20
 ENDPOINTS = {"alpha": 3, "beta": 3}  # endpoint -> jobs promoting into it
-KILL_EVERY = (3.0, 8.0)  # seconds between SIGKILLs, drawn with a fixed seed
+# SIGKILLs at random moments (fixed seed), each 10 to 25 s after the restarted operator answered its
+# liveness probe: with 20 jobs starting on 2 cores, a fresh operator needs seconds to list and
+# reconcile anything, and a kill before that shows nothing. Then it runs on to the end.
+KILLS = 6
+KILL_AFTER = (10.0, 25.0)
 
 
 @pytest.fixture
@@ -96,18 +100,18 @@ def test_operator_killed_repeatedly_while_20_jobs_run_loses_nothing_and_duplicat
     promotes = {d["metadata"]["name"]: d["spec"]["serving"].get("enabled", True) for d in docs}
     cp.kubectl("apply", "-n", tenant, "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
 
-    rng, kills, deadline = random.Random(9), 0, time.monotonic() + 900
-    while True:
+    def pending() -> list[str]:
         statuses = _statuses(cp, tenant)
-        pending = [n for n, p in promotes.items() if not _settled(statuses.get(n, {}), p)]
-        if not pending:
-            break
-        assert time.monotonic() < deadline, f"{len(pending)} jobs unfinished after {kills} kills: {pending}"
-        time.sleep(rng.uniform(*KILL_EVERY))
+        return [n for n, p in promotes.items() if not _settled(statuses.get(n, {}), p)]
+
+    rng, kills = random.Random(9), 0
+    while kills < KILLS and pending():
+        time.sleep(rng.uniform(*KILL_AFTER))
         operator.kill()
         kills += 1
         operator.start()
-    assert kills >= 5, f"the jobs finished after {kills} kills: too few to show anything"
+    assert kills == KILLS, f"the jobs finished after {kills} kills: too few to show anything"
+    wait_for(lambda: not pending(), timeout=900, interval=5, what=lambda: f"every job to finish ({pending()} left)")
 
     finals = _statuses(cp, tenant)
     failed = {n: st.get("message") for n, st in finals.items() if st.get("phase") != "Succeeded"}
