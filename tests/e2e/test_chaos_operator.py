@@ -30,7 +30,7 @@ from tests.e2e.shared_ray import RAY_ENV, RayHead
 from tests.integration.helpers import get, wait_for
 from tests.integration.rbac import operator_kubeconfig
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1800)]
 
 JOBS = 20
 ENDPOINTS = {"alpha": 3, "beta": 3}  # endpoint -> jobs promoting into it
