@@ -74,6 +74,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             continue
         if key == "additionalProperties" and value is False:
             continue
+        if key == "additionalProperties" and value is True:
+            # `dict[str, Any]`: the API server reads `true` as the empty schema for every value and
+            # prunes the fields of nested objects; preserving unknown fields keeps them (below).
+            continue
         if key == "default" and value is None:
             continue
         if key == "properties":

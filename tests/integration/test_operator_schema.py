@@ -3,13 +3,15 @@ v1.5 CRDs under strict field validation (no unknown or dropped fields)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from graft.api import ModelEndpoint
+from graft.api import ModelEndpoint, TrainingResult
 from graft.api.load import parse_as
+from graft.api.result import ResumeRecord
 from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.settings import OperatorSettings
 from tests.controlplane import ControlPlane
@@ -57,3 +59,21 @@ def test_a_field_kuberay_does_not_know_is_refused(graft_crds: ControlPlane, name
     p = graft_crds.kubectl("create", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-",
                            input=yaml.safe_dump(doc), check=False)
     assert p.returncode != 0 and "enableInServiceAutoscaling" in p.stderr
+
+
+def test_the_result_in_a_jobs_status_keeps_its_nested_objects(graft_crds: ControlPlane, namespace: str) -> None:
+    """status.result holds the result document (resumes, best config, phase seconds): the API server
+    must store it whole, not prune the fields of its nested objects."""
+    result = TrainingResult(
+        job_name="kept", status="succeeded", metric="eval_accuracy", mode="max", best_score=0.9, started_at="a",
+        finished_at="b", best_config={"learning_rate": 0.001}, best_metrics={"eval_accuracy": 0.9},
+        phase_seconds={"tuning": 12.5}, attempt=2,
+        resumes=[ResumeRecord(attempt=2, kind="attempt", at="2026-12-01T00:00:00Z", trials_resumed={"t1": 2})],
+    ).model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"trials"})
+    job = {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "kept"},
+           "spec": {"model": {"source": "/models/m"}, "dataset": {"source": "/data/d.csv"}}}
+    graft_crds.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+    graft_crds.kubectl("patch", "finetunejob", "kept", "-n", namespace, "--subresource=status", "--type=merge",
+                       "-p", json.dumps({"status": {"result": result}}))
+    stored = graft_crds.kubectl_json("get", "finetunejob", "kept", "-n", namespace)["status"]["result"]
+    assert stored == result
