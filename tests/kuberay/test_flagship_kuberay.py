@@ -308,6 +308,12 @@ def _variant(name: str, **spec: Any) -> dict[str, Any]:
     return doc
 
 
+def _ended(release: Release, name: str) -> dict[str, Any] | None:
+    """The status of FineTuneJob `name` once it has ended (None before)."""
+    st = (release.get("finetunejob", name) or {}).get("status") or {}
+    return dict(st) if st.get("phase") in ("Failed", "Succeeded", "Rejected") else None
+
+
 def _missing_data(release: Release) -> str:
     return f"{release.storage}/{release.tenant}/no-such-dir/reviews.csv"  # where the tenant may read
 
@@ -329,14 +335,10 @@ def failures(release: Release) -> dict[str, dict[str, Any]]:
     for doc in docs:
         release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
 
-    def ended(name: str) -> dict[str, Any] | None:
-        st = (release.get("finetunejob", name) or {}).get("status") or {}
-        return dict(st) if st.get("phase") in ("Failed", "Succeeded", "Rejected") else None
-
     out: dict[str, dict[str, Any]] = {}
     for doc in docs:
         name = doc["metadata"]["name"]
-        out[name] = wait_until(lambda name=name: ended(name), timeout=900, interval=3,
+        out[name] = wait_until(lambda name=name: _ended(release, name), timeout=900, interval=3,
                                what=_state(release, f"FineTuneJob {name} to fail"))
     for name in out:
         wait_until(lambda name=name: not release.items("pods", "-l", f"graft.dev/finetunejob={name}"), timeout=300,
@@ -390,11 +392,7 @@ def test_a_deleted_worker_pod_is_replaced_by_kuberay_and_its_trial_resumes_from_
     wait_until(lambda: any(p["metadata"]["name"] != lost and p["status"].get("phase") == "Running" for p in release.items(*workers)),
                timeout=300, interval=2, what=_state(release, f"KubeRay to replace worker pod {lost}"))
 
-    def ended() -> dict[str, Any] | None:
-        st = (release.get("finetunejob", name) or {}).get("status") or {}
-        return dict(st) if st.get("phase") in ("Failed", "Succeeded", "Rejected") else None
-
-    st = wait_until(ended, timeout=900, interval=3, what=_state(release, f"FineTuneJob {name} to finish"))
+    st = wait_until(lambda: _ended(release, name), timeout=900, interval=3, what=_state(release, f"FineTuneJob {name} to finish"))
     assert st["phase"] == "Succeeded", st.get("message")
     result = st["result"]
     assert result["failuresSurvived"] >= 1, result
