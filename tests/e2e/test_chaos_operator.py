@@ -1,7 +1,7 @@
-"""Chaos: the operator SIGKILLed again and again while 20 jobs run on a shared Ray cluster.
+"""Chaos: the operator SIGKILLed again and again while many jobs run on a shared Ray cluster.
 
 Real control plane, `graft operator` as a subprocess under the chart's ServiceAccount, a real local
-Ray head. Twenty small FineTuneJobs (the real MiniLM, one step) are applied, four running at a time;
+Ray head. JOBS small FineTuneJobs (the real MiniLM, one step) are applied, four running at a time;
 six of them promote into two endpoints (`promotion: always`, three each). While they run the
 operator is SIGKILLed and started again five times, then left to finish. Then nothing
 was lost or done twice: one Ray job per FineTuneJob, every job Succeeded with its result read, and
@@ -11,6 +11,7 @@ each endpoint's version counts exactly the jobs that promoted into it, each once
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -32,7 +33,9 @@ from tests.integration.rbac import operator_kubeconfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1800)]
 
-JOBS = 20
+# The issue's scale is 20 jobs: GRAFT_CHAOS_JOBS=20 runs it (about 20 min on 2 cores, about 1 job a
+# minute). `make test` runs 10, which keeps the suite inside CI's 90 minutes.
+JOBS = int(os.environ.get("GRAFT_CHAOS_JOBS", "10"))
 ENDPOINTS = {"alpha": 3, "beta": 3}  # endpoint -> jobs promoting into it
 # At most WINDOW of the jobs are applied and unfinished at a time: twenty Ray job drivers starting at
 # once overload a 2-core machine (load above 80), and the operator under test starves with them.
@@ -93,7 +96,7 @@ def _settled(st: dict[str, Any], promotes: bool) -> bool:
     return st.get("phase") in ("Failed", "Rejected") or (st.get("phase") == "Succeeded" and (bool(st.get("promotion")) or not promotes))
 
 
-def test_operator_killed_repeatedly_while_20_jobs_run_loses_nothing_and_duplicates_nothing(
+def test_operator_killed_repeatedly_while_jobs_run_loses_nothing_and_duplicates_nothing(
     control_plane: ControlPlane, operator: ChartOperator, ray_head: RayHead, tenant: str, tmp_path: Path, minilm_path: Path,
 ) -> None:
     cp = control_plane
