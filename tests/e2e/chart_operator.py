@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from tests.controlplane import ControlPlane, free_port
+from tests.e2e.shared_ray import RAY_ENV, RayHead
 from tests.integration.helpers import REPO, OperatorProcess, wait_for
+from tests.integration.rbac import operator_kubeconfig
 
 
 class ChartOperator(OperatorProcess):
@@ -32,3 +34,13 @@ class ChartOperator(OperatorProcess):
             )
         wait_for(self._alive, timeout=timeout, what=f"the operator's liveness probe; log:\n{self.log_tail()}")
         return self
+
+
+def on_shared_head(cp: ControlPlane, namespaces: list[str], tmp: Path, head: RayHead) -> ChartOperator:
+    """The operator (not started) as the shared-cluster e2e tests run it against a loopback Ray head.
+
+    The loopback head is no Service in the tenants' namespaces: the operator allows it explicitly, and
+    sets the Ray/HF environment itself (tenants may not: docs/tenancy.md)."""
+    job_env = [a for key, value in {**RAY_ENV, "RAY_ADDRESS": head.gcs_address}.items() for a in ("--job-env", f"{key}={value}")]
+    return ChartOperator(cp, namespaces, tmp, operator_kubeconfig(cp, tmp), "--serve-port", str(head.serve_port),
+                         "--shared-poll-seconds", "1", "--allow-cluster-address", "http://127.0.0.1:*", *job_env)

@@ -25,11 +25,10 @@ import pytest
 from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
 from graft.operator.builders.endpoint import promotions
 from tests.controlplane import ControlPlane
-from tests.e2e.chart_operator import ChartOperator
+from tests.e2e.chart_operator import ChartOperator, on_shared_head
 from tests.e2e.conftest import tiny_job, write_sentiment_jsonl
-from tests.e2e.shared_ray import RAY_ENV, RayHead
+from tests.e2e.shared_ray import RayHead
 from tests.integration.helpers import get, wait_for
-from tests.integration.rbac import operator_kubeconfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1800)]
 
@@ -65,10 +64,7 @@ def tenant(control_plane: ControlPlane) -> Iterator[str]:
 
 @pytest.fixture
 def operator(control_plane: ControlPlane, tenant: str, ray_head: RayHead, tmp_path: Path) -> Iterator[ChartOperator]:
-    kubeconfig = operator_kubeconfig(control_plane, tmp_path)
-    job_env = [a for key, value in {**RAY_ENV, "RAY_ADDRESS": ray_head.gcs_address}.items() for a in ("--job-env", f"{key}={value}")]
-    op = ChartOperator(control_plane, [tenant], tmp_path, kubeconfig, "--serve-port", str(ray_head.serve_port),
-                       "--shared-poll-seconds", "1", "--allow-cluster-address", "http://127.0.0.1:*", *job_env)
+    op = on_shared_head(control_plane, [tenant], tmp_path, ray_head)
     yield op.start()
     op.stop()
 

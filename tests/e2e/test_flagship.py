@@ -26,11 +26,10 @@ import yaml
 
 from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
 from tests.controlplane import ControlPlane
-from tests.e2e.chart_operator import ChartOperator
+from tests.e2e.chart_operator import on_shared_head
 from tests.e2e.conftest import write_sentiment_jsonl
-from tests.e2e.shared_ray import RAY_ENV, RayHead
+from tests.e2e.shared_ray import RayHead
 from tests.integration.helpers import REPO, OperatorProcess, condition, get, status, wait_for
-from tests.integration.rbac import operator_kubeconfig
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +61,7 @@ def graft_operator(
     control_plane: ControlPlane, tenants: list[str], ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    tmp = tmp_path_factory.mktemp("operator")
-    kubeconfig = operator_kubeconfig(control_plane, tmp)
-    # The loopback head is no Service in the tenants' namespaces: the operator allows it explicitly, and
-    # sets the Ray/HF environment itself (tenants may not: docs/tenancy.md).
-    job_env = [a for key, value in {**RAY_ENV, "RAY_ADDRESS": ray_head.gcs_address}.items() for a in ("--job-env", f"{key}={value}")]
-    op = ChartOperator(control_plane, tenants, tmp, kubeconfig,
-                        "--serve-port", str(ray_head.serve_port), "--shared-poll-seconds", "1",
-                        "--allow-cluster-address", "http://127.0.0.1:*", *job_env).start()
+    op = on_shared_head(control_plane, tenants, tmp_path_factory.mktemp("operator"), ray_head).start()
     yield op
     op.stop()
     print(f"--- operator log ({op.log_path}) ---\n{op.log_tail(80)}")
