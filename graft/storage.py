@@ -25,8 +25,10 @@ This module imports neither Ray nor pyarrow at import time (the operator uses it
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -196,6 +198,24 @@ def read_text(uri: str) -> str:
     fs, path = fsspec_filesystem(uri)
     with fs.open(path, "r") as fh:
         return str(fh.read())
+
+
+TORN_READ_RETRIES = 10
+
+
+def read_json(uri: str) -> Any:
+    """A JSON document that a writer may be replacing while it is read.
+
+    Arrow's S3 reader asks for the object's size (HEAD) and then reads that many bytes (a ranged
+    GET); a PUT between the two hands back the new object cut to the old size. A cut JSON document
+    never parses (its closing bracket is its last character), so a decode error is read again, up
+    to `TORN_READ_RETRIES` times; a document that stays unreadable raises the last error."""
+    for attempt in range(1, TORN_READ_RETRIES):
+        try:
+            return json.loads(read_text(uri))
+        except json.JSONDecodeError:
+            time.sleep(0.05 * attempt)
+    return json.loads(read_text(uri))
 
 
 def write_text(uri: str, text: str) -> None:

@@ -45,7 +45,7 @@ def _exported_from(dest: str) -> str | None:
     meta = storage.join(dest, EXPORT_META)
     if not storage.exists(meta):
         return None
-    found = json.loads(storage.read_text(meta)).get("checkpoint")
+    found = storage.read_json(meta).get("checkpoint")
     return str(found) if found is not None else None
 
 

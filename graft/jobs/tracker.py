@@ -128,7 +128,7 @@ class TrialTracker(Callback):
         """Read an earlier attempt's progress (False when there is none)."""
         if not self.progress_uri or not storage.exists(self.progress_uri):
             return False
-        doc = json.loads(storage.read_text(self.progress_uri))
+        doc = storage.read_json(self.progress_uri)
         self.trials = {k: TrialState.from_json(v) for k, v in doc.get("trials", {}).items()}
         self.attempts = [Attempt(**a) for a in doc.get("attempts", [])]
         self.resumes = [ResumeRecord.model_validate(r) for r in doc.get("resumes", [])]

@@ -14,7 +14,6 @@ Used by the chaos tests and bench/resume.py.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -76,7 +75,7 @@ class JobAttempt:
 def read_progress(uri: str) -> dict[str, Any] | None:
     """The tracker's graft_progress.json, or None while there is none."""
     try:
-        return dict(json.loads(storage.read_text(uri)))
+        return dict(storage.read_json(uri))
     except FileNotFoundError:
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,26 @@ def test_prune_deletes_other_checkpoints_on_object_storage(s3_bucket: str) -> No
 
     assert removed == [other]
     assert storage.exists(storage.join(keep, "shard.pt")) and not storage.exists(other)
+
+
+def test_a_json_document_replaced_while_it_is_read_comes_back_whole(s3_bucket: str) -> None:
+    uri = storage.join(s3_bucket, "ns", "job-01234567", "runs", "graft_progress.json")
+    short, long = {"trials": {}}, {"trials": {str(i): {"epoch": i} for i in range(40)}}
+    storage.write_text(uri, json.dumps(short))
+    stop = threading.Event()
+
+    def replace_again_and_again() -> None:
+        while not stop.is_set():
+            for doc in (long, short):
+                storage.write_text(uri, json.dumps(doc))
+                stop.wait(0.01)  # a busy writer; a plain read_text + json.loads is cut about 1 time in 20
+
+    writer = threading.Thread(target=replace_again_and_again, daemon=True)
+    writer.start()
+    try:
+        seen = [storage.read_json(uri) for _ in range(150)]
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+
+    assert all(doc in (short, long) for doc in seen)

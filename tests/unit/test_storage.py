@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -118,3 +119,18 @@ def test_new_directories_on_shared_storage_are_writable_by_every_uid(tmp_path: P
     for new in ("team-a", "team-a/job-0123abcd", "team-b", "team-b/job-4567ef01"):
         assert stat.S_IMODE((existing / new).stat().st_mode) == 0o777, new
     assert stat.S_IMODE(existing.stat().st_mode) == 0o755  # what existed is left alone
+
+
+def test_a_json_document_cut_by_a_concurrent_replace_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = iter(['{"trials": {"a": 1}, "resu', '{"trials": {"a": 1}, "resumes": []}'])
+    monkeypatch.setattr(storage, "read_text", lambda uri: next(reads))
+
+    assert storage.read_json("s3://bucket/p.json") == {"trials": {"a": 1}, "resumes": []}
+
+
+def test_a_json_document_that_stays_unreadable_raises_its_decode_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "read_text", lambda uri: "{not json")
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+
+    with pytest.raises(json.JSONDecodeError):
+        storage.read_json("s3://bucket/p.json")
