@@ -156,14 +156,16 @@ class Loop:
         return (read_progress(uri.rsplit("/", 1)[0] + "/" + PROGRESS_FILE) if uri else None) or last
 
     def _with_result(self, job: FineTuneJob, prev: FineTuneJobStatus | None, obs: JobObservation, backend: JobBackend) -> JobObservation:
-        if obs.run is None or obs.run.state != RunState.SUCCEEDED:
+        """The result of a Ray job that ended. A succeeded job waits for it (it decides the phase);
+        a failed one is read once for the reason graft.jobs gave (StorageFailed), and fails without it."""
+        if obs.run is None or obs.run.state not in (RunState.SUCCEEDED, RunState.FAILED):
             return obs
         if prev is not None and prev.result:
             return _replace(obs, result=TrainingResult.model_validate(prev.result))
         try:
             return _replace(obs, result=read_result(backend.result_source(job, obs.run)))
         except ResultUnavailable as exc:
-            return _replace(obs, result_error=str(exc))
+            return _replace(obs, result_error=str(exc)) if obs.run.state == RunState.SUCCEEDED else obs
 
     def _finish(self, raw: Raw, job: FineTuneJob, status: FineTuneJobStatus, obs: JobObservation, now: datetime) -> float | None:
         """A terminal job: promote once, collect the RayJob after its TTL, write status once."""

@@ -73,6 +73,11 @@ def set_condition(
     return [c for c in conditions if c.type != type_] + [new]
 
 
+# Reasons of a Ray job whose driver exited with an error (shared cluster; KubeRay's RayJob): the
+# job's result, when it wrote one, says why in graft.jobs' words (reason StorageFailed).
+EXITED_WITH_ERROR = frozenset({"JobFailed", "AppFailed", "RayJobFailed"})
+
+
 def _phase_of_run(run: RunObservation | None, suspend: bool) -> tuple[Phase, str, str]:
     if run is None or run.state == RunState.ABSENT:
         if suspend:
@@ -185,6 +190,8 @@ def compute_status(previous: FineTuneJobStatus | None, obs: JobObservation, now:
             reason, message = "ReadingResult", "the Ray job succeeded; reading its result"
             if obs.result_error:
                 message = f"the Ray job succeeded; waiting for its result: {obs.result_error}"
+    elif run is not None and run.reason in EXITED_WITH_ERROR and obs.result is not None and obs.result.status == "failed":
+        reason, message = obs.result.reason or reason, obs.result.message or message  # graft.jobs' own words
     if obs.progress is not None and phase == Phase.RUNNING:
         st.progress = obs.progress
         if obs.progress.best_score is not None and obs.result is None:

@@ -225,6 +225,31 @@ def test_a_finished_job_reads_its_result_promotes_and_deletes_the_rayjob_after_i
     assert h.kube.find(k.MODELENDPOINTS, NS, "done") is not None
 
 
+def test_a_job_that_failed_on_storage_reads_its_result_once_and_fails_with_storage_failed(h: Harness, tmp_path: Path) -> None:
+    h.apply("lost")
+    h.reconcile("lost")
+    uid = (h.kube.find(k.FINETUNEJOBS, NS, "lost") or {})["metadata"]["uid"]
+    run = tmp_path / NS / f"lost-{uid[:8]}"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({
+        "jobName": "lost", "status": "failed", "reason": "StorageFailed", "metric": "eval_accuracy", "mode": "max",
+        "message": "tuning failed: storage s3://b/root failed: AWS Error NETWORK_CONNECTION", "startedAt": "a", "finishedAt": "b"}))
+    h.kuberay("lost", jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed", message="Job entrypoint command failed")
+    h.reconcile("lost")
+    st = h.status("lost")
+    assert (st["phase"], condition(st, "Succeeded")["reason"]) == ("Failed", "StorageFailed")
+    assert "s3://b/root" in st["message"] and st["result"]["reason"] == "StorageFailed"
+
+
+def test_a_failed_job_without_a_result_fails_with_the_rayjobs_reason_at_once(h: Harness) -> None:
+    h.apply("gone")
+    h.reconcile("gone")
+    h.kuberay("gone", jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed", message="Job entrypoint command failed")
+    h.reconcile("gone")
+    st = h.status("gone")
+    assert (st["phase"], condition(st, "Succeeded")["reason"], st["message"]) == ("Failed", "AppFailed", "Job entrypoint command failed")
+
+
 def test_live_progress_is_read_while_the_job_runs(h: Harness, tmp_path: Path) -> None:
     h.apply("live", tuning={"numTrials": 4})
     h.reconcile("live")

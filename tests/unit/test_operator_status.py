@@ -96,6 +96,20 @@ def test_rayjob_failure_reason_and_message_are_mirrored() -> None:
     assert (c.status, c.reason, c.message) == ("False", "DeadlineExceeded", "deadline of 60s exceeded")
 
 
+def test_a_job_that_exited_on_a_storage_failure_fails_with_the_results_reason_and_message() -> None:
+    failed = result(status="failed").model_copy(update={"reason": "StorageFailed", "message": "storage s3://b/root failed: AWS Error NETWORK_CONNECTION"})
+    st = step(None, ray_job=rayjob("Failed", "FAILED", reason="AppFailed", message="Job entrypoint command failed"), result=failed)
+    c = cond(st, "Succeeded")
+    assert (st.phase, c.status, c.reason) == (Phase.FAILED, "False", "StorageFailed")
+    assert "s3://b/root" in c.message and st.message == c.message
+
+
+def test_a_rayjob_that_failed_for_its_own_reason_keeps_it_over_a_failed_result() -> None:
+    failed = result(status="failed").model_copy(update={"reason": "StorageFailed"})
+    st = step(None, ray_job=rayjob("Failed", "", reason="DeadlineExceeded", message="deadline of 60s exceeded"), result=failed)
+    assert (cond(st, "Succeeded").reason, st.message) == ("DeadlineExceeded", "deadline of 60s exceeded")
+
+
 def test_terminal_phase_is_sticky_when_the_rayjob_disappears() -> None:
     done = step(None, ray_job=rayjob("Complete", "SUCCEEDED"), result=result())
     again = step(done, t=600, ray_job=None)
