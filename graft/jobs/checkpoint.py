@@ -8,6 +8,8 @@ A checkpoint directory (Ray merges every rank's directory into one):
     state.pt                single/ddp, rank 0: trainable weights, optimizer, scheduler (+ scaler)
     deepspeed/state/       DeepSpeed: every rank's shards (`save_checkpoint`)
     hf/                     only when the epoch is the trial's best so far: the exported model
+    graft_manifest_r<rank>.json  every rank, written last: the world size and every file the rank
+                            wrote with its size (`missing_files` checks a stored checkpoint against it)
 
 Data order needs no state: every epoch's shuffle is seeded by (seed, epoch). So a worker group
 that restarts from the checkpoint of epoch k trains epochs k+1.. exactly as an uninterrupted run.
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 META_FILE = "graft_checkpoint.json"
 HF_EXPORT_DIR = "hf"
+MANIFEST_PATTERN = re.compile(r"graft_manifest_r(\d+)\.json")
 
 
 @dataclass
@@ -89,3 +93,38 @@ def shard(rows: int, world: int, rank: int, *, seed: int, epoch: int, shuffle: b
     padded = np.resize(order, total) if rows else order
     valid = np.arange(total) < rows
     return padded[rank::world], valid[rank::world]
+
+
+def manifest_file(rank: int) -> str:
+    return f"graft_manifest_r{rank}.json"
+
+
+def write_manifest(out: Path, rank: int, world: int) -> None:
+    """List every file of this rank's checkpoint directory with its size; call it last."""
+    files = {p.relative_to(out).as_posix(): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
+    (out / manifest_file(rank)).write_text(json.dumps({"rank": rank, "world": world, "files": files}))
+
+
+def missing_files(checkpoint_uri: str) -> list[str]:
+    """The files a stored checkpoint should hold by its ranks' manifests but lacks or holds cut short
+    ("path (N of M bytes)"), missing manifests included; [] when it is whole.
+
+    Why: when an object store fills up while Ray Train uploads a checkpoint, pyarrow's S3 stream
+    reports the failed upload only as "Error ignored when destroying file" and Ray records the
+    checkpoint as created; the manifests are what tells a whole checkpoint from a cut one."""
+    from graft import storage
+
+    fs, root = storage.fsspec_filesystem(checkpoint_uri)
+    root = root.rstrip("/")
+    stored = {str(path)[len(root):].lstrip("/"): int(info.get("size") or 0) for path, info in fs.find(root, detail=True).items()}
+    ranks = {int(m.group(1)) for name in stored if (m := MANIFEST_PATTERN.fullmatch(name))}
+    manifests = [json.loads(fs.cat_file(f"{root}/{manifest_file(r)}")) for r in sorted(ranks)]
+    world = max([int(m["world"]) for m in manifests], default=1)
+    problems = [manifest_file(r) for r in range(world) if r not in ranks]
+    for manifest in manifests:
+        for name, size in manifest["files"].items():
+            if name not in stored:
+                problems.append(name)
+            elif stored[name] != size:
+                problems.append(f"{name} ({stored[name]} of {size} bytes)")
+    return problems

@@ -121,7 +121,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
         error = f"tuning failed: {exc}"
         reason = storage_failure(exc)
         if reason:
-            error = f"tuning failed: storage {storage} failed: {exc}"
+            error = f"tuning failed: storage {storage} failed: {storage_cause(str(exc))}"
 
     if outcome is not None:
         base = base.model_copy(update=outcome.tracker.recovery())
@@ -131,7 +131,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
         failed = [t for t in trials if t.error]
         broken = next((t for t in failed if storage_failure(t.error or "")), None)
         if broken is not None and error is None:
-            reason, error = STORAGE_FAILURE, f"storage {storage} failed (trial {broken.trial_id}): {broken.error}"
+            reason, error = STORAGE_FAILURE, f"storage {storage} failed (trial {broken.trial_id}): {storage_cause(broken.error or '')}"
         message = error or (f"every trial failed; first error: {failed[0].error}" if failed else "no trial reported a checkpoint")
         return _fail(base, message, trials, phases, run_dir, emit, reason=reason)
 
@@ -200,6 +200,15 @@ def storage_failure(exc: BaseException | str) -> str | None:
             return STORAGE_FAILURE
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def storage_cause(text: str) -> str:
+    """The line of an error text (often a whole Ray traceback) that names the storage problem, e.g.
+    `OSError: When getting information for key ...: AWS Error NETWORK_CONNECTION ...`; the text's
+    last line when none does."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if any(marker in line for marker in _STORAGE_MARKERS)]
+    return (named or lines or [text])[-1]
 
 
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)

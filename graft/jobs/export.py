@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from graft import storage
-from graft.jobs.train import HF_EXPORT_DIR
+from graft.jobs.checkpoint import HF_EXPORT_DIR, missing_files
 
 MODEL_DIR = "model"
 EXPORT_META = "graft_export.json"
@@ -61,11 +61,17 @@ def _existing_export(first: str, checkpoint_path: str) -> str | None:
 def export_best(checkpoint_path: str, job_dir: str, meta: dict[str, Any]) -> str:
     """Copy `<checkpoint>/hf/` to the first free of `<job dir>/model[-N]/`; return its URI.
     Never replaces an earlier export; returns the existing one when it holds this checkpoint
-    (`meta["checkpoint"]`)."""
+    (`meta["checkpoint"]`). A checkpoint that lacks files its manifests list (graft.jobs.checkpoint)
+    raises StorageError naming them: nothing is exported from it."""
     first = model_uri(job_dir)
     found = _existing_export(first, str(meta.get("checkpoint", checkpoint_path)))
     if found is not None:
         return found
+    problems = missing_files(checkpoint_path)
+    if problems:
+        more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise storage.StorageError(f"checkpoint {checkpoint_path} is incomplete on storage (is the store full?): "
+                                   f"{', '.join(problems[:5])}{more} missing")
     src = f"{checkpoint_path.rstrip('/')}/{HF_EXPORT_DIR}"
     if storage.is_remote(first) or storage.is_remote(checkpoint_path):
         return _copy_fsspec(src, first, meta)

@@ -280,7 +280,7 @@ class _Worker:
     def _report(self, metrics: dict[str, Any], progress: Progress, *, checkpoint: bool, export: bool) -> None:
         import ray.train
 
-        from graft.jobs.checkpoint import save_rng, write_meta
+        from graft.jobs.checkpoint import save_rng, write_manifest, write_meta
 
         if not checkpoint:
             ray.train.report(metrics)
@@ -306,6 +306,7 @@ class _Worker:
                     "exported": export,
                 }
                 write_meta(tmp, meta, progress)
+            write_manifest(tmp, self.rank, self.world)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -36,11 +36,14 @@ class ChartOperator(OperatorProcess):
         return self
 
 
-def on_shared_head(cp: ControlPlane, namespaces: list[str], tmp: Path, head: RayHead) -> ChartOperator:
+def on_shared_head(cp: ControlPlane, namespaces: list[str], tmp: Path, head: RayHead,
+                   platform_env: dict[str, str] | None = None) -> ChartOperator:
     """The operator (not started) as the shared-cluster e2e tests run it against a loopback Ray head.
 
     The loopback head is no Service in the tenants' namespaces: the operator allows it explicitly, and
-    sets the Ray/HF environment itself (tenants may not: docs/tenancy.md)."""
-    job_env = [a for key, value in {**RAY_ENV, "RAY_ADDRESS": head.gcs_address}.items() for a in ("--job-env", f"{key}={value}")]
+    sets the Ray/HF environment itself (tenants may not: docs/tenancy.md); `platform_env` adds to
+    that job environment (an object store's AWS_* variables, as a platform team would set them)."""
+    env = {**RAY_ENV, "RAY_ADDRESS": head.gcs_address, **(platform_env or {})}
+    job_env = [a for key, value in env.items() for a in ("--job-env", f"{key}={value}")]
     return ChartOperator(cp, namespaces, tmp, operator_kubeconfig(cp, tmp), "--serve-port", str(head.serve_port),
                          "--shared-poll-seconds", "1", "--allow-cluster-address", "http://127.0.0.1:*", *job_env)

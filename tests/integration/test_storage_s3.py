@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from graft import storage
+from graft.jobs.checkpoint import missing_files, write_manifest
 from graft.jobs.export import EXPORT_META, export_best, prune_checkpoints
 from tests.s3server import S3Server
 
@@ -56,6 +57,7 @@ def _local_checkpoint(root: Path) -> Path:
     (root / "hf").mkdir(parents=True)
     (root / "hf" / "config.json").write_text("{}")
     (root / "hf" / "model.safetensors").write_bytes(b"weights")
+    write_manifest(root, rank=0, world=1)
     return root
 
 
@@ -102,3 +104,13 @@ def test_a_json_document_replaced_while_it_is_read_comes_back_whole(s3_bucket: s
         writer.join(timeout=10)
 
     assert all(doc in (short, long) for doc in seen)
+
+
+def test_a_checkpoint_cut_short_on_object_storage_is_found_by_its_manifest(s3_bucket: str, tmp_path: Path) -> None:
+    ckpt = _local_checkpoint(tmp_path / "ckpt")
+    stored = storage.join(s3_bucket, "ns", "job-12345678", "runs", "checkpoint_000000")
+    for path in sorted(p for p in ckpt.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        storage.write_text(f"{stored}/{path.relative_to(ckpt).as_posix()}", data.decode()[:3] if path.name == "model.safetensors" else data.decode())
+
+    assert missing_files(stored) == ["hf/model.safetensors (3 of 7 bytes)"]

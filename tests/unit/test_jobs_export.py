@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from graft.jobs.checkpoint import manifest_file, missing_files, write_manifest
 from graft.jobs.export import EXPORT_META, export_best, model_uri, prune_checkpoints
+from graft.storage import StorageError
 
 pytestmark = pytest.mark.unit
 
@@ -19,6 +21,7 @@ def checkpoint(root: Path, name: str, weights: bytes = b"w") -> Path:
     (ckpt / "hf" / "model.safetensors").write_bytes(weights)
     (ckpt / "deepspeed").mkdir()
     (ckpt / "deepspeed" / "optim_states.pt").write_bytes(b"big")
+    write_manifest(ckpt, rank=0, world=1)
     return ckpt
 
 
@@ -65,6 +68,7 @@ def test_a_later_attempt_exporting_the_same_checkpoint_gets_the_first_export(tmp
 
 def test_export_without_hf_directory_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "bare").mkdir()
+    write_manifest(tmp_path / "bare", rank=0, world=1)  # whole, but no epoch of it was the best
     with pytest.raises(FileNotFoundError, match="no Hugging Face export"):
         export_best(str(tmp_path / "bare"), str(tmp_path / "storage" / "job"), {})
 
@@ -84,3 +88,32 @@ def test_prune_keeps_the_best_and_removes_the_rest(tmp_path: Path) -> None:
     removed = prune_checkpoints(str(best), [str(best), str(other), str(tmp_path / "gone")])
     assert removed == [str(other.resolve())]
     assert best.exists() and not other.exists()
+
+
+def test_a_whole_checkpoint_misses_nothing(tmp_path: Path) -> None:
+    assert missing_files(str(checkpoint(tmp_path, "c"))) == []
+
+
+def test_a_checkpoint_missing_a_listed_file_is_not_exported_and_the_file_is_named(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "ckpts", "cut")
+    (ckpt / "hf" / "model.safetensors").unlink()  # the upload that failed on a full store
+
+    with pytest.raises(StorageError, match=r"incomplete on storage .*hf/model.safetensors missing"):
+        export_best(str(ckpt), str(tmp_path / "storage" / "job"), {})
+    assert not (tmp_path / "storage" / "job" / "model").exists()
+
+
+def test_a_file_cut_short_counts_as_missing_with_its_sizes(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path, "short", weights=b"0123456789")
+    (ckpt / "hf" / "model.safetensors").write_bytes(b"0123")
+
+    assert missing_files(str(ckpt)) == ["hf/model.safetensors (4 of 10 bytes)"]
+
+
+def test_a_rank_whose_manifest_never_arrived_is_named(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path, "two-ranks")
+    (ckpt / manifest_file(0)).unlink()
+    (ckpt / "rng-1.pt").write_bytes(b"r")
+    write_manifest(ckpt, rank=1, world=2)  # rank 1 uploaded; rank 0's manifest is lost
+
+    assert missing_files(str(ckpt)) == [manifest_file(0)]
