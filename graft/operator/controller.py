@@ -19,6 +19,7 @@ from graft.operator.cache import Store, key_of
 from graft.operator.events import EventRecorder
 from graft.operator.loop import Loop
 from graft.operator.names import LABEL_ENDPOINT, LABEL_JOB
+from graft.operator.progress_reads import ProgressReads
 from graft.operator.settings import OperatorSettings
 from graft.operator.sweep import ApiConfirm, Sweeper
 from graft.operator.workqueue import WorkQueue
@@ -33,11 +34,16 @@ class Controller:
         self.namespaces = list(namespaces or [])
         self.store = Store(read_labels=kube.namespace_labels)
         self.events = EventRecorder(kube)
-        self.loop = Loop(kube, self.store, settings, self.events)
         self.queue = WorkQueue(self._process, workers=settings.workers)
+        self.progress_reads = ProgressReads(settings.progress_seconds, self._progress_changed)
+        self.loop = Loop(kube, self.store, settings, self.events, self.progress_reads)
         self._stop = threading.Event()
         self._resync: threading.Thread | None = None
         self.sweeper = Sweeper(settings, self.namespaces, settings.sweep_seconds)
+
+    def _progress_changed(self, key: Hashable) -> None:
+        namespace, name = cast(tuple[str, str], key)
+        self.queue.add((JOB, namespace, name))
 
     def _process(self, key: Hashable) -> float | None:
         kind, namespace, name = cast(tuple[str, str, str], key)
@@ -104,6 +110,7 @@ class Controller:
     def stop(self) -> None:
         self._stop.set()
         self.queue.stop()
+        self.progress_reads.stop()
         self.events.stop()
 
     def alive(self) -> bool:

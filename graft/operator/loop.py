@@ -21,7 +21,7 @@ from graft.api.errors import SpecError
 from graft.api.result import TrainingResult
 from graft.api.spec import FineTuneJob
 from graft.api.status import Admitted, FineTuneJobStatus, Phase, Progress
-from graft.jobs.progress import PROGRESS_FILE, read_progress
+from graft.jobs.progress import PROGRESS_FILE
 from graft.operator import kube as k
 from graft.operator.backends.base import EndpointBackend, JobBackend, RunObservation, RunState, ServeObservation
 from graft.operator.backends.rayjob import RayJobBackend, RayServiceBackend
@@ -32,6 +32,7 @@ from graft.operator.finalizer import Finalizers, has_finalizer
 from graft.operator.gate import Gate, apply_admitted, with_queue_label
 from graft.operator.metrics import METRICS
 from graft.operator.objects import Raw, known, parse_endpoint, parse_job, previous_status
+from graft.operator.progress_reads import ProgressReads
 from graft.operator.promoter import PromotionConflict, promote
 from graft.operator.result import ResultUnavailable, read_result
 from graft.operator.settings import OperatorSettings
@@ -63,8 +64,10 @@ def _time(value: str | None) -> datetime | None:
 
 
 class Loop:
-    def __init__(self, kube: k.Kube, store: Store, settings: OperatorSettings, events: EventRecorder) -> None:
+    def __init__(self, kube: k.Kube, store: Store, settings: OperatorSettings, events: EventRecorder,
+                 progress_reads: ProgressReads) -> None:
         self.kube, self.store, self.settings, self.events = kube, store, settings, events
+        self.progress_reads = progress_reads
         self.gate = Gate(store, settings)
         self.rayjobs = RayJobBackend(kube, store, settings)
         self.shared_jobs = SharedJobBackend(settings)
@@ -128,7 +131,7 @@ class Loop:
         for ev in step.events:
             self.events.post(raw, ev.type, ev.reason, ev.message)
         obs = JobObservation(gen, metric=job.spec.score_metric, admitted=admitted, run=step.obs,
-                             progress=self._progress(effective, prev, step.obs, backend, now))
+                             progress=self._progress(effective, prev, step.obs, backend))
         obs = self._with_result(effective, prev, obs, backend)
         new = compute_status(prev, obs, now, suspend=job.spec.suspend)
         if Phase(new.phase).is_terminal:
@@ -143,17 +146,16 @@ class Loop:
         self._write_job(raw, prev, JobObservation(obs.generation, metric=obs.metric, refusal=refusal), False)
         return RETRY_SECONDS if refusal.retryable else None
 
-    def _progress(self, job: FineTuneJob, prev: FineTuneJobStatus | None, run: RunObservation,
-                  backend: JobBackend, now: datetime) -> Progress | None:
-        """The job's progress.json, read at most every settings.progress_seconds while it runs."""
+    def _progress(self, job: FineTuneJob, prev: FineTuneJobStatus | None, run: RunObservation, backend: JobBackend) -> Progress | None:
+        """The job's latest progress.json while it runs: what the background reads (at most every
+        settings.progress_seconds) brought last, else what the status holds. Never waits on storage."""
+        key = (job.metadata.namespace or "", job.metadata.name)
         if run.state != RunState.RUNNING:
+            self.progress_reads.forget(key)
             return None
         last = prev.progress if prev is not None else None
-        seen = _time(last.updated) if last is not None else None
-        if seen is not None and now - seen < timedelta(seconds=self.settings.progress_seconds):
-            return last
         uri = backend.result_source(job, run).uri
-        return (read_progress(uri.rsplit("/", 1)[0] + "/" + PROGRESS_FILE) if uri else None) or last
+        return (self.progress_reads.latest(key, uri.rsplit("/", 1)[0] + "/" + PROGRESS_FILE) if uri else None) or last
 
     def _with_result(self, job: FineTuneJob, prev: FineTuneJobStatus | None, obs: JobObservation, backend: JobBackend) -> JobObservation:
         """The result of a Ray job that ended. A succeeded job waits for it (it decides the phase);
@@ -225,6 +227,7 @@ class Loop:
         METRICS.forget_job(namespace, name)
         self.gate.settled(namespace, name)
         self.finalizers.forget(k.FINETUNEJOBS, namespace, name)
+        self.progress_reads.forget((namespace, name))
 
     # ------------------------------------------------------------------ ModelEndpoint
     def reconcile_endpoint(self, namespace: str, name: str) -> float | None:

@@ -260,10 +260,12 @@ def test_live_progress_is_read_while_the_job_runs(h: Harness, tmp_path: Path) ->
         "trials": "1/4 (2 running)", "trialsTotal": 4, "trialsRunning": 2, "trialsCompleted": 1, "bestScore": 0.8,
         "bestTrial": "t0", "epoch": 2, "epochs": 3, "etaSeconds": 120, "updated": "2020-01-01T00:00:00Z"}))
     h.kuberay("live", jobDeploymentStatus="Running", jobStatus="RUNNING")
-    again = h.reconcile("live")
+    first = h.reconcile("live")  # starts the read in the background; the reconcile does not wait for it
+    wait_for(lambda: h.ctl.progress_reads.latest((NS, "live"), "unused") is not None, timeout=10, what="the progress read")
+    again = h.reconcile("live")  # what the read's callback queues
     st = h.status("live")
     assert st["progress"]["trials"] == "1/4 (2 running)" and st["bestMetric"] == "0.8" and st["metric"] == "eval_accuracy"
-    assert again == h.ctl.settings.progress_seconds
+    assert first == again == h.ctl.settings.progress_seconds
 
 
 def test_a_phase_change_posts_one_event_off_the_reconcile_path(h: Harness) -> None:
