@@ -137,6 +137,12 @@ class S3Server:
         self.filesystem().fs.create_dir(name)
         return f"s3://{name}"
 
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
+from tests.controlplane import ControlPlane
+from tests.e2e.shared_ray import RayHead
+
 # Trial drivers use this custom resource (see graft.jobs.tune); 2 lets two trials run side by side.
 RAY_RESOURCES = {"graft_trial_driver": 2.0}
 RAY_ENV = {
@@ -86,6 +90,22 @@ def write_sentiment_jsonl(path: Path, rows_per_label: int = 24, seed: int = 0) -
 @pytest.fixture(scope="session")
 def sentiment_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_sentiment_jsonl(tmp_path_factory.mktemp("data") / "sentiment.jsonl")
+
+
+@pytest.fixture
+def ray_head() -> Iterator[RayHead]:
+    """A real Ray head of the test's own (2 CPUs, 2 trial-driver slots, loopback), stopped after it."""
+    with RayHead(num_cpus=2, resources={TRIAL_DRIVER_RESOURCE: 2}) as head:
+        yield head
+
+
+@pytest.fixture
+def tenant(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A tenant namespace of the test's own, named after its module (graft-chaos-storage-...)."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    ns = control_plane.create_namespace(f"graft-{module}")
+    yield ns
+    control_plane.delete_namespace(ns, wait=False)
 
 
 def tiny_job(model: Path, data: Path, name: str = "tiny", **spec_overrides: Any) -> dict[str, Any]:

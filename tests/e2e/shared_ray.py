@@ -185,6 +185,12 @@ class RayHead:
                         continue
         return _children(roots) - {os.getpid()}
 
+    def __enter__(self) -> RayHead:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM `ray start --block` (it stops its node), then SIGKILL whatever of ours is left."""
         pids = self.own_pids()

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
 from graft.operator.builders.endpoint import promotions
 from tests.controlplane import ControlPlane
 from tests.e2e.chart_operator import ChartOperator, on_shared_head
@@ -44,22 +43,6 @@ WINDOW = 4
 # shows nothing); then it runs on to the end.
 KILLS = 5
 KILL_AFTER = (8.0, 16.0)
-
-
-@pytest.fixture
-def ray_head() -> Iterator[RayHead]:
-    head = RayHead(num_cpus=2, resources={TRIAL_DRIVER_RESOURCE: 2}).start()
-    try:
-        yield head
-    finally:
-        head.stop()
-
-
-@pytest.fixture
-def tenant(control_plane: ControlPlane) -> Iterator[str]:
-    ns = control_plane.create_namespace("graft-chaos")
-    yield ns
-    control_plane.delete_namespace(ns, wait=False)
 
 
 @pytest.fixture

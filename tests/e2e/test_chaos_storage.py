@@ -23,7 +23,6 @@ import yaml
 from graft import storage
 from graft.api import FineTuneJob
 from graft.jobs.entrypoint import STORAGE_FAILURE, TrainingFailed, run_job
-from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
 from tests.controlplane import ControlPlane
 from tests.e2e.chart_operator import ChartOperator, on_shared_head
 from tests.e2e.conftest import tiny_job
@@ -41,27 +40,8 @@ PROBE = "a great and wonderful film"
 @pytest.fixture
 def store() -> Iterator[S3Server]:
     """The object store the test stops mid-run (its own: the session's server stays up)."""
-    server = S3Server().start()
-    try:
+    with S3Server() as server:
         yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def ray_head() -> Iterator[RayHead]:
-    head = RayHead(num_cpus=2, resources={TRIAL_DRIVER_RESOURCE: 2}).start()
-    try:
-        yield head
-    finally:
-        head.stop()
-
-
-@pytest.fixture
-def tenant(control_plane: ControlPlane) -> Iterator[str]:
-    ns = control_plane.create_namespace("graft-storage-fault")
-    yield ns
-    control_plane.delete_namespace(ns, wait=False)
 
 
 @pytest.fixture
@@ -138,13 +118,10 @@ def test_storage_lost_mid_run_fails_the_job_naming_it_and_the_promoted_model_kee
 def small_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
     """An object store on a 40 MB disk: the probe and small files fit, a checkpoint (about 90 MB of
     weights alone) does not."""
-    server = S3Server(size_limit_mb=40).start()
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)
-    try:
+    with S3Server(size_limit_mb=40) as server:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
         yield server
-    finally:
-        server.stop()
 
 
 def test_a_store_that_fills_up_during_a_checkpoint_upload_fails_the_job_naming_the_lost_files(

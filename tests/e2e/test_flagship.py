@@ -41,11 +41,8 @@ NEGATIVE_PROBE = "a terrible and awful film"
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[RayHead]:
     """One real Ray head for the module: 2 CPUs, 2 trial-driver slots, loopback only."""
-    head = RayHead(num_cpus=2, resources={TRIAL_DRIVER_RESOURCE: 2}).start()
-    try:
+    with RayHead(num_cpus=2, resources={TRIAL_DRIVER_RESOURCE: 2}) as head:
         yield head
-    finally:
-        head.stop()
 
 
 @pytest.fixture(scope="module")
