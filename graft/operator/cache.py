@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from graft.operator.kube import FINETUNEJOBS, FINETUNEPOLICIES, MODELENDPOINTS, RAYJOBS, RAYSERVICES, Kind
+from graft.operator.kube import FINETUNEJOBS, FINETUNEPOLICIES, MODELENDPOINTS, PODS, RAYJOBS, RAYSERVICES, Kind
 
 Key = tuple[str, str]
-KINDS = (FINETUNEJOBS, MODELENDPOINTS, RAYJOBS, RAYSERVICES, FINETUNEPOLICIES)
+KINDS = (FINETUNEJOBS, MODELENDPOINTS, RAYJOBS, RAYSERVICES, FINETUNEPOLICIES, PODS)
 
 
 def _rv(obj: dict[str, Any]) -> int:
@@ -61,6 +61,12 @@ class Store:
     def items(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [o for (ns, _), o in self._objects[kind].items() if namespace is None or ns == namespace]
+
+    def labelled(self, kind: Kind, namespace: str, label: str, value: str) -> list[dict[str, Any]]:
+        """The stored objects of `kind` in `namespace` whose label `label` is `value`."""
+        with self._lock:
+            return [o for (ns, _), o in self._objects[kind].items()
+                    if ns == namespace and ((o.get("metadata") or {}).get("labels") or {}).get(label) == value]
 
     def keys(self, kind: Kind) -> list[Key]:
         with self._lock:

@@ -15,6 +15,7 @@ from collections.abc import Hashable
 from typing import Any, cast
 
 from graft.operator import kube as k
+from graft.operator.backends.pods import pod_problem, slim
 from graft.operator.cache import Store, key_of
 from graft.operator.events import EventRecorder
 from graft.operator.loop import Loop
@@ -65,6 +66,8 @@ class Controller:
             if owner is not None:
                 self.queue.add(owner)
             return
+        if kind == k.PODS:
+            obj = slim(obj)
         old = self.store.get(kind, ns, name)
         stored = self.store.put(kind, obj)
         if old is not None and (old is stored or _same_version(old, obj)):
@@ -73,6 +76,10 @@ class Controller:
             self.queue.add((JOB, ns, name))
         elif kind == k.MODELENDPOINTS:
             self.queue.add((ENDPOINT, ns, name))
+        elif kind == k.PODS:
+            owner = self._owner(kind, obj)
+            if owner is not None and pod_problem([obj]) is not None:
+                self.queue.add(owner)
         elif kind in (k.RAYJOBS, k.RAYSERVICES):
             owner = self._owner(kind, obj)
             if owner is not None and (old is None or old.get("status") != obj.get("status")):
@@ -82,7 +89,7 @@ class Controller:
     def _owner(kind: k.Kind, obj: dict[str, Any]) -> tuple[str, str, str] | None:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         ns = (obj.get("metadata") or {}).get("namespace") or ""
-        if kind == k.RAYJOBS and labels.get(LABEL_JOB):
+        if kind in (k.RAYJOBS, k.PODS) and labels.get(LABEL_JOB):
             return JOB, ns, labels[LABEL_JOB]
         if kind == k.RAYSERVICES and labels.get(LABEL_ENDPOINT):
             return ENDPOINT, ns, labels[LABEL_ENDPOINT]

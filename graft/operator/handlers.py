@@ -14,7 +14,7 @@ import kopf
 
 from graft.operator import kube as k
 from graft.operator.controller import Controller
-from graft.operator.names import LABEL_MANAGED_BY, MANAGED_BY
+from graft.operator.names import LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY
 
 
 def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
@@ -56,5 +56,6 @@ def build_registry(ctl: Controller) -> kopf.OperatorRegistry:
     watch(k.FINETUNEPOLICIES)
     watch(k.RAYJOBS, labels=managed)
     watch(k.RAYSERVICES, labels=managed)
+    watch(k.PODS, labels={**managed, LABEL_JOB: kopf.PRESENT})  # the Ray pods of Graft's RayJobs
 
     return reg

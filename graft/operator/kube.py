@@ -31,6 +31,7 @@ MODELENDPOINTS = Kind(API_GROUP, API_VERSION, "modelendpoints")
 FINETUNEPOLICIES = Kind(API_GROUP, API_VERSION, "finetunepolicies")
 RAYJOBS = Kind("ray.io", "v1", "rayjobs")
 RAYSERVICES = Kind("ray.io", "v1", "rayservices")
+PODS = Kind("", "v1", "pods")  # watched, never listed per reconcile: the Ray pods of Graft's RayJobs
 
 
 def api_client(kubeconfig: str | None = None, pool_size: int = 32) -> ApiClient:
@@ -127,12 +128,6 @@ class Kube:
     def create_event(self, body: dict[str, Any]) -> None:
         METRICS.record_api("create", "events")
         self.core.create_namespaced_event(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted
-
-    def list_pods(self, namespace: str, label_selector: str) -> builtins.list[dict[str, Any]]:
-        """Pods matching `label_selector`, as JSON (a Ray cluster's pods, to find failures KubeRay does not report)."""
-        METRICS.record_api("list", "pods")
-        pods = self.client.sanitize_for_serialization(self.core.list_namespaced_pod(namespace, label_selector=label_selector))
-        return list(cast(dict[str, Any], pods).get("items") or [])
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         METRICS.record_api("get", "namespaces")

@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     get,
     names,
     patch,
+    patch_status,
     phase_is,
     rayjob_examples,
     set_rayjob_status,
@@ -217,3 +218,27 @@ def test_storage_no_ray_pod_can_reach_refuses_the_job_before_any_pod(operator: O
     cond = condition(st, "Accepted")
     assert cond["reason"] == "StorageRequired" and "/var/tmp/graft-elsewhere" in cond["message"]
     assert "spec.checkpoints.storage" in st["message"] and names(cp, RJ, namespace) == []
+
+
+def test_an_oom_killed_ray_pod_seen_through_the_pod_watch_fails_the_job(operator: OperatorProcess, namespace: str) -> None:
+    cp = operator.cp
+    apply(cp, finetunejob("oomed"), namespace)
+    rayjob(cp, "oomed", namespace)
+    set_rayjob_status(cp, "oomed", namespace, "Running", "RUNNING", rayClusterName="oomed-c", jobId="oomed-1")
+    wait_for(phase_is(cp, FTJ, "oomed", namespace, "Running"), what="Running")
+    labels = {"ray.io/cluster": "oomed-c", "ray.io/node-type": "worker", "app.kubernetes.io/managed-by": "graft-operator",
+              "graft.dev/finetunejob": "oomed"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "oomed-c-worker-0", "labels": labels},
+           "spec": {"containers": [{"name": "ray-worker", "image": "example.org/graft-ray:1",
+                                    "resources": {"limits": {"memory": "1Gi"}}}]}}
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(pod))
+    # No kubelet here: the container state the kubelet would report after a kernel OOM kill.
+    patch_status(cp, "pods", "oomed-c-worker-0", namespace, {"containerStatuses": [{
+        "name": "ray-worker", "image": "example.org/graft-ray:1", "imageID": "", "ready": False, "restartCount": 1,
+        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]})
+
+    wait_for(phase_is(cp, FTJ, "oomed", namespace, "Failed"), timeout=30, what="Failed on the pod event")
+    cond = condition(status(cp, FTJ, "oomed", namespace), "Succeeded")
+    assert cond["reason"] == "OOMKilled" and "oomed-c-worker-0" in cond["message"] and "1Gi" in cond["message"]
+    assert get(cp, RJ, "oomed", namespace) is None

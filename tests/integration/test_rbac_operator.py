@@ -37,6 +37,7 @@ NEEDED: list[tuple[str, str, str, str | None]] = [
     *[(v, "ray.io", "rayservices", None) for v in ("get", "list", "watch", "create", "patch")],
     ("create", "", "events", None),
     ("list", "", "pods", None),
+    ("watch", "", "pods", None),
 ]
 # Cluster-scoped reads, in every mode.
 NEEDED_CLUSTER: list[tuple[str, str, str]] = [

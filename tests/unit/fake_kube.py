@@ -18,7 +18,7 @@ from kubernetes.client import ApiException
 
 from graft.operator import kube as k
 
-READS, WRITES = ("get", "list", "list_pods", "namespace_labels"), ("create", "patch", "patch_status", "delete", "create_event")
+READS, WRITES = ("get", "list", "namespace_labels"), ("create", "patch", "patch_status", "delete", "create_event")
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +40,6 @@ class FakeKube:
         self.calls: Counter[str] = Counter()
         self.events: list[dict[str, Any]] = []
         self.labels = namespace_labels or {}
-        self.pods: list[dict[str, Any]] = []  # what list_pods returns (filtered by namespace and labels)
         self._rv = 0
         self._lock = threading.Lock()
 
@@ -93,12 +92,6 @@ class FakeKube:
     def list(self, kind: k.Kind, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
         self.calls["list"] += 1
         return [o for o in self.all(kind) if namespace is None or o["metadata"]["namespace"] == namespace]
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        self.calls["list_pods"] += 1
-        want = dict(term.split("=", 1) for term in label_selector.split(","))
-        return [copy.deepcopy(p) for p in self.pods if p["metadata"].get("namespace") == namespace
-                and all((p["metadata"].get("labels") or {}).get(key) == value for key, value in want.items())]
 
     def list_policies(self) -> list[dict[str, Any]]:
         return self.list(k.FINETUNEPOLICIES)

@@ -27,7 +27,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["graft.dev"], "resources": ["finetunejobs/finalizers", "modelendpoints/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "watch", "create", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 NAMESPACED_PEERING_RULE = {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],

@@ -91,11 +91,11 @@ one Role per namespace otherwise). Argument: the root context.
 - apiGroups: ["ray.io"]
   resources: ["rayservices"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# The pods of a job's Ray cluster, listed while it starts and runs: an image that cannot be pulled
+# The pods of a job's Ray cluster, watched while it starts and runs: an image that cannot be pulled
 # or an OOM kill fails the job with a clear reason (KubeRay's RayJob status does not say).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # kopf posts handler progress and errors as Events (it only ever creates them).
 - apiGroups: [""]
   resources: ["events"]

@@ -3,8 +3,11 @@ killed for memory. Without them a RayJob waits in Initializing for ever (bad ima
 fails later with a generic "node died" (OOM); the operator reads the job's pods and fails the
 FineTuneJob at once with a reason that names the pod and the field to fix.
 
-`pod_problem` is a pure function of the pods' JSON; `RayJobBackend` lists the pods of the job's Ray
-cluster (label `ray.io/cluster`) while it starts and runs.
+`pod_problem` is a pure function of the pods' JSON. The operator watches the Ray pods of its RayJobs
+(labels `app.kubernetes.io/managed-by` and `graft.dev/finetunejob`, set on the pod templates) and
+keeps them in its store trimmed by `slim` to what `pod_problem` reads; a pod that shows a problem
+queues its job, and `RayJobBackend` looks at the stored pods of the job's Ray cluster (label
+`ray.io/cluster`): no pod is listed per reconcile.
 """
 
 from __future__ import annotations
@@ -31,6 +34,20 @@ def pod_problem(pods: list[dict[str, Any]]) -> PodProblem | None:
         if problem is not None:
             return problem
     return None
+
+
+def slim(pod: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a pod `pod_problem` reads (and the store needs): a few hundred bytes, not the
+    pod's whole spec and status."""
+    md, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    keep = ("name", "image", "state", "lastState")
+    return {
+        "metadata": {k: md[k] for k in ("name", "namespace", "labels", "resourceVersion", "deletionTimestamp") if k in md},
+        "spec": {"containers": [{"name": c.get("name"), "resources": {"limits": {"memory": ((c.get("resources") or {}).get("limits") or {}).get("memory")}}}
+                                for c in spec.get("containers") or []]},
+        "status": {key: [{k: cs[k] for k in keep if k in cs} for cs in st.get(key) or []]
+                   for key in ("initContainerStatuses", "containerStatuses")},
+    }
 
 
 def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:

@@ -119,14 +119,12 @@ class RayJobBackend:
             rj = self.store.put(k.RAYJOBS, self.kube.patch(k.RAYJOBS, md["namespace"], md["name"], {"spec": {"suspend": want}}))
         run = observe_rayjob(rj, want, queue)
         if run.state in (RunState.PENDING, RunState.RUNNING) and run.cluster_name:
-            problem = pod_problem(self.kube.list_pods(rj["metadata"]["namespace"], f"{CLUSTER_LABEL}={run.cluster_name}"))
+            problem = pod_problem(self.store.labelled(k.PODS, rj["metadata"]["namespace"], CLUSTER_LABEL, run.cluster_name))
             if problem is not None:
                 # Nothing would change without a spec edit (the spec is immutable): stop the cluster now.
                 log.warning("FineTuneJob %s/%s: %s", job.metadata.namespace, job.metadata.name, problem.message)
                 self.kube.delete(k.RAYJOBS, rj["metadata"]["namespace"], rj["metadata"]["name"])
                 return Step(dataclasses.replace(run, state=RunState.FAILED, reason=problem.reason, message=problem.message))
-            if run.state == RunState.PENDING:  # pods are not watched: look again while the cluster starts
-                return Step(run, requeue_after=self.settings.progress_seconds)
         if run.state in (RunState.SUCCEEDED, RunState.FAILED) and (status is None or not status.log_uri):
             # The driver's whole log through the dashboard; else the job's own log on its storage.
             run = dataclasses.replace(run, log_uri=self._copy_log(job, run) or job_log_uri(job, self.settings))
