@@ -405,6 +405,11 @@ class ServingSpec(ApiModel):
         default=None, ge=0, le=86400,
         description="How long load must stay below the target before Serve removes replicas (default: Serve's, 600 s).",
     )
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, le=100000,
+        description="Requests one replica holds at once (Serve's max_ongoing_requests); default: 64, or 4 x batching.maxBatchSize "
+        "if larger. Requests beyond it wait in Serve's router, which retries with backoff: keep it above the concurrency a replica sees.",
+    )
     resources: ServingResources = Field(default_factory=ServingResources)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_text_length: int = Field(default=20000, ge=1, le=MAX_TEXT_LENGTH, description="Longest accepted input text, in characters.")

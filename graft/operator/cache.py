@@ -1,9 +1,9 @@
 """What the operator knows of the cluster, kept current by kopf's watches: reconciles read here, never GET.
 
-Objects are stored as the wire dicts the watch (or a write's response) delivered, newest
-resourceVersion wins, and they are dropped when deleted, so the store never outgrows the
-cluster. Namespace labels (for policy selectors) are read once per namespace and kept for
-`label_ttl` seconds.
+Objects are stored as the wire dicts the watch (or a write's response) delivered, trimmed to what
+the operator reads (`trimmed`), newest resourceVersion wins, and they are dropped when deleted, so
+the store never outgrows the cluster. Namespace labels (for policy selectors) are read once per
+namespace and kept for `label_ttl` seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from graft.operator.backends.pods import slim
 from graft.operator.kube import FINETUNEJOBS, FINETUNEPOLICIES, MODELENDPOINTS, PODS, RAYJOBS, RAYSERVICES, Kind
 
 Key = tuple[str, str]
@@ -24,6 +25,22 @@ def _rv(obj: dict[str, Any]) -> int:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
     except ValueError:  # opaque by contract; every real API server uses etcd revisions
         return 0
+
+
+def trimmed(kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` without what no reconcile reads: `metadata.managedFields` (often the largest part of
+    an object), a RayJob's or RayService's spec beyond `suspend` (Graft compares its children by the
+    spec-hash annotation, never by their spec: the Ray cluster spec with its pod templates is most
+    of such an object), a pod beyond its container states (`pods.slim`)."""
+    if kind == PODS:
+        return slim(obj)
+    md = obj.get("metadata")
+    if isinstance(md, dict) and "managedFields" in md:
+        obj = {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
+    if kind in (RAYJOBS, RAYSERVICES) and "spec" in obj:
+        spec = obj.get("spec") or {}
+        obj = {**obj, "spec": {"suspend": spec["suspend"]} if "suspend" in spec else {}}
+    return obj
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -40,8 +57,9 @@ class Store:
         self.label_ttl = label_ttl
 
     def put(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-        """Store `obj` unless a newer version is stored already; returns what is stored."""
+        """Store `obj` (trimmed) unless a newer version is stored already; returns what is stored."""
         key = key_of(obj)
+        obj = trimmed(kind, obj)
         with self._lock:
             bucket = self._objects[kind]
             old = bucket.get(key)

@@ -15,7 +15,7 @@ from collections.abc import Hashable
 from typing import Any, cast
 
 from graft.operator import kube as k
-from graft.operator.backends.pods import pod_problem, slim
+from graft.operator.backends.pods import pod_problem
 from graft.operator.cache import Store, key_of
 from graft.operator.events import EventRecorder
 from graft.operator.loop import Loop
@@ -66,8 +66,6 @@ class Controller:
             if owner is not None:
                 self.queue.add(owner)
             return
-        if kind == k.PODS:
-            obj = slim(obj)
         old = self.store.get(kind, ns, name)
         stored = self.store.put(kind, obj)
         if old is not None and (old is stored or _same_version(old, obj)):

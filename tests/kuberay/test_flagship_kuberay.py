@@ -392,9 +392,8 @@ def test_a_deleted_worker_pod_is_replaced_by_kuberay_and_its_trial_resumes_from_
     wait_until(checkpointed, timeout=900, interval=2, what=_state(release, f"{name}'s trial to finish an epoch"))
     at_deletion = (release.get("finetunejob", name) or {}).get("status", {}).get("progress")
     (lost,) = [p["metadata"]["name"] for p in release.items(*workers) if p["status"].get("phase") == "Running"]
-    # A preempted node's pods get little or no grace. With the default 30 s grace the worker would
-    # keep training (the container's shell does not pass SIGTERM on to Ray) and finish the trial
-    # before the kill, so nothing would be lost and nothing resumed.
+    # A preempted node's pods get little or no grace. With the default 30 s the worker kept
+    # training through the grace and finished the trial before the kill: nothing lost, nothing resumed.
     release.kubectl("delete", "pod", lost, "-n", release.tenant, "--wait=false", "--grace-period=1")
     wait_until(lambda: any(p["metadata"]["name"] != lost and p["status"].get("phase") == "Running" for p in release.items(*workers)),
                timeout=300, interval=2, what=_state(release, f"KubeRay to replace worker pod {lost}"))

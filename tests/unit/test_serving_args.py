@@ -144,3 +144,14 @@ def test_without_scale_delays_serves_defaults_apply() -> None:
 def test_every_deployment_replaces_its_replicas_with_the_old_ones_still_answering() -> None:
     entry = serve_config(ServeArgs(model_uri="/m"), app_name="a", route_prefix="/", serving=ServingSpec())
     assert ServeApplicationSchema.model_validate(entry).deployments[0].max_surge_percent == 100
+
+
+def test_a_replica_holds_64_requests_by_default_so_they_never_wait_in_serves_router() -> None:
+    entry = serve_config(ServeArgs(model_uri="/m"), app_name="a", route_prefix="/", serving=ServingSpec())
+    assert entry["deployments"][0]["max_ongoing_requests"] == 64
+
+
+def test_serving_max_ongoing_requests_sets_the_deployments_limit() -> None:
+    serving = spec(maxOngoingRequests=12)
+    entry = serve_config(ServeArgs.from_serving("/m", serving), app_name="a", route_prefix="/", serving=serving)
+    assert entry["deployments"][0]["max_ongoing_requests"] == 12
