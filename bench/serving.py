@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=200, help="requests per concurrency level (at least 4 x the concurrency)")
     p.add_argument("--baseline-calls", type=int, default=200, help="in-process calls for the baseline")
     p.add_argument("--cpus", type=float, default=1, help="CPUs (and torch threads) of the one replica")
+    p.add_argument("--batch-wait", type=float, default=None, help="batchWaitTimeoutS of the batching-on arm (default: the spec's)")
     p.add_argument("--quick", action="store_true", help="a smoke run: few requests, concurrency 1 and 4")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--write-doc", type=Path, default=None)
@@ -128,7 +129,10 @@ def serve_arm(model_dir: Path, texts: list[str], args: argparse.Namespace, max_b
     from graft.cli.run import free_port
     from graft.serving.deploy import deploy_local, shutdown_local
 
-    serving = ServingSpec.model_validate({"resources": {"cpus": args.cpus}, "batching": {"maxBatchSize": max_batch_size}})
+    batching: dict[str, Any] = {"maxBatchSize": max_batch_size}
+    if args.batch_wait is not None and max_batch_size > 1:
+        batching["batchWaitTimeoutS"] = args.batch_wait
+    serving = ServingSpec.model_validate({"resources": {"cpus": args.cpus}, "batching": batching})
     url = deploy_local(str(model_dir), serving, app_name=f"bench-batch{max_batch_size}", http_port=free_port(0))
     try:
         levels = [asyncio.run(level(url, texts, c, max(args.requests, 4 * c))) for c in args.concurrency]
@@ -139,6 +143,8 @@ def serve_arm(model_dir: Path, texts: list[str], args: argparse.Namespace, max_b
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
+
+    from graft.api.spec import ServingSpec
 
     texts = review_texts()
     temp = Path(tempfile.mkdtemp(prefix="grs", dir="/tmp"))
@@ -155,7 +161,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ray.shutdown()
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    return {"cpus": args.cpus, "baseline": baseline, "arms": arms, "load_before": load_before, "load_after": os.getloadavg()}
+    wait = args.batch_wait if args.batch_wait is not None else ServingSpec().batching.batch_wait_timeout_s
+    return {"cpus": args.cpus, "batch_wait_s": wait, "baseline": baseline, "arms": arms, "load_before": load_before, "load_after": os.getloadavg()}
 
 
 def render(r: dict[str, Any], command: str) -> str:
@@ -175,7 +182,7 @@ def render(r: dict[str, Any], command: str) -> str:
         f"| in-process `LoadedModel.probabilities` | {base['p50_ms']:.1f} | {base['p99_ms']:.1f} |",
         f"| HTTP + Serve `POST /predict` | {first_off['p50_ms']:.1f} | {first_off['p99_ms']:.1f} |",
         f"| added by HTTP + Serve | {first_off['p50_ms'] - base['p50_ms']:+.1f} | {first_off['p99_ms'] - base['p99_ms']:+.1f} |\n",
-        "**Throughput, batching on (`maxBatchSize` 8) vs off (1):**\n",
+        f"**Throughput, batching on (`maxBatchSize` 8, `batchWaitTimeoutS` {r.get('batch_wait_s', 0.02):g}) vs off (1):**\n",
         "| concurrency | requests/s off | requests/s on | on / off | p50 off (ms) | p50 on (ms) | p99 off (ms) | p99 on (ms) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
