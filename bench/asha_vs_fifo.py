@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps({k: v for k, v in runs[-1].items() if k != "finals"}), flush=True)
     finally:
         ray.shutdown()
-    load = f"2 CPU cores, shared with other helpers' builds and tests: 1-minute load average {min(loads):.1f} to {max(loads):.1f}"
+    load = f"2 CPU cores; 1-minute load average {min(loads):.1f} to {max(loads):.1f} while it ran (its own {args.concurrent} concurrent trials included)"
     command = " ".join(["python bench/asha_vs_fifo.py", *(argv if argv is not None else sys.argv[1:])])
     text = render(runs, args, load, command)
     print(text)
