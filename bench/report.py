@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import json
 import os
 import platform
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HEAD = "# Benchmarks\n\nEach section lists the command that produced its figures, the machine and the date.\n"
 
@@ -40,3 +44,16 @@ def environment(threads: int, packages: tuple[str, ...] = ("torch", "transformer
         "date": dt.date.today().isoformat(),
         "versions": f"Python {platform.python_version()}, {versions}",
     }
+
+
+def publish(script: str, argv: list[str] | None, result: Any, render: Callable[[Any, str], str], heading: str,
+            json_path: Path | None, doc_path: Path | None) -> None:
+    """Print the section `render` makes of `result` (with the command line that ran `script`), save
+    `result` as JSON to `json_path` and write the section into `doc_path`, each when given."""
+    command = " ".join([f"python bench/{script}", *(sys.argv[1:] if argv is None else argv)])
+    text = render(result, command)
+    print(text)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+    if doc_path:
+        write_section(doc_path, heading, text)

