@@ -357,18 +357,15 @@ Command (from the repository root; it writes this section; `--from-json FILE` re
   PyTorch in one process (no Ray, no DeepSpeed): this measures pretraining, not the Ray path.
 - The largest count, {counts[-1] if counts else '-'} labelled reviews, stands in for "all": it is what fits in a
   few minutes per run on 2 shared CPU cores, not the {res.pool_size} reviews the pool holds. Counts up
-  to {min(counts[-1] if counts else 0, b['min_steps'] * b['batch_size'])} all get the {b['min_steps']}-step floor, so they differ in data, not in compute.
+  to {min(counts[-1] if counts else 0, b['min_steps'] * b['batch_size'] // max(1, b['epochs']))} all get the {b['min_steps']}-step floor, so they differ in data, not in compute.
 - Best single scratch run: {100 * best_scratch:.1f}% against the {100 * res.majority_accuracy:.1f}% of always answering one
   class: {verdict} Neither arm's learning rate was tuned.
-- Train seconds are wall time per run on a machine shared with other builds; both arms do the same
-  compute, so differences between them are contention, not the model. The same contention made the
-  whole run take {res.wall_seconds / 60:.0f} min, far over the 10 to 15 min it was sized for. The test set is
-  {res.test_size} reviews (not 1000) for the same reason: about 2 points of standard error at these accuracies.
-  One torch thread is the default: on this busy 2-core machine two threads ran 3 to 7 times slower
-  (OpenMP threads waiting on each other).
+- Train seconds are wall time per run; both arms do the same compute, so differences between them
+  are the machine's load, not the model. The test set is {res.test_size} reviews: about 2 points of
+  standard error at these accuracies. One torch thread is the default: on a busy 2-core machine two
+  threads ran 3 to 7 times slower (OpenMP threads waiting on each other).
 - `uptime` before: `{res.uptime_before or '?'}`; after: `{res.uptime_after or '?'}`.
-- Machine: {env.get('machine', '?')}; 1-minute load average {loads} while it ran (other engineers'
-  builds and tests). Date: {env.get('date', '?')}. Whole run: {res.wall_seconds / 60:.1f} min.
+- Machine: {env.get('machine', '?')}; 1-minute load average {loads} while it ran. Date: {env.get('date', '?')}. Whole run: {res.wall_seconds / 60:.1f} min.
   Versions: {env.get('versions', '?')}.
 """
 
