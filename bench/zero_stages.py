@@ -34,9 +34,9 @@ HEADING = "## Training engines and workers (`bench/zero_stages.py`)"
 # (label, workers, deepspeed block)
 CONFIGS: list[tuple[str, int, dict[str, Any]]] = [
     ("1 worker, default spec (plain engine)", 1, {}),
-    ("2 workers, `enabled: false` (DDP)", 2, {"enabled": False}),
+    ("2 workers, `enabled: false` (DDP; `zeroStage: 0`, the default, runs the same)", 2, {"enabled": False}),
     ("2 workers, ZeRO-1", 2, {"zeroStage": 1}),
-    ("2 workers, ZeRO-2 (the default spec)", 2, {"zeroStage": 2}),
+    ("2 workers, ZeRO-2", 2, {"zeroStage": 2}),
     ("2 workers, ZeRO-3", 2, {"zeroStage": 3}),
 ]
 

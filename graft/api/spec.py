@@ -199,7 +199,10 @@ class DatasetSpec(ApiModel):
 
 class DeepSpeedSpec(ApiModel):
     enabled: bool = Field(default=True)
-    zero_stage: Literal[0, 1, 2, 3] = Field(default=2, description="ZeRO stage.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        default=0, description="ZeRO stage. 0 (the default): no partitioning, several workers train with DDP; 1-3 partition optimizer "
+        "state, gradients and (3) parameters across workers with DeepSpeed, for models that do not fit a worker otherwise.",
+    )
     offload_optimizer: bool = Field(default=False, description="Offload optimizer state to CPU memory.")
     offload_parameters: bool = Field(default=False, description="Offload parameters to CPU memory (ZeRO-3 only).")
 

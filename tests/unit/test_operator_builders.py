@@ -161,7 +161,7 @@ def test_graft_jobs_runs_the_spec_the_rayjob_carries() -> None:
     argv = shlex.split(build_rayjob(j, SETTINGS)["spec"]["entrypoint"])
     loaded = parse_job_json(argv[argv.index("--spec-json") + 1])
     assert loaded.spec.training == j.spec.training and loaded.metadata.name == "demo"
-    assert loaded.spec.training.deepspeed.zero_stage == 2  # defaults applied
+    assert loaded.spec.training.deepspeed.zero_stage == 0  # defaults applied
 
 
 def test_runtime_env_adds_spec_env_but_never_overrides_the_operators_keys() -> None:

@@ -44,7 +44,7 @@ def errors_of(doc: dict[str, Any]) -> list[str]:
 def test_minimal_spec_gets_documented_defaults() -> None:
     job = parse_as(FineTuneJob, MINIMAL)
     assert job.spec.task == "text-classification"
-    assert job.spec.training.deepspeed.zero_stage == 2
+    assert job.spec.training.deepspeed.zero_stage == 0
     assert job.spec.training.precision == "auto"
     assert job.spec.tuning.metric == "eval_accuracy"
     assert job.spec.tuning.resolved_mode == "max"
