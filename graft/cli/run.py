@@ -64,8 +64,27 @@ def default_run_dir(job: FineTuneJob) -> Path:
     return Path("runs") / f"{job.metadata.name}-{stamp}"
 
 
+def _absolute(value: str | None) -> str | None:
+    if not value or "://" in value or Path(value).is_absolute() or not Path(value).exists():
+        return value
+    return str(Path(value).resolve())
+
+
+def absolute_local_sources(job: FineTuneJob) -> FineTuneJob:
+    """`job` with relative local paths in its sources (model, dataset, validation, distillation
+    teacher) made absolute against the current directory: Ray's workers do not run in it, so a
+    relative path that exists here would not be found there."""
+    spec = job.spec
+    validation = spec.dataset.validation.model_copy(update={"source": _absolute(spec.dataset.validation.source)})
+    dataset = spec.dataset.model_copy(update={"source": _absolute(spec.dataset.source), "validation": validation})
+    update: dict[str, Any] = {"model": spec.model.model_copy(update={"source": _absolute(spec.model.source)}), "dataset": dataset}
+    if spec.distillation is not None:
+        update["distillation"] = spec.distillation.model_copy(update={"teacher": _absolute(spec.distillation.teacher)})
+    return job.model_copy(update={"spec": spec.model_copy(update=update)})
+
+
 def main(args: argparse.Namespace) -> int:
-    job = load_job(args.file)
+    job = absolute_local_sources(load_job(args.file))
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(job)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graft.api.spec import DatasetSpec
-from graft.jobs.sources import SourceError, hub_dataset_id, is_hub_source, resolve_source
+from graft.jobs.sources import SourceError, SpecFieldError, hub_dataset_id, is_hub_source, resolve_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,13 +19,8 @@ if TYPE_CHECKING:
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(SpecFieldError):
     """A dataset problem, naming the spec field it comes from."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 @dataclass

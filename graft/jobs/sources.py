@@ -30,13 +30,23 @@ PACKAGE_SCHEME = "package://"
 FILE_SCHEME = "file://"
 
 
-class SourceError(ValueError):
-    """A source that cannot be resolved; `field` is the spec path it came from."""
+class SpecFieldError(ValueError):
+    """A problem with one spec field: `field` names it (e.g. spec.model.source), `message` says what
+    to fix. Pickled as (field, message), so it reaches the driver whole when a Ray worker raises it
+    (the default pickling of an exception calls the class with its one formatted argument, which
+    fails here and hides the message behind a TypeError)."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
+
+    def __reduce__(self) -> tuple[type[SpecFieldError], tuple[str, str]]:
+        return type(self), (self.field, self.message)
+
+
+class SourceError(SpecFieldError):
+    """A source that cannot be resolved; `field` is the spec path it came from."""
 
 
 def cache_root() -> Path:

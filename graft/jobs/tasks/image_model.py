@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from graft.jobs.sources import SpecFieldError
 from graft.jobs.tasks.image_transforms import ModelInput
 
 GRAFT_MODEL_FILE = "graft_model.json"
@@ -38,11 +39,8 @@ HALF = (0.5, 0.5, 0.5)  # EfficientNet-Lite was trained on (pixel - 127) / 128
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-class ModelSourceError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
+class ModelSourceError(SpecFieldError):
+    """An image model that cannot be built as the spec asks, naming the field to fix."""
 
 
 class ImageClassifier(nn.Module):
