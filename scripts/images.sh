@@ -7,12 +7,14 @@
 #   scripts/images.sh archive ray|operator FILE    # write an OCI archive (for `ctr import`, skopeo, ...)
 #   scripts/images.sh refs                          # print the image references
 #
-# Each image is three layers, each cached under $GRAFT_CACHE/images (default ~/.cache/graft/images)
+# Each image is three layers (the Ray image four), each cached under $GRAFT_CACHE/images (default ~/.cache/graft/images)
 # and keyed by what goes into it:
 #   base   Debian bookworm minbase made by mmdebstrap (python3, wget for KubeRay's probes, users
 #          `ray` 1000:100 and `graft` 10001); key: the package list and this script's base recipe
 #   deps   the image's hash lock, locks/<image>-image.txt (scripts/lock.sh: every pin, no resolver),
 #          pip-installed inside the base (chroot on an overlay mount); key: base + lock + pip version
+#   data   (Ray image only) Debian data packages the examples read by path, unpacked with dpkg-deb:
+#          Fashion-MNIST at /usr/share/datasets/fashion-mnist; key: package names and versions
 #   graft  this checkout's graft wheel (--no-deps), then a smoke test inside the image;
 #          key: deps key + pyproject.toml, README.md, graft/**
 # The image config (ENV, USER, WORKDIR, ENTRYPOINT, CMD) is read from docker/<image>.Dockerfile,
@@ -26,6 +28,7 @@ py=${PYTHON:-python3}
 pip_version=26.3
 suite=bookworm
 base_packages=python3,python-is-python3,python3-pip-whl,ca-certificates,wget,netbase,procps
+data_packages="dataset-fashion-mnist"   # the Ray image's data layer (build_data)
 ray_ref=ghcr.io/graft-dev/graft-ray:0.1.0-ray2.60.0-py311
 operator_ref=ghcr.io/graft-dev/graft-operator:0.1.0
 
@@ -160,15 +163,45 @@ build_graft() {  # $1: image name, $2: smoke test run inside the image
   log "$image graft: done in $((SECONDS - t0)) s ($(du -sh "$graft_dir/layer" | cut -f1))"
 }
 
+# The Ray image's data layer: the files of Debian data packages the examples read by path
+# (Fashion-MNIST under /usr/share/datasets/fashion-mnist), unpacked with dpkg-deb from the package
+# apt downloads (no dpkg database entry: plain files). Key: each package's name and version.
+build_data() {
+  local pkg version key=""
+  for pkg in $data_packages; do
+    version=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+      apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 || true
+      version=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    fi
+    [ -n "$version" ] && [ "$version" != "(none)" ] || die "Debian package $pkg is not available from apt"
+    key="$key $pkg=$version"
+  done
+  key=$(echo "$key" | sha)
+  data_dir=$cache/ray-data-$key
+  [ -f "$data_dir/layer.digest" ] && return
+  log "ray data: $data_packages -> $data_dir"
+  prune ray-data "$data_dir"; mkdir -p "$data_dir/layer"
+  local work deb; new_work
+  (cd "$work" && apt-get download -q -o APT::Sandbox::User=root $data_packages >&2) || die "apt-get download $data_packages failed"
+  for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$data_dir/layer"; done
+  "$py" "$root/scripts/oci_archive.py" digest "$data_dir/layer" >/dev/null
+  log "ray data: done ($(du -sh "$data_dir/layer" | cut -f1))"
+}
+
 build_image() {  # sets layers=(...) for image $1
   local image=$1
   build_base
   build_deps "$image"
   case $image in
-    ray) build_graft ray "python -c \"import graft.jobs, graft.serving.args, ray; assert ray.__version__ == '2.60.0', ray.__version__\"" ;;
-    operator) build_graft operator "python -c 'import graft.operator.handlers' && graft operator --help >/dev/null" ;;
+    ray)
+      build_graft ray "python -c \"import graft.jobs, graft.serving.args, ray; assert ray.__version__ == '2.60.0', ray.__version__\""
+      build_data
+      layers=("$base_dir/rootfs" "$deps_dir/layer" "$data_dir/layer" "$graft_dir/layer") ;;
+    operator)
+      build_graft operator "python -c 'import graft.operator.handlers' && graft operator --help >/dev/null"
+      layers=("$base_dir/rootfs" "$deps_dir/layer" "$graft_dir/layer") ;;
   esac
-  layers=("$base_dir/rootfs" "$deps_dir/layer" "$graft_dir/layer")
 }
 
 ref_of() { if [ "$1" = ray ]; then echo "$ray_ref"; else echo "$operator_ref"; fi; }

@@ -9,9 +9,12 @@ from pydantic import Field, field_validator, model_validator
 
 from graft.api.base import GROUP_VERSION, ApiModel
 from graft.api.quantity import QUANTITY_PATTERN
+from graft.api.references import SCHEME as REFERENCE_SCHEME
+from graft.api.references import check_reference, references
 from graft.api.safety import (
     CLUSTER_ADDRESS_PATTERN,
     ENV_NAME_PATTERN,
+    NAME_PATTERN,
     SECRET_KEY_PATTERN,
     SECRET_NAME_PATTERN,
     TRAVERSAL_CEL_RULES,
@@ -19,19 +22,34 @@ from graft.api.safety import (
     traversal_problem,
 )
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Paths and URIs (sources, storage): bounded, and never climbing out with `..` (graft.api.safety).
 MAX_URI_LENGTH = 2048
 SAFE_PATH: dict[str, Any] = {"x-kubernetes-validations": TRAVERSAL_CEL_RULES}
 
 
-def check_path(value: str | None) -> str | None:
-    """A path or URI field value without `..` segments (tenant safety: see docs/tenancy.md)."""
+def _no_traversal(value: str | None) -> str | None:
     if value is not None:
         problem = traversal_problem(value)
         if problem:
             raise ValueError(problem)
     return value
+
+
+def check_path(value: str | None) -> str | None:
+    """A path or URI field value without `..` segments (tenant safety: see docs/tenancy.md), and
+    not a `finetunejob://` reference (those name a model: spec.model.source, spec.distillation.teacher)."""
+    if value is not None and value.startswith(REFERENCE_SCHEME):
+        raise ValueError(
+            f"{value!r}: a {REFERENCE_SCHEME} reference names another job's trained model; only "
+            "spec.model.source and spec.distillation.teacher take one. Give a path or URI here"
+        )
+    return _no_traversal(value)
+
+
+def check_model_path(value: str | None) -> str | None:
+    """A model path or URI (as `check_path`), or a well-formed `finetunejob://NAME` reference."""
+    value = _no_traversal(value)
+    return None if value is None else check_reference(value)
 
 # Metrics reported by graft.jobs every epoch, usable for tuning and checkpoint scoring.
 METRICS: dict[str, Literal["min", "max"]] = {
@@ -68,7 +86,8 @@ class ModelSpec(ApiModel):
     """Where the pretrained weights come from.
 
     `source` forms: a local path or `file://` URI to a Hugging Face model directory; `hf://ORG/NAME`
-    for a Hugging Face hub id; `package://PYTHON_PACKAGE[/SUBPATH]` for weights shipped inside an
+    for a Hugging Face hub id; `finetunejob://NAME` for the model another job of the namespace
+    trained (graft.api.references); `package://PYTHON_PACKAGE[/SUBPATH]` for weights shipped inside an
     installed Python package; any fsspec URI (`s3://`, `gs://`, `az://`, `https://`) to a model directory.
     """
 
@@ -84,7 +103,7 @@ class ModelSpec(ApiModel):
     @field_validator("source")
     @classmethod
     def _safe_source(cls, value: str | None) -> str | None:
-        return check_path(value)
+        return check_model_path(value)
 
 
 class ValidationSplit(ApiModel):
@@ -437,12 +456,22 @@ class ServingSpec(ApiModel):
 class DistillationSpec(ApiModel):
     """Train `spec.model` (the student) to match a fine-tuned teacher's softened predictions."""
 
-    teacher: str = Field(min_length=1, description="The teacher: a Graft result.json (path or URI) or an exported model directory.")
+    teacher: str = Field(
+        min_length=1, max_length=MAX_URI_LENGTH, json_schema_extra=SAFE_PATH,
+        description="The teacher: finetunejob://NAME (a job of this namespace), a Graft result.json (path or URI) or an exported model directory.",
+    )
     student_layers: int | None = Field(
         default=None, ge=1, le=256, description="Keep this many layers (encoder layers or network blocks) of spec.model; absent: spec.model as it is."
     )
     temperature: float = Field(default=2.0, gt=0, le=100, description="Softmax temperature of both models' logits in the soft-target loss.")
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the soft-target loss; 1 - alpha goes to the labels' cross-entropy.")
+
+    @field_validator("teacher")
+    @classmethod
+    def _safe_teacher(cls, value: str) -> str:
+        checked = check_model_path(value)
+        assert checked is not None
+        return checked
 
 
 class ClusterRef(ApiModel):
@@ -595,3 +624,10 @@ class FineTuneJob(ApiModel):
     kind: Literal["FineTuneJob"] = Field(default="FineTuneJob")
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: FineTuneJobSpec
+
+    @model_validator(mode="after")
+    def _no_self_reference(self) -> FineTuneJob:
+        for path, name in references(self.spec).items():
+            if name == self.metadata.name:
+                raise ValueError(f"{path}: {REFERENCE_SCHEME}{name} is this job itself; name the job whose model it starts from")
+        return self

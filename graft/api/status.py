@@ -60,6 +60,9 @@ class Admitted(ApiModel):
     active_deadline_seconds: int | None = None
     policies: list[str] = Field(default_factory=list, description="FineTunePolicies that selected the namespace.")
     defaults_from: dict[str, str] = Field(default_factory=dict, description="Field filled by a policy default -> that policy.")
+    references: dict[str, str] = Field(
+        default_factory=dict, description="Field holding a finetunejob:// reference -> the model URI it resolved to (kept for every later reconcile)."
+    )
     time: str | None = Field(default=None, json_schema_extra=DATE_TIME)
 
 

@@ -38,6 +38,7 @@ def add_parser(sub: Any, lazy: Any) -> None:
     p = sub.add_parser("run", help="fine-tune, tune and serve a FineTuneJob on a local Ray")
     p.add_argument("file", help="FineTuneJob YAML")
     p.add_argument("--run-dir", help="where to keep checkpoints, the model, result.json and the plot (default: runs/NAME-TIME)")
+    p.add_argument("--runs", default="runs", help="where finetunejob://NAME references find NAME's runs (default: runs)")
     p.add_argument("--no-serve", action="store_true", help="stop after training; do not start an endpoint")
     p.add_argument("--exit-after-sample", action="store_true", help="serve, send one sample request, then exit")
     p.add_argument("--port", type=int, default=None, help="HTTP port for the endpoint (default: 8000, or a free port if taken; 0: any free port)")
@@ -84,7 +85,9 @@ def absolute_local_sources(job: FineTuneJob) -> FineTuneJob:
 
 
 def main(args: argparse.Namespace) -> int:
-    job = absolute_local_sources(load_job(args.file))
+    from graft.cli.references import resolve_run_references
+
+    job = resolve_run_references(absolute_local_sources(load_job(args.file)), Path(args.runs), source=args.file)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(job)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlparse
 
+from graft.api.references import SCHEME as REFERENCE_SCHEME
+
 SourceKind = Literal["model", "dataset"]
 
 HF_SCHEME = "hf://"
@@ -97,6 +99,11 @@ def resolve_source(
         return _local(Path(unquote(parsed.netloc + parsed.path)), source, field)
     if scheme == "package":
         return _package(source, field)
+    if scheme == REFERENCE_SCHEME.removesuffix("://"):
+        raise SourceError(
+            field, f"{source!r} is a reference to another FineTuneJob, resolved by `graft run` or the operator before "
+            "the job starts; run this spec through one of them, or give the model's path or URI"
+        )
     if scheme == "hf":
         if kind == "dataset":
             raise SourceError(field, f"{source!r} is a hub dataset; load it with graft.jobs.data (datasets.load_dataset), not as a path")

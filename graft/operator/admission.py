@@ -161,6 +161,7 @@ def path_violations(job: FineTuneJob, namespace: str, selected: list[FineTunePol
         ("spec.model.source", spec.model.source),
         ("spec.dataset.source", spec.dataset.source),
         ("spec.dataset.validation.source", spec.dataset.validation.source),
+        ("spec.distillation.teacher", spec.distillation.teacher if spec.distillation is not None else None),
     ):
         out += partition_violations(path, value, namespace, settings, root_ok=False)
     storage = spec.checkpoints.storage

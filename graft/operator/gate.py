@@ -1,5 +1,7 @@
 """The admission gate of the loop: runs admission on every action that starts work, persists what it
 decided (`status.admitted`) and applies it on every later reconcile (design.md sections 1 and 2).
+It also resolves `finetunejob://` references (graft.api.references) against the store: a job
+waits while the job it names runs, and keeps what the reference resolved to in `status.admitted`.
 
 Policies come from the watch-fed store (parsed once per resourceVersion), namespace labels from
 its small cache. `maxConcurrentJobs` is counted under a per-namespace lock over the jobs the
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 
 from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy
+from graft.api.references import Unresolved, model_of, references, with_resolved
 from graft.api.spec import FineTuneJob
 from graft.api.status import Admitted, FineTuneJobStatus, Phase
 from graft.operator import kube as k
@@ -106,9 +109,32 @@ class Gate:
         names = {r["metadata"]["name"] for r in self.store.items(k.FINETUNEJOBS, namespace) if _holds_a_slot(r)}
         return len((names | self._admitting[namespace]) - {exclude})
 
+    def resolve(self, job: FineTuneJob, status: FineTuneJobStatus | None) -> dict[str, str]:
+        """Field -> model URI for each `finetunejob://` reference of `job`: what admission recorded,
+        else the referenced job of the same namespace as the store has it. Raises Unresolved."""
+        refs = references(job.spec)
+        if not refs:
+            return {}
+        recorded = status.admitted.references if status is not None and status.admitted is not None else {}
+        if set(refs) <= set(recorded):
+            return {path: recorded[path] for path in refs}
+        out: dict[str, str] = {}
+        for path, ref in refs.items():
+            raw = self.store.get(k.FINETUNEJOBS, job.metadata.namespace or "", ref)
+            st = (raw or {}).get("status") or {}
+            phase = (st.get("phase") or Phase.PENDING.value) if raw is not None else None
+            out[path] = model_of(path, ref, phase, st.get("modelUri"), st.get("message") or "")
+        return out
+
     def check(self, job: FineTuneJob, status: FineTuneJobStatus | None, now: str) -> Decision:
-        """Admit `job` (spec with the queue label and any admitted values applied) under the current policies."""
+        """Admit `job` (spec with the queue label and any admitted values applied) under the current
+        policies, once its `finetunejob://` references resolve; the decided job has them resolved."""
         ns, name = job.metadata.namespace or "", job.metadata.name
+        try:
+            resolved = self.resolve(job, status)
+        except Unresolved as exc:
+            reason = "WaitingForFineTuneJob" if exc.waiting else "ReferenceFailed"
+            return Decision(None, None, Refusal(reason, [str(exc)], retryable=exc.waiting))
         base = with_queue_label(job)
         if status is not None and status.admitted is not None:
             base = apply_admitted(base, status.admitted)
@@ -126,7 +152,9 @@ class Gate:
             return Decision(None, None, Refusal("PolicyViolation", adm.violations, retryable=adm.retryable))
         METRICS.record_admission("allowed")
         admitted = status.admitted if status and status.admitted else record(adm.job, adm.policies, adm.origin, now)
-        return Decision(adm.job, admitted)
+        if resolved and admitted.references != resolved:
+            admitted = admitted.model_copy(update={"references": resolved})
+        return Decision(with_resolved(adm.job, resolved), admitted)
 
     def check_endpoint(self, endpoint: ModelEndpoint) -> list[str]:
         """Violations of the tenant boundary by an endpoint (none: it may be deployed or changed)."""

@@ -18,6 +18,7 @@ from kubernetes.client import ApiException
 
 from graft.api.endpoint import ModelEndpointStatus
 from graft.api.errors import SpecError
+from graft.api.references import with_resolved
 from graft.api.result import TrainingResult
 from graft.api.spec import FineTuneJob
 from graft.api.status import Admitted, FineTuneJobStatus, Phase, Progress
@@ -291,7 +292,10 @@ class Loop:
 
 
 def _apply(job: FineTuneJob, admitted: Admitted | None) -> FineTuneJob:
-    return apply_admitted(with_queue_label(job), admitted) if admitted is not None else with_queue_label(job)
+    """The job as admitted: runtime values and resolved finetunejob:// references applied."""
+    if admitted is None:
+        return with_queue_label(job)
+    return with_resolved(apply_admitted(with_queue_label(job), admitted), admitted.references)
 
 
 def _replace(obs: JobObservation, **changes: Any) -> JobObservation:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graft.api.policy import FineTunePolicy, source_allowed
+from graft.api.references import referenced_name
 from graft.api.spec import FineTuneJob
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -113,6 +114,12 @@ def _source_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
     rules = policy.spec
     checks: list[tuple[str, str | None, str, list[str]]] = [
         ("spec.model.source", spec.model.source, "allowedModelSources", rules.allowed_model_sources),
+        (
+            "spec.distillation.teacher",
+            spec.distillation.teacher if spec.distillation is not None else None,
+            "allowedModelSources",
+            rules.allowed_model_sources,
+        ),
         ("spec.dataset.source", spec.dataset.source, "allowedDatasetSources", rules.allowed_dataset_sources),
         (
             "spec.dataset.validation.source",
@@ -125,7 +132,8 @@ def _source_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
     ]
     out: list[str] = []
     for path, value, rule, patterns in checks:
-        if value is not None and not source_allowed(value, patterns):
+        # finetunejob://NAME is a model the namespace trained itself (resolved in the same namespace only).
+        if value is not None and referenced_name(value) is None and not source_allowed(value, patterns):
             out.append(
                 f"{path}: {value!r} is not allowed by {rule} of FineTunePolicy {policy.name} "
                 f"(allowed: {', '.join(patterns)})"

@@ -102,7 +102,8 @@ def _refused(st: FineTuneJobStatus, conds: list[Condition], ref: Refusal, ts: st
         return st
     st.phase = Phase.REJECTED if ref.reason == "PolicyViolation" else Phase.FAILED
     what = {"InvalidSpec": "the spec is invalid", "PolicyViolation": "rejected by policy",
-            "StorageRequired": "no storage every Ray pod can reach"}.get(ref.reason, ref.reason)
+            "StorageRequired": "no storage every Ray pod can reach",
+            "ReferenceFailed": "a referenced FineTuneJob has no model"}.get(ref.reason, ref.reason)
     st.message = f"{what}: {msg}"
     conds = set_condition(conds, ACCEPTED, "False", ref.reason, msg, ts, gen)
     conds = set_condition(conds, SUCCEEDED, "False", ref.reason, st.message, ts, gen)

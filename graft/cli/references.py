@@ -1,0 +1,66 @@
+"""`graft run`'s side of `finetunejob://NAME` (graft.api.references): the model of the newest
+succeeded run of NAME under the runs directory, `runs/NAME/` or the default `runs/NAME-TIME/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from graft.api.errors import FieldError, SpecError
+from graft.api.references import SCHEME, Unresolved, model_of, references, with_resolved
+from graft.api.result import TrainingResult
+from graft.api.spec import FineTuneJob
+
+RESULT_FILE = "result.json"
+
+
+def _results(runs: Path, name: str) -> list[TrainingResult]:
+    """The readable result documents of NAME's runs under `runs`."""
+    found: list[TrainingResult] = []
+    dirs = [runs / name, *sorted(runs.glob(f"{name}-*"))]
+    for d in dirs:
+        path = d / RESULT_FILE
+        if not path.is_file():
+            continue
+        try:
+            result = TrainingResult.model_validate_json(path.read_text())
+        except (ValidationError, OSError, UnicodeDecodeError):
+            continue  # not a result of this Graft (or being written): not a run to start from
+        if result.job_name == name:
+            found.append(result)
+    return found
+
+
+def run_model(field: str, name: str, runs: Path) -> str:
+    """The exported model of the newest succeeded run of `name` under `runs` (by finish time).
+    Raises Unresolved when there is none, naming the command that makes one."""
+    results = _results(runs, name)
+    succeeded = sorted((r for r in results if r.status == "succeeded" and r.model_uri), key=lambda r: r.finished_at)
+    if succeeded:
+        best = succeeded[-1]
+        return model_of(field, name, "Succeeded", best.model_uri)
+    if results:
+        last = max(results, key=lambda r: r.finished_at)
+        return model_of(field, name, "Failed", None, last.message)
+    raise Unresolved(
+        field, name,
+        f"no finished run of {name} under {runs}/ (looked for {runs}/{name}/{RESULT_FILE} and {runs}/{name}-*/{RESULT_FILE}); "
+        f"run that job first, e.g. `graft run --run-dir {runs}/{name} JOB.yaml`",
+        waiting=False,
+    )
+
+
+def resolve_run_references(job: FineTuneJob, runs: Path, source: str | None = None) -> FineTuneJob:
+    """`job` with every `finetunejob://NAME` replaced by the model of NAME's newest succeeded run.
+    Raises SpecError (one entry per reference that has no such run)."""
+    resolved: dict[str, str] = {}
+    problems: list[FieldError] = []
+    for field, name in references(job.spec).items():
+        try:
+            resolved[field] = run_model(field, name, runs)
+        except Unresolved as exc:
+            problems.append(FieldError(field, f"{SCHEME}{name}: {exc.reason}"))
+    if problems:
+        raise SpecError(problems, source)
+    return with_resolved(job, resolved)
