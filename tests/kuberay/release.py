@@ -1,7 +1,7 @@
 """Graft installed on the real node as a user would: images in containerd, `helm install` of the
 chart (operator Pod under the chart's ServiceAccount), hostPath storage for one tenant namespace.
 
-Used by the flagship tests (test_flagship_kuberay.py); the node, control plane and KubeRay
+Used by the flagship and the examples on the node (test_flagship_kuberay.py, test_examples_kuberay.py); the node, control plane and KubeRay
 fixtures come from tests/kuberay/conftest.py.
 """
 
@@ -11,9 +11,10 @@ import json
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tests.controlplane import ControlPlane, wait_until
 from tests.integration.rbac import CHART, helm
@@ -61,6 +62,27 @@ class Release:
     def items(self, kind: str, *selector: str, namespace: str | None = None) -> list[dict[str, Any]]:
         out = self.cp.kubectl_json("get", kind, "-n", namespace or self.tenant, *selector)
         return list(out.get("items") or [])
+
+
+@contextmanager
+def installed(cp: ControlPlane, node: KubeNode, storage: Path, name: str) -> Iterator[Release]:
+    """Images loaded, the chart installed with hostPath `storage` (world-writable: Ray pods run as
+    uid 1000, the operator as 65532) for one new tenant namespace; all of it removed afterwards,
+    the timings printed under `name`."""
+    images_s = load_images(node)
+    storage.chmod(0o1777)
+    operator_ns = cp.create_namespace(prefix="graft-system")
+    tenant = cp.create_namespace(prefix="team")
+    rel = install(cp, storage, operator_ns, tenant)
+    rel.timings["images load"] = images_s
+    try:
+        yield rel
+    finally:
+        cp.kubectl("delete", "finetunejobs,modelendpoints", "--all", "-n", tenant, "--wait=false", check=False)
+        cp.delete_namespace(tenant, wait=True, timeout=300)
+        uninstall(rel)
+        cp.delete_namespace(operator_ns, wait=True, timeout=120)
+        print(f"\n{name} timings (s):", json.dumps({k: round(v, 1) for k, v in rel.timings.items()}, indent=1))
 
 
 def install(cp: ControlPlane, storage: Path, operator_ns: str, tenant: str, extra: dict[str, Any] | None = None) -> Release:

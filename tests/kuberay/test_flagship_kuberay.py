@@ -28,7 +28,7 @@ from tests.kubenode import KubeNode
 from tests.kuberay.diagnose import diagnose
 from tests.kuberay.endpoint import deployment, predict, running_replicas, serve_dashboard, serve_workers
 from tests.kuberay.load import Load
-from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, install, load_images, service_url, uninstall
+from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, installed, service_url
 
 # A test's time includes its module fixtures' set-up: training (TRAIN_TIMEOUT) and the three failure
 # cases each wait longer than the suite's default 1200 s, and report their own state when they time out.
@@ -44,21 +44,8 @@ TRAIN_TIMEOUT = 1500  # apply -> Succeeded, 2-core node under load
 @pytest.fixture(scope="module")
 def release(control_plane: ControlPlane, kube_node: KubeNode, kuberay_operator: KubeRayOperator,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
-    images_s = load_images(kube_node)
-    storage = tmp_path_factory.mktemp("graft-storage")
-    storage.chmod(0o1777)  # Ray pods run as uid 1000, the operator as 65532
-    operator_ns = control_plane.create_namespace(prefix="graft-system")
-    tenant = control_plane.create_namespace(prefix="team")
-    rel = install(control_plane, storage, operator_ns, tenant)
-    rel.timings["images load"] = images_s
-    try:
+    with installed(control_plane, kube_node, tmp_path_factory.mktemp("graft-storage"), "flagship") as rel:
         yield rel
-    finally:
-        control_plane.kubectl("delete", "finetunejobs,modelendpoints", "--all", "-n", tenant, "--wait=false", check=False)
-        control_plane.delete_namespace(tenant, wait=True, timeout=300)
-        uninstall(rel)
-        control_plane.delete_namespace(operator_ns, wait=True, timeout=120)
-        print("\nflagship timings (s):", json.dumps({k: round(v, 1) for k, v in rel.timings.items()}, indent=1))
 
 
 @pytest.fixture(scope="module")
