@@ -239,13 +239,16 @@ def image_documents(*, ref: str, dockerfile: Path, layers: list[Path]) -> Docume
     return Documents(config_bytes, config_digest, manifest_bytes, manifest_digest, json.dumps(index, sort_keys=True).encode())
 
 
-def write_archive(out_file: IO[bytes], *, ref: str, dockerfile: Path, layers: list[Path]) -> str:
-    """Stream the archive to `out_file`; return the manifest digest."""
+def write_archive(out_file: IO[bytes], *, ref: str, dockerfile: Path, layers: list[Path], present: frozenset[str] = frozenset()) -> str:
+    """Stream the archive to `out_file`; return the manifest digest. Layer blobs whose digest is in
+    `present` (the target content store has them) are left out: the index and manifest still name them."""
     docs = image_documents(ref=ref, dockerfile=dockerfile, layers=layers)
     recorded = [recorded_digest(d) for d in layers]
     with tarfile.open(fileobj=out_file, mode="w|", format=tarfile.GNU_FORMAT) as out:
         _add_bytes(out, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
         for directory, (digest, size) in zip(layers, recorded):
+            if digest in present:
+                continue
             info = tarfile.TarInfo(f"blobs/sha256/{digest.split(':', 1)[1]}")
             info.size, info.mode = size, 0o644
             stream = _LayerStream(directory, digest, size)
@@ -268,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     wr.add_argument("--layer", action="append", required=True, type=Path, help="layer directory, base first")
     wr.add_argument("-o", "--output", default="-", help="archive file, or - for stdout")
     wr.add_argument("--digest-only", action="store_true", help="print the manifest digest, write nothing")
+    wr.add_argument("--present", type=Path, help="file of blob digests (sha256:...) the target already has: left out")
     args = parser.parse_args(argv)
     try:
         if args.command == "digest":
@@ -278,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.digest_only:
             print(image_documents(ref=args.ref, dockerfile=args.dockerfile, layers=args.layer).manifest_digest)
             return 0
+        present = frozenset(args.present.read_text().split()) if args.present else frozenset()
         if args.output == "-":
-            digest = write_archive(sys.stdout.buffer, ref=args.ref, dockerfile=args.dockerfile, layers=args.layer)
+            digest = write_archive(sys.stdout.buffer, ref=args.ref, dockerfile=args.dockerfile, layers=args.layer, present=present)
         else:
             with open(args.output, "wb") as f:
-                digest = write_archive(f, ref=args.ref, dockerfile=args.dockerfile, layers=args.layer)
+                digest = write_archive(f, ref=args.ref, dockerfile=args.dockerfile, layers=args.layer, present=present)
         print(f"{args.ref} {digest}", file=sys.stderr)
         return 0
     except ArchiveError as exc:
