@@ -56,6 +56,7 @@ def test_a_reference_is_accepted_as_model_source_and_teacher() -> None:
     assert references(job.spec) == {"spec.model.source": "teacher", "spec.distillation.teacher": "teacher"}
 
 
+@pytest.mark.tenancy
 def test_a_reference_with_a_namespace_is_refused_naming_the_field() -> None:
     doc = student()
     doc["spec"]["distillation"]["teacher"] = "finetunejob://team-b/teacher"
@@ -214,12 +215,14 @@ def job_with_teacher(teacher: str) -> FineTuneJob:
     return parse_job(doc)
 
 
+@pytest.mark.tenancy
 def test_a_teacher_in_another_namespaces_storage_is_refused() -> None:
     settings = OperatorSettings(storage_pvc="graft-storage", storage_mount_path="/mnt/graft")
     adm = admit_job(job_with_teacher("/mnt/graft/team-b/teacher-0123abcd/teacher/model"), AdmissionContext({}, [], 0, settings))
     assert not adm.allowed and "spec.distillation.teacher" in "\n".join(adm.violations)
 
 
+@pytest.mark.tenancy
 def test_a_policys_allowed_model_sources_bind_the_teacher_but_not_a_reference() -> None:
     policy = FineTunePolicy.model_validate({"metadata": {"name": "p"}, "spec": {"allowedModelSources": ["package://"]}})
     labels = {"kubernetes.io/metadata.name": NS}
