@@ -6,4 +6,5 @@ cd "$root"
 export GRAFT_CACHE=${GRAFT_CACHE:-$HOME/.cache/graft}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$GRAFT_CACHE/torch-extensions}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+# --durations: the slowest tests in every log (CI has 90 minutes; docs/testing-control-plane.md).
+exec .venv/bin/python -m pytest -p no:cacheprovider --durations=25 "$@"

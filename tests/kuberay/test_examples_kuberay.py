@@ -149,17 +149,18 @@ def teacher(release: Release) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def teacher_accuracy(release: Release, teacher: dict[str, Any]) -> Iterator[float]:
+def teacher_accuracy(release: Release, teacher: dict[str, Any]) -> float:
     url = _endpoint_url(release, IMAGE["spec"]["serving"]["endpoint"], lambda u: classify(u, fashion_photos()[0][1]))
-    try:
-        yield accuracy(url)
-    finally:
-        _drop_endpoint(release, IMAGE["spec"]["serving"]["endpoint"])
+    return accuracy(url)
 
 
 @pytest.fixture(scope="module")
-def student(release: Release, teacher: dict[str, Any], teacher_accuracy: float) -> dict[str, Any]:
-    return _ended(release, STUDENT["metadata"]["name"])
+def student(release: Release, teacher: dict[str, Any]) -> dict[str, Any]:
+    """The student followed to its end; first the teacher's endpoint is checked (when its test
+    asked) and deleted: the student's own endpoint needs its cores."""
+    st = _ended(release, STUDENT["metadata"]["name"])
+    _drop_endpoint(release, IMAGE["spec"]["serving"]["endpoint"])
+    return st
 
 
 def test_the_image_example_trains_on_the_images_fashion_mnist(teacher: dict[str, Any]) -> None:
