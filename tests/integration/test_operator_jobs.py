@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from graft.api.load import parse_as
+from graft.api.references import references
+from graft.api.spec import FineTuneJob
 from graft.operator.builders.common import cpu_quantity
 from tests.controlplane import ControlPlane
 from tests.integration.helpers import (
@@ -54,6 +57,11 @@ def test_applying_an_example_creates_its_rayjob(operator: OperatorProcess, names
         cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
     for doc in jobs:
         name, res = doc["metadata"]["name"], doc["spec"].get("resources", {})
+        if references(parse_as(FineTuneJob, doc).spec):  # a job it names (not applied here) must succeed first
+            reason = wait_for(lambda n=name: condition(status(cp, FTJ, n, namespace), "Accepted").get("reason"),
+                              what="the Accepted condition")
+            assert reason == "WaitingForFineTuneJob" and get(cp, RJ, name, namespace) is None
+            continue
         rj = rayjob(cp, name, namespace)
         owner = rj["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["uid"]) == ("FineTuneJob", name, uid(cp, name, namespace))
