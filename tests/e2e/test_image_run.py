@@ -1,8 +1,10 @@
 """Image classification and distillation through `graft run` on a real local Ray, with real MNIST digits.
 
 A tiny job (zeros vs ones, an image folder written from the real MNIST test set, a few steps) ends
-with an endpoint that classifies held-out real digits; a distillation job then trains and serves a
-student with fewer blocks than its teacher, and records both in its result document.
+with an endpoint that classifies held-out real digits; a distillation job naming its teacher as
+`finetunejob://digits` (found under `--runs`) then trains and serves a student with fewer blocks
+than its teacher, and records both in its result document. (The shipped image examples run as
+shipped on the operator: tests/kuberay/test_examples_kuberay.py.)
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ def write_job(path: Path, name: str, folder: Path, **spec: Any) -> Path:
     return path
 
 
-def start(spec: Path, run_dir: Path) -> tuple[subprocess.Popen[str], Output, str]:
+def start(spec: Path, run_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], Output, str]:
     proc = subprocess.Popen(
-        [*GRAFT, "run", str(spec), "--run-dir", str(run_dir), "--plain", "--port", "0"],
+        [*GRAFT, "run", str(spec), "--run-dir", str(run_dir), "--plain", "--port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -121,9 +123,10 @@ class Teacher:
 def teacher(digits: tuple[Path, dict[str, bytes]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Teacher]:
     folder, _ = digits
     tmp = tmp_path_factory.mktemp("teacher")
-    proc, output, url = start(write_job(tmp / "job.yaml", "digits", folder), tmp / "run")
+    run_dir = tmp / "runs" / "digits"  # where the student's finetunejob://digits finds it (--runs)
+    proc, output, url = start(write_job(tmp / "job.yaml", "digits", folder), run_dir)
     try:
-        yield Teacher(url, tmp / "run", output, proc, httpx.get(f"{url}/healthz", timeout=30).json())
+        yield Teacher(url, run_dir, output, proc, httpx.get(f"{url}/healthz", timeout=30).json())
     finally:
         stop(proc)
 
@@ -151,16 +154,15 @@ def test_undecodable_and_oversized_images_get_4xx(teacher: Teacher) -> None:
 def test_distilled_student_is_smaller_and_served(teacher: Teacher, digits: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     stop(teacher.proc)  # one local Ray at a time on a small machine; the teacher's model stays on disk
     folder, held_out = digits
-    result = teacher.run_dir / "result.json"
     spec = write_job(
         tmp_path / "student.yaml",
         "digits-student",
         folder,
-        model={"source": str(result)},
-        distillation={"teacher": str(result), "studentLayers": 7, "temperature": 2.0, "alpha": 0.5},
+        model={"source": "finetunejob://digits"},  # the teacher's newest succeeded run under --runs
+        distillation={"teacher": "finetunejob://digits", "studentLayers": 7, "temperature": 2.0, "alpha": 0.5},
         training={"epochs": 1, "batchSize": 8, "learningRate": 1e-3, "precision": "fp32"},
     )
-    proc, output, url = start(spec, tmp_path / "run")
+    proc, output, url = start(spec, tmp_path / "run", "--runs", str(teacher.run_dir.parent))
     try:
         student = httpx.get(f"{url}/healthz", timeout=30).json()
         teacher_health = teacher.health
@@ -175,3 +177,5 @@ def test_distilled_student_is_smaller_and_served(teacher: Teacher, digits: tuple
     assert record is not None
     assert record.student_parameters == student["parameters"] < record.teacher_parameters == teacher_health["parameters"]
     assert 0 <= record.student_accuracy <= 1 and record.student_ms_per_image > 0
+    teacher_result = TrainingResult.model_validate_json((teacher.run_dir / "result.json").read_text())
+    assert record.teacher == teacher_result.model_uri
