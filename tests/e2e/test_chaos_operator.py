@@ -31,9 +31,10 @@ from tests.integration.helpers import get, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1800)]
 
-# 20 jobs (the issue's scale): 12 min 51 s alone on an idle 2-core machine, 10 jobs 8 min 32 s;
-# GRAFT_CHAOS_JOBS sets another count.
-JOBS = int(os.environ.get("GRAFT_CHAOS_JOBS", "20"))
+# 10 jobs by default (8 min 32 s alone on an idle 2-core machine), so that `make test` fits CI's 90
+# minutes next to the examples on the real node; GRAFT_CHAOS_JOBS=20 runs issue 9's scale (12 min 51 s,
+# passed; docs/testing-control-plane.md).
+JOBS = int(os.environ.get("GRAFT_CHAOS_JOBS", "10"))
 ENDPOINTS = {"alpha": 3, "beta": 3}  # endpoint -> jobs promoting into it
 # At most WINDOW of the jobs are applied and unfinished at a time: twenty Ray job drivers starting at
 # once overload a 2-core machine (load above 80), and the operator under test starves with them.
