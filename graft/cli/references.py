@@ -11,8 +11,7 @@ from graft.api.errors import FieldError, SpecError
 from graft.api.references import SCHEME, Unresolved, model_of, references, with_resolved
 from graft.api.result import TrainingResult
 from graft.api.spec import FineTuneJob
-
-RESULT_FILE = "result.json"
+from graft.storage import RESULT_FILE
 
 
 def _results(runs: Path, name: str) -> list[TrainingResult]:

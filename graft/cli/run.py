@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from graft.api import FineTuneJob, load_job
 from graft.api.result import TrainingResult
+from graft.storage import RUNS_DIR
 
 if TYPE_CHECKING:  # rich is in [train], not in the operator image, whose `graft` builds this parser too
     from graft.cli.console import RunConsole
@@ -38,7 +39,7 @@ def add_parser(sub: Any, lazy: Any) -> None:
     p = sub.add_parser("run", help="fine-tune, tune and serve a FineTuneJob on a local Ray")
     p.add_argument("file", help="FineTuneJob YAML")
     p.add_argument("--run-dir", help="where to keep checkpoints, the model, result.json and the plot (default: runs/NAME-TIME)")
-    p.add_argument("--runs", default="runs", help="where finetunejob://NAME references find NAME's runs (default: runs)")
+    p.add_argument("--runs", default=RUNS_DIR, help="where finetunejob://NAME references find NAME's runs (default: runs)")
     p.add_argument("--no-serve", action="store_true", help="stop after training; do not start an endpoint")
     p.add_argument("--exit-after-sample", action="store_true", help="serve, send one sample request, then exit")
     p.add_argument("--port", type=int, default=None, help="HTTP port for the endpoint (default: 8000, or a free port if taken; 0: any free port)")
@@ -62,7 +63,7 @@ def free_port(preferred: int = 0) -> int:
 
 def default_run_dir(job: FineTuneJob) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{job.metadata.name}-{stamp}"
+    return Path(RUNS_DIR) / f"{job.metadata.name}-{stamp}"
 
 
 def _absolute(value: str | None) -> str | None:

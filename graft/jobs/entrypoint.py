@@ -17,8 +17,7 @@ from graft.api.errors import FieldError, SpecError
 from graft.api.result import TrainingResult, TrialRecord
 from graft.api.spec import FineTuneJob, FineTuneJobSpec
 from graft.jobs.events import JobEvent, JobFinishedEvent, JobPhase, PhaseEvent
-
-RESULT_FILE = "result.json"
+from graft.storage import RESULT_FILE
 
 
 class TrainingFailed(RuntimeError):

@@ -23,8 +23,7 @@ from graft.api.result import RESULT_LOG_MARKER as RESULT_MARKER
 from graft.api.result import TrainingResult
 from graft.operator.bounded import MAX_LOG_BYTES, get_json
 from graft.operator.names import run_dir
-
-RESULT_FILE = "result.json"
+from graft.storage import RESULT_FILE
 
 
 def result_uri(storage: str | None, namespace: str, job_name: str, uid: str) -> str | None:
