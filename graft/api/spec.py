@@ -595,6 +595,17 @@ class FineTuneJobSpec(ApiModel):
             raise ValueError("training.quantization and training.fullFineTune are causal-lm settings; drop them for this task")
         return self
 
+    def sources(self) -> list[tuple[str, str, Literal["model", "dataset"]]]:
+        """(field path, value, kind) of every set source a job reads: the model, the distillation
+        teacher (a model too), the dataset and its validation file. One list for every check of them."""
+        out: list[tuple[str, str, Literal["model", "dataset"]]] = [("spec.model.source", self.model.source, "model")]
+        if self.distillation is not None:
+            out.append(("spec.distillation.teacher", self.distillation.teacher, "model"))
+        out.append(("spec.dataset.source", self.dataset.source, "dataset"))
+        if self.dataset.validation.source is not None:
+            out.append(("spec.dataset.validation.source", self.dataset.validation.source, "dataset"))
+        return out
+
     @property
     def score_metric(self) -> str:
         return self.checkpoints.score_metric or self.tuning.metric

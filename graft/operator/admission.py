@@ -157,12 +157,7 @@ def partition_violations(path: str, value: str | None, namespace: str, settings:
 def path_violations(job: FineTuneJob, namespace: str, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
     spec = job.spec
     out: list[str] = []
-    for path, value in (
-        ("spec.model.source", spec.model.source),
-        ("spec.dataset.source", spec.dataset.source),
-        ("spec.dataset.validation.source", spec.dataset.validation.source),
-        ("spec.distillation.teacher", spec.distillation.teacher if spec.distillation is not None else None),
-    ):
+    for path, value, _ in spec.sources():
         out += partition_violations(path, value, namespace, settings, root_ok=False)
     storage = spec.checkpoints.storage
     out += partition_violations("spec.checkpoints.storage", storage, namespace, settings, root_ok=True)

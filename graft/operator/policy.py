@@ -112,24 +112,11 @@ def _limit_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
 def _source_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
     spec = job.spec
     rules = policy.spec
-    checks: list[tuple[str, str | None, str, list[str]]] = [
-        ("spec.model.source", spec.model.source, "allowedModelSources", rules.allowed_model_sources),
-        (
-            "spec.distillation.teacher",
-            spec.distillation.teacher if spec.distillation is not None else None,
-            "allowedModelSources",
-            rules.allowed_model_sources,
-        ),
-        ("spec.dataset.source", spec.dataset.source, "allowedDatasetSources", rules.allowed_dataset_sources),
-        (
-            "spec.dataset.validation.source",
-            spec.dataset.validation.source,
-            "allowedDatasetSources",
-            rules.allowed_dataset_sources,
-        ),
-        # An unset image runs the operator's own default image, which the cluster admin chose.
-        ("spec.runtime.image", spec.runtime.image, "allowedImages", rules.allowed_images),
-    ]
+    by_kind = {"model": ("allowedModelSources", rules.allowed_model_sources),
+               "dataset": ("allowedDatasetSources", rules.allowed_dataset_sources)}
+    checks: list[tuple[str, str | None, str, list[str]]] = [(path, value, *by_kind[kind]) for path, value, kind in spec.sources()]
+    # An unset image runs the operator's own default image, which the cluster admin chose.
+    checks.append(("spec.runtime.image", spec.runtime.image, "allowedImages", rules.allowed_images))
     out: list[str] = []
     for path, value, rule, patterns in checks:
         # finetunejob://NAME is a model the namespace trained itself (resolved in the same namespace only).
