@@ -37,6 +37,9 @@ class TrialRecord(ApiModel):
     stopped_at_epoch: int | None = Field(default=None, description="Epoch after which the scheduler stopped the trial.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Metrics of the last completed epoch.")
     best_score: float | None = None
+    precision: Literal["bf16", "fp16", "fp32"] | None = Field(
+        default=None, description="The precision the trial trained in: spec.training.precision resolved on the workers' hardware."
+    )
     history: list[EpochMetrics] = Field(default_factory=list)
     error: str | None = None
 
@@ -85,6 +88,9 @@ class TrainingResult(ApiModel):
     best_config: dict[str, float | int | str | bool] = Field(default_factory=dict)
     best_metrics: dict[str, float] = Field(default_factory=dict)
     best_score: float | None = None
+    precision: Literal["bf16", "fp16", "fp32"] | None = Field(
+        default=None, description="The precision the best trial trained in (spec.training.precision resolved on the workers' hardware)."
+    )
     model_uri: str | None = Field(default=None, description="Exported Hugging Face model directory of the best trial.")
     checkpoint_uri: str | None = Field(default=None, description="The best trial's Ray Train checkpoint.")
     label_names: list[str] = Field(default_factory=list)

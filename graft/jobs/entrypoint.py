@@ -168,6 +168,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
             "best_config": best_record.config,
             "best_metrics": best_metrics,
             "best_score": best_metrics[spec.score_metric],
+            "precision": best_record.precision,
             "model_uri": uri,
             "checkpoint_uri": ckpt,
             "trials": trials,

@@ -67,6 +67,7 @@ class TrialState:
     status: str = "running"
     error: str | None = None
     restarts: int = 0
+    precision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -214,6 +215,7 @@ class TrialTracker(Callback):
             state.checkpoint_times[epoch] = utcnow()
         state.early_stopped = bool(result.get("early_stopped"))
         state.placement_group = str(result.get("placement_group") or state.placement_group)
+        state.precision = str(result.get("precision") or state.precision or "") or None
         if self.attempts:
             self.attempts[-1].epochs_trained += 1
             self.attempts[-1].last_progress_at = utcnow()
@@ -283,6 +285,7 @@ class TrialTracker(Callback):
                     stopped_at_epoch=state.last_epoch if status == "stopped_early" else None,
                     metrics=epoch_metrics(last) if last else {},
                     best_score=self.best_score(state),
+                    precision=state.precision,  # type: ignore[arg-type]
                     history=history,
                     error=state.error,
                 )

@@ -147,7 +147,7 @@ class _Worker:
         from graft.jobs.sources import resolve_source
 
         t = self.training
-        precision = self._precision()
+        precision = self.precision = self._precision()
         model_path = resolve_source(self.spec.model.source, field="spec.model.source", revision=self.spec.model.revision)
         self.model_path = model_path
         module = self.task.build_model(model_path, self.data)
@@ -217,6 +217,7 @@ class _Worker:
         metrics["early_stopped"] = 1 if early else 0
         metrics["placement_group"] = self.placement_group
         metrics["restarts"] = progress.restarts
+        metrics["precision"] = self.precision
         every = self.spec.checkpoints.frequency
         checkpoint = epoch % every == 0 or epoch == t.epochs or early
         self._report(metrics, progress, checkpoint=checkpoint, export=checkpoint and as_good)
