@@ -131,7 +131,10 @@ class SharedJobBackend:
         stopping = (not job.spec.suspend and not events and status is not None and status.phase == Phase.SUSPENDED
                     and info is not None and not info.terminal)
         error = copied = None
-        if info is not None and info.terminal:
+        # A stop asked for by spec.suspend does not end the job: the log is copied when its last attempt
+        # ends (a copy made now would stand in for that attempt's log, see _persist_log).
+        suspended = job.spec.suspend and info is not None and info.status == "STOPPED"
+        if info is not None and info.terminal and not suspended:
             text = api.logs(sid) or ""
             if info.status == "FAILED":
                 error = error_summary(text) or info.message
