@@ -41,8 +41,15 @@ from graft.api.load import parse_as  # noqa: E402
 from graft.operator.builders import build_rayjob  # noqa: E402
 from graft.operator.kube import api_client  # noqa: E402
 from graft.operator.settings import OperatorSettings  # noqa: E402
-from tests.controlplane import ControlPlane, free_port  # noqa: E402
-from tests.integration.helpers import OperatorProcess, wait_for  # noqa: E402
+from testbed.controlplane import ControlPlane  # noqa: E402
+from testbed.operator import OperatorProcess  # noqa: E402
+from testbed.ports import free_port  # noqa: E402
+from testbed.process import wait_until  # noqa: E402
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll `fn` until truthy; its exceptions fail at once."""
+    return wait_until(fn, timeout=timeout, interval=interval, what=what, retry=())
 
 DOCS = REPO / "docs" / "benchmarks.md"
 HEADING = "## Operator scale"
@@ -200,7 +207,7 @@ def run_rate(cp: ControlPlane, rate: float, n: int, log_dir: Path, warmup: int =
     watch = RayJobWatch(custom, ns, status_writer.added)
     try:
         time.sleep(2)  # let the watches settle before measuring the idle footprint
-        pid = op.proc.pid  # type: ignore[union-attr]
+        pid = op.pid
         # Direct creates: the same RayJob bodies the operator would build, at the same rate, by this client.
         settings = OperatorSettings(ray_image="example.org/graft-ray:test")
         direct_docs = []

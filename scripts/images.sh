@@ -43,6 +43,8 @@ prune() { local kind=$1 keep=$2 d; for d in "$cache/$kind"-*; do [ -d "$d" ] && 
 die() { echo "images: error: $*" >&2; exit 1; }
 sha() { sha256sum | cut -c1-16; }
 need() { command -v "$1" >/dev/null || die "$1 not found: $2"; }
+# The OCI writer (testbed/oci.py, standard library only): layer digests and image archives.
+oci() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$py" -m testbed.oci "$@"; }
 
 # The base recipe: everything that shapes the base rootfs goes into its key.
 base_recipe() {
@@ -73,7 +75,7 @@ build_base() {
     --customize-hook=': > "$1/etc/resolv.conf"; : > "$1/etc/hostname"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*.log' \
     "$suite" "$base_dir/rootfs"
-  "$py" "$root/scripts/oci_archive.py" digest "$base_dir/rootfs" >/dev/null
+  oci digest "$base_dir/rootfs" >/dev/null
   log "base: done in $((SECONDS - t0)) s ($(du -sh "$base_dir/rootfs" | cut -f1))"
 }
 
@@ -128,7 +130,7 @@ build_deps() {  # $1: image name
     python3 \"\$(echo /usr/share/python-wheels/pip-*.whl)/pip\" install -q pip==$pip_version
     pip install -q --no-deps --require-hashes -r /tmp/in/lock.txt
     rm -rf /root/.cache"
-  "$py" "$root/scripts/oci_archive.py" digest "$deps_dir/layer" >/dev/null
+  oci digest "$deps_dir/layer" >/dev/null
   log "$image deps: done in $((SECONDS - t0)) s ($(du -sh "$deps_dir/layer" | cut -f1))"
 }
 
@@ -159,7 +161,7 @@ build_graft() {  # $1: image name, $2: smoke test run inside the image
     pip install -q --no-deps /tmp/in/*.whl
     rm -rf /root/.cache
     $smoke"
-  "$py" "$root/scripts/oci_archive.py" digest "$graft_dir/layer" >/dev/null
+  oci digest "$graft_dir/layer" >/dev/null
   log "$image graft: done in $((SECONDS - t0)) s ($(du -sh "$graft_dir/layer" | cut -f1))"
 }
 
@@ -185,7 +187,7 @@ build_data() {
   local work deb; new_work
   (cd "$work" && apt-get download -q -o APT::Sandbox::User=root $data_packages >&2) || die "apt-get download $data_packages failed"
   for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$data_dir/layer"; done
-  "$py" "$root/scripts/oci_archive.py" digest "$data_dir/layer" >/dev/null
+  oci digest "$data_dir/layer" >/dev/null
   log "ray data: done ($(du -sh "$data_dir/layer" | cut -f1))"
 }
 
@@ -210,7 +212,7 @@ archive() {  # $1: image, $2: output file or -
   build_image "$1"
   local args=()
   for l in "${layers[@]}"; do args+=(--layer "$l"); done
-  "$py" "$root/scripts/oci_archive.py" write --ref "$(ref_of "$1")" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" -o "$2"
+  oci write --ref "$(ref_of "$1")" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" -o "$2"
 }
 
 load() {  # $1: image
@@ -221,7 +223,7 @@ load() {  # $1: image
   # Already there with the same layers and config? The manifest digest is deterministic, so compare it.
   local args=() want
   for l in "${layers[@]}"; do args+=(--layer "$l"); done
-  want=$("$py" "$root/scripts/oci_archive.py" write --ref "$ref" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" --digest-only)
+  want=$(oci write --ref "$ref" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" --digest-only)
   if "$ctr" --address "$address" -n "$ns" images ls -q "name==$ref" 2>/dev/null | grep -qx "$ref" \
      && "$ctr" --address "$address" -n "$ns" images ls "name==$ref" | grep -q "$want"; then
     log "$ref is already loaded ($want)"; return
@@ -231,7 +233,7 @@ load() {  # $1: image
   # if the import refuses that, the whole archive goes in.
   local present; new_work; present=$work/present
   "$ctr" --address "$address" -n "$ns" content ls -q > "$present" 2>/dev/null || : > "$present"
-  if "$py" "$root/scripts/oci_archive.py" write --ref "$ref" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" \
+  if oci write --ref "$ref" --dockerfile "$root/docker/$1.Dockerfile" "${args[@]}" \
        --present "$present" -o - | "$ctr" --address "$address" -n "$ns" images import - >/dev/null; then
     log "$ref loaded in $((SECONDS - t0)) s (layers containerd had: not streamed)"
     return

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (or reuse) versitygw, the real S3-compatible server (Apache-2.0, POSIX backend) that the
-# object-storage tests start on loopback (tests/s3server.py). Pinned by tools/s3server/go.mod.
+# object-storage tests start on loopback (testbed/s3server.py). Pinned by tools/s3server/go.mod.
 #
 # The binary goes to a cache outside the repo, keyed by the pinned version, the tools module's
 # go.mod/go.sum and the Go version:  ${GRAFT_CACHE:-$HOME/.cache/graft}/s3server-<key>/bin/versitygw

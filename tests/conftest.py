@@ -7,9 +7,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.controlplane import ControlPlane
-from tests.nodehost import NODE_IP
-from tests.s3server import S3Server
+from testbed.controlplane import ControlPlane
+from testbed.nodehost import NODE_IP
+from testbed.s3server import S3Server
 
 NODE_FIXTURE = "kube_node"  # tests/kuberay/conftest.py: the real one-node cluster
 

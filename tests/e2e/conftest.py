@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
-from tests.controlplane import ControlPlane
-from tests.e2e.shared_ray import RayHead
+from testbed.controlplane import ControlPlane
+from testbed.jobdocs import write_sentiment_jsonl
+from testbed.ray_head import RayHead
 
 # Trial drivers use this custom resource (see graft.jobs.tune); 2 lets two trials run side by side.
 RAY_RESOURCES = {"graft_trial_driver": 2.0}
@@ -26,15 +24,6 @@ RAY_ENV = {
     "DS_ACCELERATOR": "cpu",
     "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "graft" / "torch-extensions"),
 }
-
-POSITIVE = [
-    "a great and wonderful film", "excellent acting and a superb story", "I loved it, truly wonderful",
-    "brilliant, charming and fun", "a delightful, excellent movie", "superb, great, moving",
-]
-NEGATIVE = [
-    "a terrible and awful film", "dreadful acting and a boring story", "I hated it, truly awful",
-    "dull, painful and bad", "a miserable, terrible movie", "awful, bad, boring",
-]
 
 
 @pytest.fixture(scope="session")
@@ -77,16 +66,6 @@ def untrained_classifier(minilm_path: Path, tmp_path_factory: pytest.TempPathFac
     return out
 
 
-def write_sentiment_jsonl(path: Path, rows_per_label: int = 24, seed: int = 0) -> Path:
-    """A small, easily separable positive/negative dataset with string labels."""
-    rng = random.Random(seed)
-    rows = [{"text": rng.choice(POSITIVE), "label": "positive"} for _ in range(rows_per_label)]
-    rows += [{"text": rng.choice(NEGATIVE), "label": "negative"} for _ in range(rows_per_label)]
-    rng.shuffle(rows)
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
-
-
 @pytest.fixture(scope="session")
 def sentiment_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_sentiment_jsonl(tmp_path_factory.mktemp("data") / "sentiment.jsonl")
@@ -106,24 +85,3 @@ def tenant(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Itera
     ns = control_plane.create_namespace(f"graft-{module}")
     yield ns
     control_plane.delete_namespace(ns, wait=False)
-
-
-def tiny_job(model: Path, data: Path, name: str = "tiny", **spec_overrides: Any) -> dict[str, Any]:
-    """A FineTuneJob document on tiny settings (1 worker, 32 tokens, a few steps per epoch)."""
-    spec: dict[str, Any] = {
-        "model": {"source": str(model)},
-        "dataset": {"source": str(data), "labelNames": ["negative", "positive"], "validation": {"fraction": 0.25}, "seed": 3},
-        "training": {
-            "epochs": 1, "batchSize": 8, "learningRate": 1e-3, "maxSeqLength": 32, "maxStepsPerEpoch": 3,
-            "precision": "bf16", "deepspeed": {"zeroStage": 2},
-        },
-        "resources": {"workers": 1, "cpusPerWorker": 1},
-        "tuning": {"numTrials": 1, "maxConcurrentTrials": 1},
-        "checkpoints": {"numToKeep": 1},
-    }
-    for key, value in spec_overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    return {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name}, "spec": spec}

@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 from graft.operator.builders.endpoint import promotions
-from tests.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
+from testbed.jobdocs import tiny_job, write_sentiment_jsonl
+from testbed.ray_head import RayHead
 from tests.e2e.chart_operator import ChartOperator, on_shared_head
-from tests.e2e.conftest import tiny_job, write_sentiment_jsonl
-from tests.e2e.shared_ray import RayHead
 from tests.integration.helpers import get, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1800)]

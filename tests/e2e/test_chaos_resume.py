@@ -17,15 +17,9 @@ import yaml
 from graft import storage
 from graft.api.result import TrainingResult
 from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
-from tests.e2e.conftest import tiny_job
-from tests.e2e.job_driver import (
-    JobAttempt,
-    epochs_done,
-    job_document,
-    read_progress,
-    wait_until,
-)
-from tests.e2e.shared_ray import RayHead
+from testbed.job_driver import JobAttempt, epochs_done, job_document, read_progress, wait_while_running
+from testbed.jobdocs import tiny_job
+from testbed.ray_head import RayHead
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
@@ -76,8 +70,8 @@ def test_a_killed_job_resumes_on_the_next_attempt_without_rerunning_finished_tri
         started = [t for t, e in done.items() if 0 < len(e) < EPOCHS]
         return done if full and started else None
 
-    before = wait_until(one_done_one_started, timeout=600, what="trial 1 finished and trial 2 past epoch 1", attempt=first,
-                        interval=0.5)
+    before = wait_while_running(one_done_one_started, timeout=600, what="trial 1 finished and trial 2 past epoch 1", attempt=first,
+                                interval=0.5)
     first.kill()  # preemption: the driver, its Tune loop and (with it) the trials die
     head_factory[0].stop()  # the RayJob retry runs on a new cluster
     finished = next(t for t, e in before.items() if len(e) == EPOCHS)

@@ -23,13 +23,13 @@ import yaml
 from graft import storage
 from graft.api import FineTuneJob
 from graft.jobs.entrypoint import STORAGE_FAILURE, TrainingFailed, run_job
-from tests.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
+from testbed.job_driver import epochs_done, read_progress
+from testbed.jobdocs import tiny_job
+from testbed.ray_head import RayHead
+from testbed.s3server import S3Server
 from tests.e2e.chart_operator import ChartOperator, on_shared_head
-from tests.e2e.conftest import tiny_job
-from tests.e2e.job_driver import epochs_done, read_progress
-from tests.e2e.shared_ray import RayHead
 from tests.integration.helpers import condition, get, status, wait_for
-from tests.s3server import S3Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1500)]
 

@@ -25,11 +25,12 @@ import pytest
 import yaml
 
 from graft.jobs.tune import TRIAL_DRIVER_RESOURCE
-from tests.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
+from testbed.jobdocs import write_sentiment_jsonl
+from testbed.operator import OperatorProcess
+from testbed.ray_head import RayHead
 from tests.e2e.chart_operator import on_shared_head
-from tests.e2e.conftest import write_sentiment_jsonl
-from tests.e2e.shared_ray import RayHead
-from tests.integration.helpers import REPO, OperatorProcess, condition, get, status, wait_for
+from tests.integration.helpers import REPO, condition, get, status, wait_for
 
 pytestmark = pytest.mark.e2e
 

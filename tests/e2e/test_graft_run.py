@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import write_sentiment_jsonl
+from testbed.jobdocs import write_sentiment_jsonl
 
 pytestmark = pytest.mark.e2e
 

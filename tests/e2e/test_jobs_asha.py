@@ -11,7 +11,7 @@ from graft.api import FineTuneJob
 from graft.jobs.entrypoint import run_job
 from graft.jobs.events import JobEvent, TrialStoppedEvent
 from graft.jobs.plot import plot_trials
-from tests.e2e.conftest import tiny_job
+from testbed.jobdocs import tiny_job
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from graft.api import FineTuneJob
 from graft.jobs.checkpoint import META_FILE
 from graft.jobs.entrypoint import run_job
 from graft.jobs.events import JobEvent, TrialEpochEvent
-from tests.e2e.conftest import tiny_job, write_sentiment_jsonl
+from testbed.jobdocs import tiny_job, write_sentiment_jsonl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 

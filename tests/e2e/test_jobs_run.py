@@ -10,7 +10,7 @@ import pytest
 from graft.api import FineTuneJob
 from graft.jobs.entrypoint import RESULT_FILE, read_result, run_job
 from graft.jobs.events import JobEvent, PhaseEvent, TrialEpochEvent
-from tests.e2e.conftest import tiny_job
+from testbed.jobdocs import tiny_job
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import pytest
 from graft import storage
 from graft.api import FineTuneJob
 from graft.jobs.entrypoint import run_job
-from tests.e2e.conftest import tiny_job
+from testbed.jobdocs import tiny_job
 
 pytestmark = pytest.mark.e2e
 

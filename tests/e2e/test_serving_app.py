@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from graft.api.spec import ServingSpec
+from testbed.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -57,12 +57,6 @@ def fine_tune_tiny_classifier(base: Path, out_dir: Path, *, max_steps: int = 15,
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def autoscaling_endpoint(ray_cluster: dict[str, float], untrained_classifier: Pa
     from graft.serving.app import application
     from graft.serving.args import ServeArgs, serve_config
     from graft.serving.deploy import endpoint_url, proxy_port, shutdown_local, wait_healthy
-    from tests.e2e.test_serving_app import free_port
+    from testbed.ports import free_port
 
     serving = ServingSpec.model_validate(
         {"minReplicas": 1, "maxReplicas": 2, "resources": {"cpus": 0.5}, "batching": {"maxBatchSize": 2, "batchWaitTimeoutS": 0.01}}

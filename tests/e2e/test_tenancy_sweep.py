@@ -16,7 +16,7 @@ from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID
 from graft.operator.shared.serve import ServeApi, build_application
 from graft.operator.sweep import Owner, TrustTheStore, sweep_cluster, sweep_serve
-from tests.e2e.shared_ray import RayHead
+from testbed.ray_head import RayHead
 from tests.integration.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tenancy]

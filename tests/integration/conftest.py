@@ -7,8 +7,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.controlplane import ControlPlane
-from tests.integration.helpers import REPO, OperatorProcess
+from testbed.controlplane import ControlPlane
+from testbed.operator import OperatorProcess
+from tests.integration.helpers import REPO
 
 
 @pytest.fixture(scope="session")

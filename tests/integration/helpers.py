@@ -1,22 +1,20 @@
 """Helpers for integration tests against the real control plane: apply YAML, read objects, play
-KubeRay's part (patch RayJob/RayService status), poll with timeouts, run `graft operator`."""
+KubeRay's part (patch RayJob/RayService status), poll with timeouts. (`graft operator` as a subprocess:
+testbed/operator.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from tests.controlplane import ControlPlane, free_port
+from testbed.controlplane import ControlPlane
+from testbed.process import wait_until
 
 # Resource names as kubectl takes them.
 FTJ, RJ, MEP, RS = "finetunejobs.graft.dev", "rayjobs.ray.io", "modelendpoints.graft.dev", "rayservices.ray.io"
@@ -50,18 +48,10 @@ def example_job(path: Path, namespace: str, uid: str):  # type: ignore[no-untype
 
 def wait_for(fn: Callable[[], T], timeout: float = 60.0, what: str | Callable[[], str] = "condition",
              interval: float = 0.25) -> T:
-    """Poll `fn` until it returns something truthy (returned); TimeoutError names `what` (a callable is
-    called then, to describe the state at the timeout) and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            described = what() if callable(what) else what
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {described}; last value: {last!r}")
-        time.sleep(interval)
+    """:func:`testbed.process.wait_until` where an exception of `fn` fails at once: poll `fn` until it
+    returns something truthy (returned); TimeoutError names `what` (a callable is called then, to
+    describe the state at the timeout) and the last value."""
+    return wait_until(fn, timeout=timeout, interval=interval, what=what, retry=())
 
 
 def apply(cp: ControlPlane, doc: dict[str, Any] | str, namespace: str, *, check: bool = True) -> subprocess.CompletedProcess:
@@ -144,65 +134,3 @@ def write_result(storage: str, namespace: str, job_name: str, uid: str, *, score
     Path(uri).parent.mkdir(parents=True, exist_ok=True)
     Path(uri).write_text(res.model_dump_json(by_alias=True, exclude_none=True))
     return model_uri
-
-
-class OperatorProcess:
-    """`graft operator` as a subprocess (the real entry point), namespace-scoped, with a liveness probe."""
-
-    def __init__(self, cp: ControlPlane, namespace: str, log_dir: Path, *extra: str) -> None:
-        self.cp, self.namespace, self.log_dir, self.extra = cp, namespace, log_dir, extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.port = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
-
-    def start(self, timeout: float = 90.0) -> OperatorProcess:
-        self.starts += 1
-        self.port = free_port()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "graft", "operator", "--kubeconfig", str(self.cp.kubeconfig),
-                 "--namespace", self.namespace, "--resync-seconds", "2", "--ray-image", "example.org/graft-ray:test",
-                 # Storage every Ray pod reaches (a PVC mounted at the test's directory), read by the operator too.
-                 "--storage-pvc", "graft-test", "--storage-mount-path", str(self.log_dir),
-                 "--result-storage", str(self.log_dir / "storage-default"),
-                 "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
-            )
-        wait_for(self._alive, timeout=timeout, what=f"the operator's liveness probe; log:\n{self.log_tail()}")
-        return self
-
-    def _alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"graft operator exited with {self.proc.returncode}:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def kill(self) -> None:
-        """SIGKILL: an abrupt crash, no graceful shutdown."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"

@@ -22,7 +22,10 @@ from typing import Any
 
 import yaml
 
-from tests.controlplane import ControlPlane, ensure_binaries, free_port
+from testbed.binaries import ensure_binaries
+from testbed.controlplane import ControlPlane
+from testbed.ports import free_port
+from testbed.process import Process
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "graft"
@@ -187,14 +190,8 @@ def aggregation_controller(cp: ControlPlane, workdir: Path) -> Iterator[Path]:
         "--use-service-account-credentials=false",
         "--v=1",
     ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    proc = Process("kube-controller-manager (aggregation)", args, log, new_session=False, log_mode="wb").start()
     try:
         yield log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        proc.stop(timeout=15)

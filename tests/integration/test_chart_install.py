@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from graft.api.policy import FineTunePolicy
-from tests.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
 from tests.integration.rbac import CHART, HelmError, ensure_namespace, helm, install_graft_crds, render_chart
 
 pytestmark = pytest.mark.integration

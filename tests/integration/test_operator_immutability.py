@@ -10,21 +10,9 @@ import time
 
 import pytest
 
-from tests.controlplane import ControlPlane
-from tests.integration.helpers import (
-    FTJ,
-    RJ,
-    OperatorProcess,
-    apply,
-    condition,
-    finetunejob,
-    get,
-    names,
-    patch,
-    set_rayjob_status,
-    status,
-    wait_for,
-)
+from testbed.controlplane import ControlPlane
+from testbed.operator import OperatorProcess
+from tests.integration.helpers import FTJ, RJ, apply, condition, finetunejob, get, names, patch, set_rayjob_status, status, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.tenancy]
 

@@ -12,12 +12,12 @@ from graft.api.load import parse_as
 from graft.api.references import references
 from graft.api.spec import FineTuneJob
 from graft.operator.builders.common import cpu_quantity
-from tests.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
+from testbed.operator import OperatorProcess
 from tests.integration.helpers import (
     FTJ,
     MEP,
     RJ,
-    OperatorProcess,
     apply,
     condition,
     finetunejob,

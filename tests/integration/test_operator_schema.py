@@ -14,7 +14,7 @@ from graft.api.load import parse_as
 from graft.api.result import ResumeRecord
 from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.settings import OperatorSettings
-from tests.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
 from tests.integration.helpers import example_job, rayjob_examples
 
 pytestmark = pytest.mark.integration

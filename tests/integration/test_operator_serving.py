@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testbed.operator import OperatorProcess
 from tests.integration.helpers import (
     FTJ,
     MEP,
     RJ,
     RS,
-    OperatorProcess,
     apply,
     finetunejob,
     get,

@@ -14,14 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.controlplane import ControlPlane
-from tests.integration.rbac import (
-    OPERATOR_NAMESPACE,
-    apply_objects,
-    can_i,
-    operator_kubeconfig,
-    render_chart,
-)
+from testbed.controlplane import ControlPlane
+from tests.integration.rbac import OPERATOR_NAMESPACE, apply_objects, can_i, operator_kubeconfig, render_chart
 
 pytestmark = pytest.mark.integration
 

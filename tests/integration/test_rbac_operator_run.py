@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.controlplane import ControlPlane, free_port
+from testbed.controlplane import ControlPlane
+from testbed.operator import OperatorProcess
+from testbed.ports import free_port
 from tests.integration.helpers import (
     FTJ,
     MEP,
     RJ,
     RS,
-    OperatorProcess,
     apply,
     finetunejob,
     get,

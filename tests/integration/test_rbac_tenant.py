@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.controlplane import ControlPlane, wait_until
+from testbed.controlplane import ControlPlane
+from testbed.process import wait_until
 from tests.integration.rbac import REPO, aggregation_controller, apply_operator_rbac, can_i, install_graft_crds
 
 pytestmark = pytest.mark.integration

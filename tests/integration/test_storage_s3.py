@@ -1,4 +1,4 @@
-"""graft.storage against a real S3-compatible server (versitygw on loopback, tests/s3server.py)."""
+"""graft.storage against a real S3-compatible server (versitygw on loopback, testbed/s3server.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from graft import storage
 from graft.jobs.checkpoint import missing_files, write_manifest
 from graft.jobs.export import EXPORT_META, export_best, prune_checkpoints
-from tests.s3server import S3Server
+from testbed.s3server import S3Server
 
 pytestmark = pytest.mark.integration
 

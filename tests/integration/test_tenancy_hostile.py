@@ -17,21 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.controlplane import ControlPlane
-from tests.integration.helpers import (
-    FTJ,
-    MEP,
-    RJ,
-    RS,
-    OperatorProcess,
-    apply,
-    condition,
-    finetunejob,
-    get,
-    names,
-    status,
-    wait_for,
-)
+from testbed.controlplane import ControlPlane
+from testbed.operator import OperatorProcess
+from tests.integration.helpers import FTJ, MEP, RJ, RS, apply, condition, finetunejob, get, names, status, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.tenancy]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.controlplane import ControlPlane
+from testbed.controlplane import ControlPlane
 from tests.integration.helpers import FTJ, MEP, apply, finetunejob, names
 
 pytestmark = [pytest.mark.integration, pytest.mark.tenancy]

@@ -2,9 +2,9 @@
 
 * ``kube_node``: session scope. The machine-wide node lock, then a kubelet + containerd +
   kube-proxy + kube-scheduler + CoreDNS node joined to the session's ``control_plane``
-  (tests/kubenode.py). Torn down at the end, leaving nothing on the host.
+  (testbed/kubenode.py). Torn down at the end, leaving nothing on the host.
 * ``node_namespace``: a fresh namespace per test, deleted afterwards (its pods stopped).
-* ``kuberay_operator``: session scope, the real KubeRay operator (tests/addons.py).
+* ``kuberay_operator``: session scope, the real KubeRay operator (testbed/addons.py).
 * ``kueue``: session scope, real Kueue with webhooks and the RayJob integration.
 * ``ray_image``: session scope, the Ray image (graft + Ray) built by scripts/images.sh
   and loaded into the node's containerd; its reference.
@@ -19,10 +19,11 @@ from typing import Iterator
 
 import pytest
 
-from tests.addons import KubeRayOperator, Kueue
-from tests.cluster import node_lock, running_cluster
-from tests.controlplane import ADDON_COMPONENTS, NODE_COMPONENTS, ControlPlane, ensure_binaries
-from tests.kubenode import KubeNode
+from testbed.addons import KubeRayOperator, Kueue
+from testbed.binaries import ADDON_COMPONENTS, NODE_COMPONENTS, ensure_binaries
+from testbed.cluster import node_lock, running_cluster
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
 
 
 @pytest.fixture(scope="session")

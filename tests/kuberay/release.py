@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from tests.controlplane import ControlPlane, wait_until
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
+from testbed.process import wait_until
 from tests.integration.rbac import CHART, helm
-from tests.kubenode import KubeNode
 
 REPO = Path(__file__).resolve().parents[2]
 # Not "graft": the integration layer applies the chart's cluster-scoped RBAC (graft-edit, ...)

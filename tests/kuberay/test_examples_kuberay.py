@@ -29,9 +29,10 @@ import pytest
 import yaml
 
 from graft.operator.names import ray_name
-from tests.addons import KubeRayOperator
-from tests.controlplane import ControlPlane, wait_until
-from tests.kubenode import KubeNode
+from testbed.addons import KubeRayOperator
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
+from testbed.process import wait_until
 from tests.kuberay.diagnose import diagnose
 from tests.kuberay.release import REPO, Release, installed, service_url
 

@@ -22,9 +22,10 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
-from tests.addons import KubeRayOperator
-from tests.controlplane import ControlPlane, wait_until
-from tests.kubenode import KubeNode
+from testbed.addons import KubeRayOperator
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
+from testbed.process import wait_until
 from tests.kuberay.diagnose import diagnose
 from tests.kuberay.endpoint import deployment, predict, running_replicas, serve_dashboard, serve_workers
 from tests.kuberay.load import Load

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from tests.addons import KubeRayOperator
-from tests.controlplane import ControlPlane, wait_until
-from tests.kubenode import KubeNode
+from testbed.addons import KubeRayOperator
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
+from testbed.process import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
 

@@ -15,10 +15,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.addons import KubeRayOperator, Kueue
-from tests.controlplane import ControlPlane
-from tests.integration.helpers import FTJ, RJ, OperatorProcess, apply, finetunejob, get, wait_for
-from tests.kubenode import KubeNode
+from testbed.addons import KubeRayOperator, Kueue
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
+from testbed.operator import OperatorProcess
+from tests.integration.helpers import FTJ, RJ, apply, finetunejob, get, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
 

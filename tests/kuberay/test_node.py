@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from tests.controlplane import ControlPlane, wait_until
-from tests.kubenode import KubeNode
-from tests.nodeconfig import DNS_IP, NODE_NAME
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
+from testbed.nodeconfig import DNS_IP, NODE_NAME
+from testbed.process import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
 
@@ -101,7 +102,7 @@ def test_pods_cannot_reach_beyond_the_node(control_plane: ControlPlane, node_nam
 
 
 def kube_node_drop_count() -> int:
-    from tests.nodehost import EGRESS_CHAIN, run
+    from testbed.nodehost import EGRESS_CHAIN, run
 
     out = run("iptables", "-L", EGRESS_CHAIN, "-n", "-v", "-x").stdout
     rows = [ln.split() for ln in out.splitlines() if "DROP" in ln]

@@ -1,33 +1,20 @@
-"""scripts/oci_archive.py: the OCI archive scripts/images.sh imports into containerd."""
+"""testbed/oci.py: the OCI archive scripts/images.sh imports into containerd, and the node's one-layer images."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from testbed import oci
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("oci_archive", REPO / "scripts" / "oci_archive.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-oci = _load()
 
 
 def _layer(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
@@ -106,3 +93,26 @@ def test_env_without_equals_is_refused_with_the_fix(tmp_path: Path) -> None:
     dockerfile.write_text("FROM scratch\nENV A 1\n")
     with pytest.raises(oci.ArchiveError, match="KEY=VALUE"):
         oci.dockerfile_config(dockerfile)
+
+
+def test_one_layer_image_of_host_files_is_reproducible_and_runs_its_entrypoint(tmp_path: Path) -> None:
+    binary = tmp_path / "pause"
+    binary.write_bytes(b"\x7fELF pretend")
+    binary.chmod(0o755)
+    first, second = tmp_path / "a.tar", tmp_path / "b.tar"
+    digest = oci.write_image(first, "graft.local/pause:v1", {"/pause": binary}, entrypoint=["/pause"])
+    assert oci.write_image(second, "graft.local/pause:v1", {"/pause": binary}, entrypoint=["/pause"]) == digest
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as tar:
+        blobs = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    for name, data in blobs.items():
+        if name.startswith("blobs/sha256/"):
+            assert hashlib.sha256(data).hexdigest() == name.rsplit("/", 1)[1]
+    entry = json.loads(blobs["index.json"])["manifests"][0]
+    assert entry["digest"] == digest and entry["annotations"]["io.containerd.image.name"] == "graft.local/pause:v1"
+    manifest = json.loads(blobs[f"blobs/sha256/{digest.split(':')[1]}"])
+    config = json.loads(blobs[f"blobs/sha256/{manifest['config']['digest'].split(':')[1]}"])
+    assert config["config"]["Entrypoint"] == ["/pause"] and config["config"]["Env"] == ["PATH=/"]
+    with tarfile.open(fileobj=io.BytesIO(blobs[f"blobs/sha256/{manifest['layers'][0]['digest'].split(':')[1]}"])) as layer:
+        members = {m.name: m for m in layer.getmembers()}
+    assert members["pause"].mode == 0o755 and members["tmp"].mode == 0o1777

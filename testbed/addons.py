@@ -1,4 +1,4 @@
-"""The real KubeRay operator and Kueue, run out of cluster against a tests/controlplane.py
+"""The real KubeRay operator and Kueue, run out of cluster against a testbed/controlplane.py
 control plane (binaries from scripts/controlplane.sh; see docs/testing-control-plane.md).
 
 * :class:`KubeRayOperator`: ``ray-operator`` v1.5.0 with the admin kubeconfig, leader
@@ -19,14 +19,14 @@ import os
 import shlex
 import shutil
 import ssl
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import yaml
 
-from tests.controlplane import ControlPlane, ControlPlaneError, _die_with_parent, free_port, wait_until
+from testbed.controlplane import ControlPlane, ControlPlaneError
+from testbed.ports import free_port
+from testbed.process import Process, ProcessError, wait_until
 
 KUEUE_NAMESPACE = "kueue-system"
 # Kueue's webhooks we install: its own API and the RayJob integration. The others in its
@@ -35,55 +35,24 @@ KUEUE_WEBHOOK_RESOURCES = {"clusterqueues", "localqueues", "resourceflavors", "w
                            "cohorts", "rayjobs"}
 
 
-class _Process:
-    """One local process with its log file; stopped by process group."""
+def _start(name: str, argv: list[str], cp: ControlPlane, ready_url: str, timeout: float) -> Process:
+    """Start an add-on with the admin kubeconfig (its own process group, dies with this process)
+    and wait until ``ready_url`` answers 200."""
+    proc = Process(name, argv, cp._path("logs", f"{name}.log"), env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
+                   die_with_parent=True).start()
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
 
-    def __init__(self, name: str, workdir: Path) -> None:
-        self.name = name
-        self.log = workdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
+    def ok() -> bool:
+        with urllib.request.urlopen(ready_url, timeout=3, context=ctx) as r:
+            return r.status == 200
 
-    def spawn(self, args: list[str], env: dict[str, str]) -> None:
-        with open(self.log, "ab") as f:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=f,
-                                         stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                         start_new_session=True, preexec_fn=_die_with_parent)
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def wait_http_ok(self, url: str, timeout: float) -> None:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-
-        def ok() -> bool:
-            with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
-                return r.status == 200
-
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is None or self.proc.poll() is not None:
-                raise ControlPlaneError(f"{self.name} exited; log tail:\n{self.tail()}")
-            try:
-                if ok():
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"{self.name} not ready at {url} after {timeout:.0f}s; "
-                                        f"log tail:\n{self.tail()}")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(timeout=10)
-        self.proc = None
+    try:
+        proc.wait_ready(ok, timeout, interval=0.5, what=f"ready at {ready_url}")
+    except ProcessError as exc:
+        proc.stop()
+        raise ControlPlaneError(str(exc)) from None
+    return proc
 
 
 class KubeRayOperator:
@@ -91,11 +60,11 @@ class KubeRayOperator:
         self.cp = cp
         self.binary = bin_dir / "kuberay-operator"
         self.extra_args = extra_args
-        self.process = _Process("kuberay-operator", cp._path("logs"))
+        self.process: Process | None = None
 
     def start(self, timeout: float = 120.0) -> "KubeRayOperator":
         probe = free_port()
-        self.process.spawn([
+        self.process = _start("kuberay-operator", [
             str(self.binary),
             "-enable-leader-election=false",
             f"-metrics-addr=127.0.0.1:{free_port()}",
@@ -103,15 +72,15 @@ class KubeRayOperator:
             "-use-kubernetes-proxy",
             "-log-stdout-encoder=console",
             *self.extra_args,
-        ], env={"KUBECONFIG": str(self.cp.kubeconfig)})
-        self.process.wait_http_ok(f"http://127.0.0.1:{probe}/readyz", timeout)
+        ], self.cp, f"http://127.0.0.1:{probe}/readyz", timeout)
         return self
 
     def stop(self) -> None:
-        self.process.stop()
+        if self.process is not None:
+            self.process.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        return self.process.tail(lines)
+        return self.process.tail(lines) if self.process is not None else "(not started)"
 
 
 class Kueue:
@@ -120,7 +89,7 @@ class Kueue:
         self.binary = bin_dir / "kueue"
         self.manifests = manifests
         self.workdir = cp._path("kueue")
-        self.process = _Process("kueue", cp._path("logs"))
+        self.process: Process | None = None
         self.webhook_port = 0
         self.webhook_configs: list[tuple[str, str]] = []  # (kind, name) installed by us
 
@@ -158,9 +127,8 @@ class Kueue:
         script = (f"mount -t overlay graft-kueue-etc -o lowerdir=/etc,upperdir={shlex.quote(str(upper))},"
                   f"workdir={shlex.quote(str(work))} /etc && exec {shlex.quote(str(self.binary))} "
                   f"--config={shlex.quote(str(config))} --zap-log-level=info")
-        self.process.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                           env={"KUBECONFIG": str(self.cp.kubeconfig)})
-        self.process.wait_http_ok(f"http://127.0.0.1:{health}/readyz", timeout)
+        self.process = _start("kueue", ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                              self.cp, f"http://127.0.0.1:{health}/readyz", timeout)
         self._install_webhooks()
         # Webhooks answer: a server-side dry-run goes through Kueue's defaulting webhook.
         flavor = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
@@ -174,10 +142,11 @@ class Kueue:
         for kind, name in self.webhook_configs:
             self.cp.kubectl("delete", kind, name, "--ignore-not-found", check=False)
         self.webhook_configs = []
-        self.process.stop()
+        if self.process is not None:
+            self.process.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        return self.process.tail(lines)
+        return self.process.tail(lines) if self.process is not None else "(not started)"
 
     def _install_webhooks(self) -> None:
         ca = base64.b64encode(self.cp.ca_file.read_bytes()).decode()

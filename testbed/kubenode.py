@@ -1,9 +1,9 @@
-"""A real one-node Kubernetes on this machine, joined to a tests/controlplane.py control plane.
+"""A real one-node Kubernetes on this machine, joined to a testbed/controlplane.py control plane.
 
 containerd (Debian) + runc + CNI bridge, kubelet, kube-proxy (iptables) and
 kube-scheduler (built from k8s.io/kubernetes by scripts/controlplane.sh), CoreDNS as a
 Deployment behind the kube-dns Service. One per machine (fixed ports, host-wide state):
-callers hold :data:`LOCK_FILE` (tests/kuberay/conftest.py, tests/cluster.py).
+callers hold :data:`LOCK_FILE` (tests/kuberay/conftest.py, testbed/cluster.py).
 
     cp = ControlPlane(node_ip=NODE_IP).start()
     node = KubeNode(cp).start()     # Ready node, pod network, Services, cluster DNS
@@ -24,10 +24,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests import nodeconfig as cfg
-from tests import nodehost
-from tests.controlplane import ControlPlane, ControlPlaneError, _die_with_parent, free_port, wait_until
-from tests.ociimage import write_image
+from testbed import nodeconfig as cfg
+from testbed import nodehost
+from testbed.controlplane import ControlPlane, ControlPlaneError
+from testbed.oci import write_image
+from testbed.ports import free_port
+from testbed.process import Process, wait_until
 
 NODE_DIR = Path(os.environ.get("GRAFT_NODE_DIR", "/var/lib/graft-node"))
 LOCK_FILE = Path(os.environ.get("GRAFT_NODE_LOCK", "/var/lock/graft-node.lock"))
@@ -57,7 +59,7 @@ class KubeNode:
             "coredns": f"graft.local/coredns:{self.versions['COREDNS_VERSION']}",
             "toolbox": "graft.local/toolbox:busybox",
         }
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, Process] = {}
         self.timings: dict[str, float] = {}
 
     # --------------------------------------------------------------- lifecycle
@@ -182,15 +184,12 @@ class KubeNode:
 
     # --------------------------------------------------------------- internals
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        with open(self.run_dir / "logs" / f"{name}.log", "ab") as f:
-            self._procs[name] = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-                start_new_session=True, preexec_fn=None if self.detached else _die_with_parent)
+        self._procs[name] = Process(name, args, self.run_dir / "logs" / f"{name}.log",
+                                    env={**os.environ, **(env or {})}, die_with_parent=not self.detached).start()
 
     def _alive(self, name: str) -> bool:
         p = self._procs.get(name)
-        return p is not None and p.poll() is None
+        return p is not None and p.running()
 
     def _check_alive(self, name: str) -> bool:
         if not self._alive(name):
@@ -201,9 +200,7 @@ class KubeNode:
         """Stop a component started by this object, else the PID in run/node.json."""
         proc = self._procs.pop(name, None)
         if proc is not None:
-            if proc.poll() is None:
-                nodehost.stop_pid(proc.pid, name)
-            proc.wait(timeout=10)
+            proc.stop(timeout=10)
         elif state_pids and name in state_pids:
             nodehost.stop_pid(state_pids[name], name)
 

@@ -9,37 +9,35 @@ loopback ports. No kubelet, no scheduler: Pods stay Pending.
     cp.stop()
 
 Only the standard library, ``openssl`` and ``kubectl`` are used, so the module works
-in any interpreter. Environment knobs:
-
-* ``GRAFT_CONTROLPLANE_BIN``: use this bin dir instead of running the build script.
-* ``GRAFT_KUBECTL``: the kubectl binary (default: the newest ``kubectl.1.N`` found, else ``kubectl``).
-* ``GRAFT_KEEP_CONTROLPLANE=1``: keep the temp dir (logs, certs, etcd data) after ``stop()``.
+in any interpreter. The binaries and their knobs: :mod:`testbed.binaries`; also
+``GRAFT_KEEP_CONTROLPLANE=1``: keep the temp dir (logs, certs, etcd data) after ``stop()``.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
+import functools
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILD_SCRIPT = REPO_ROOT / "scripts" / "controlplane.sh"
-
-T = TypeVar("T")
+from testbed.binaries import (  # noqa: F401 - re-exported: the fixtures' one import
+    ADDON_COMPONENTS,
+    NODE_COMPONENTS,
+    ControlPlaneError,
+    ensure_binaries,
+    find_kubectl,
+)
+from testbed.ports import free_port
+from testbed.process import Process, ProcessError, wait_until
 
 DEFAULT_CONTROLLERS: tuple[str, ...] = (
     "garbage-collector-controller",
@@ -56,7 +54,7 @@ DEFAULT_CONTROLLERS: tuple[str, ...] = (
     # KubeRay out of cluster (-use-kubernetes-proxy) reads Ray job status through it.
     "endpoints-controller",
 )
-# Added when a node joins (tests/kubenode.py): node lifecycle (removes the not-ready taint
+# Added when a node joins (testbed/kubenode.py): node lifecycle (removes the not-ready taint
 # the kubelet registers with), volumes, pod GC, finished Jobs.
 NODE_CONTROLLERS: tuple[str, ...] = (
     "node-lifecycle-controller",
@@ -67,141 +65,6 @@ NODE_CONTROLLERS: tuple[str, ...] = (
     "ttl-after-finished-controller",
     "disruption-controller",
 )
-
-
-class ControlPlaneError(RuntimeError):
-    """Startup or command failure; the message carries the relevant log tail."""
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(
-    fn: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str | Callable[[], str] = "condition"
-) -> T:
-    """Poll ``fn`` until it returns a truthy value (returned) or ``timeout`` seconds pass. ``what``
-    names the condition in the TimeoutError; a callable is called then, to describe the state."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            value = fn()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
-            last_exc = exc
-        if time.monotonic() >= deadline:
-            detail = f": last error: {last_exc!r}" if last_exc else ""
-            described = what() if callable(what) else what
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {described}{detail}")
-        time.sleep(interval)
-
-
-def find_kubectl() -> str:
-    """``$GRAFT_KUBECTL``, else the newest versioned ``kubectl.1.N`` on PATH or next to
-    ``kubectl`` (the gcloud dispatcher layout), else ``kubectl``."""
-    env = os.environ.get("GRAFT_KUBECTL")
-    if env:
-        return env
-    dirs = [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
-    plain = shutil.which("kubectl")
-    if plain:
-        dirs.append(Path(os.path.realpath(plain)).parent)
-    best: tuple[int, str] | None = None
-    for d in dirs:
-        try:
-            entries = list(d.iterdir())
-        except OSError:
-            continue
-        for f in entries:
-            m = re.fullmatch(r"kubectl\.1\.(\d+)", f.name)
-            if m and os.access(f, os.X_OK) and (best is None or int(m.group(1)) > best[0]):
-                best = (int(m.group(1)), str(f))
-    if best:
-        return best[1]
-    if plain:
-        return plain
-    raise ControlPlaneError("kubectl not found (set GRAFT_KUBECTL)")
-
-
-_BUILD: dict[str, Path] = {}
-
-
-BASE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "crds")
-# The one-node cluster's (tests/kubenode.py) and its add-ons' (tests/addons.py).
-NODE_COMPONENTS = ("kubelet", "kube-scheduler", "kube-proxy", "coredns", "pause")
-ADDON_COMPONENTS = ("kuberay-operator", "kueue", "kueue-manifests")
-
-
-def ensure_binaries(extra: Sequence[str] = ()) -> dict[str, Path]:
-    """Run scripts/controlplane.sh for the control plane (plus ``extra`` components, e.g.
-    :data:`NODE_COMPONENTS`) once per process; returns {'bin', 'crds', 'kueue'} dirs.
-
-    A cold build takes tens of minutes (see docs/testing-control-plane.md): run the
-    script before pytest so pytest-timeout does not cut it short.
-    """
-    binaries = [c for c in (*BASE_COMPONENTS, *extra) if "crds" not in c and "manifests" not in c]
-    if _BUILD and all(os.access(_BUILD["bin"] / n, os.X_OK) for n in binaries):
-        return _BUILD
-    override = os.environ.get("GRAFT_CONTROLPLANE_BIN")
-    if override:
-        bin_dir = Path(override)
-        found = {
-            "KUBERAY_CRDS": os.environ.get("GRAFT_KUBERAY_CRDS", str(bin_dir.parent.parent / "kuberay-crds-v1.5.0")),
-            "KUEUE_MANIFESTS": os.environ.get("GRAFT_KUEUE_MANIFESTS", str(bin_dir.parent.parent / "kueue-manifests-v0.17.0")),
-        }
-    else:
-        proc = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), *dict.fromkeys((*BASE_COMPONENTS, *extra))],
-            stdout=subprocess.PIPE, stderr=None, text=True,
-        )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-        if proc.returncode != 0 or not lines:
-            raise ControlPlaneError(
-                f"{BUILD_SCRIPT} failed (rc={proc.returncode}); stdout:\n{proc.stdout[-4000:]}"
-            )
-        bin_dir = Path(lines[-1])
-        found = dict(ln.split("=", 1) for ln in lines if "=" in ln)
-    for name in binaries:
-        if not os.access(bin_dir / name, os.X_OK):
-            raise ControlPlaneError(f"missing {bin_dir / name} (run scripts/controlplane.sh)")
-    _BUILD.update(bin=bin_dir, crds=Path(found.get("KUBERAY_CRDS", bin_dir.parent.parent / "kuberay-crds-v1.5.0")),
-                  kueue=Path(found.get("KUEUE_MANIFESTS", bin_dir.parent.parent / "kueue-manifests-v0.17.0")))
-    return _BUILD
-    override = os.environ.get("GRAFT_CONTROLPLANE_BIN")
-    if override:
-        bin_dir = Path(override)
-        crds = Path(os.environ.get("GRAFT_KUBERAY_CRDS", bin_dir.parent.parent / "kuberay-crds-v1.5.0"))
-    else:
-        proc = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), "etcd", "kube-apiserver", "kube-controller-manager", "crds"],
-            stdout=subprocess.PIPE, stderr=None, text=True,
-        )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-        if proc.returncode != 0 or not lines:
-            raise ControlPlaneError(
-                f"{BUILD_SCRIPT} failed (rc={proc.returncode}); stdout:\n{proc.stdout[-4000:]}"
-            )
-        bin_dir = Path(lines[-1])
-        crds_line = [ln for ln in lines if ln.startswith("KUBERAY_CRDS=")]
-        crds = Path(crds_line[-1].split("=", 1)[1]) if crds_line else bin_dir.parent.parent / "kuberay-crds-v1.5.0"
-    for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
-        if not os.access(bin_dir / name, os.X_OK):
-            raise ControlPlaneError(f"missing {bin_dir / name}")
-    _BUILD.update(bin=bin_dir, crds=crds)
-    return _BUILD
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL the child if the test process dies (Linux prctl PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 class ControlPlane:
@@ -224,7 +87,7 @@ class ControlPlane:
         detached: bool = False,
     ) -> None:
         """``node_ip``: make the API server reachable from pods of a node
-        (tests/kubenode.py): listen on all addresses, advertise ``node_ip`` as the
+        (testbed/kubenode.py): listen on all addresses, advertise ``node_ip`` as the
         ``kubernetes`` Service's endpoint, a kubelet client certificate, NodeRestriction
         and the node controllers. ``detached``: the processes outlive this Python process
         (scripts/cluster.sh up); stop them with :meth:`stop_pids`."""
@@ -243,8 +106,7 @@ class ControlPlane:
         self.etcd_port = 0
         self.port = 0
         self.kcm_port = 0
-        self._procs: dict[str, subprocess.Popen] = {}
-        self._logs: dict[str, Path] = {}
+        self._procs: dict[str, Process] = {}
         self._ssl: ssl.SSLContext | None = None
         self.timings: dict[str, float] = {}  # startup phase -> seconds
 
@@ -332,14 +194,8 @@ class ControlPlane:
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         """Last ``lines`` lines of a component's log ('etcd', 'kube-apiserver', ...)."""
-        path = self._logs.get(name)
-        if not path or not path.exists():
-            return f"(no log for {name})"
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        proc = self._procs.get(name)
+        return proc.tail(lines) if proc else f"(no log for {name})"
 
     # ---------------------------------------------------------------- helpers
     def kubectl(
@@ -410,19 +266,19 @@ class ControlPlane:
             return
         # Polled through the API: `kubectl wait` errors out while .status.conditions is
         # still empty right after creation.
-        def established(n: str) -> dict | None:
+        def established(n: str) -> dict:
             crd = self.api_get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}")
             conds = (crd.get("status") or {}).get("conditions") or []
             ok = any(c["type"] == "Established" and c["status"] == "True" for c in conds)
-            return crd if ok else None
+            return crd if ok else {}
 
         for n in names:
-            crd = wait_until(lambda n=n: established(n), timeout=timeout, interval=0.5,
+            crd = wait_until(functools.partial(established, n), timeout=timeout, interval=0.5,
                              what=f"CRD {n} to be Established")
             spec = crd["spec"]
             version = next(v["name"] for v in spec["versions"] if v.get("served"))
             path = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1"
-            wait_until(lambda path=path: self.api_get(path), timeout=timeout, interval=0.5,
+            wait_until(functools.partial(self.api_get, path), timeout=timeout, interval=0.5,
                        what=f"{n} to be served")
 
     def create_namespace(self, prefix: str = "graft-test", wait_default_sa: bool = True) -> str:
@@ -553,13 +409,13 @@ class ControlPlane:
 
     def pids(self) -> dict[str, int]:
         """PIDs of the running components (for a detached control plane's state file)."""
-        return {n: p.pid for n, p in self._procs.items() if p.poll() is None}
+        return {n: p.pid for n, p in self._procs.items() if p.running()}
 
     @staticmethod
     def stop_pids(pids: dict[str, int], workdir: str | None) -> None:
         """Stop a detached control plane from another process: SIGTERM the process group
         of each PID whose command line still names its component, then remove ``workdir``."""
-        from tests.nodehost import stop_pid  # local: nodehost is only needed here
+        from testbed.nodehost import stop_pid  # local: nodehost is only needed here
 
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
             if name in pids:
@@ -567,60 +423,27 @@ class ControlPlane:
         if workdir and os.environ.get("GRAFT_KEEP_CONTROLPLANE") != "1":
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = self._path("logs", f"{name}.log")
-        self._logs[name] = log
-        with open(log, "ab") as f:
-            proc = subprocess.Popen(
-                [str(self.bin_dir / name), *args],
-                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=None if self.detached else _die_with_parent,
-            )
+    def _spawn(self, name: str, args: list[str]) -> Process:
+        """Start a component in its own process group; it dies with this process unless detached."""
+        assert self.bin_dir is not None, "start() sets the bin dir"
+        proc = Process(name, [str(self.bin_dir / name), *args], self._path("logs", f"{name}.log"),
+                       die_with_parent=not self.detached).start()
         self._procs[name] = proc
         return proc
 
     def _stop_proc(self, name: str) -> None:
+        """SIGTERM the component's process group, SIGKILL after 10 s."""
         proc = self._procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+        if proc is not None:
+            proc.stop(timeout=10)
 
     def _wait_ready(self, name: str, probe: Callable[[], bool], timeout: float) -> None:
-        proc = self._procs[name]
-
-        def check() -> bool:
-            if proc.poll() is not None:
-                raise ControlPlaneError(
-                    f"{name} exited with {proc.returncode} during startup; log tail:\n"
-                    + self.log_tail(name)
-                )
-            return probe()
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if check():
-                    return
-            except ControlPlaneError:
-                raise
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            if time.monotonic() >= deadline:
-                raise ControlPlaneError(
-                    f"{name} not ready after {timeout:.0f}s; log tail:\n" + self.log_tail(name)
-                )
-            time.sleep(0.25)
+        try:
+            self._procs[name].wait_ready(probe, timeout)
+        except ControlPlaneError:
+            raise
+        except ProcessError as exc:  # the same message, as the control plane's error
+            raise ControlPlaneError(str(exc)) from None
 
     def _start_etcd(self) -> None:
         self.etcd_port, peer = free_port(), free_port()

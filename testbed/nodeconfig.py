@@ -1,4 +1,4 @@
-"""Configuration files and manifests of the one-node cluster (tests/kubenode.py).
+"""Configuration files and manifests of the one-node cluster (testbed/kubenode.py).
 
 Pure functions from paths and versions to file contents; JSON is valid YAML, so every
 Kubernetes config file here is written as JSON.
@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.nodehost import BRIDGE, NODE_IP, POD_CIDR
+from testbed.nodehost import BRIDGE, NODE_IP, POD_CIDR
 
 NODE_NAME = "graft-node"
-SERVICE_CIDR = "10.0.0.0/24"  # tests/controlplane.py's --service-cluster-ip-range
+SERVICE_CIDR = "10.0.0.0/24"  # testbed/controlplane.py's --service-cluster-ip-range
 DNS_IP = "10.0.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
@@ -63,7 +63,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 def cni_conflist(run: Path) -> str:
     """A bridge on the node IP with host-local addresses: no masquerading (pod traffic
-    never leaves the machine: tests/nodehost.py also drops it), hairpin for pod ->
+    never leaves the machine: testbed/nodehost.py also drops it), hairpin for pod ->
     own Service, portmap for hostPorts."""
     return json.dumps({
         "cniVersion": "1.0.0",

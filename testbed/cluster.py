@@ -1,4 +1,4 @@
-"""``python3 -m tests.cluster up|down|status``: the one-node cluster for a person
+"""``python3 -m testbed.cluster up|down|status``: the one-node cluster for a person
 (scripts/cluster.sh is the entry point; it builds the binaries first).
 
 ``up`` starts a control plane and the node detached from this process, writes their PIDs
@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tests.controlplane import NODE_COMPONENTS, ControlPlane, ensure_binaries
-from tests.kubenode import LOCK_FILE, NODE_DIR, NODE_IP, KubeNode
-from tests.nodehost import _cmdline
+from testbed.binaries import NODE_COMPONENTS, ensure_binaries, find_kubectl
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import LOCK_FILE, NODE_DIR, NODE_IP, KubeNode
+from testbed.nodehost import _cmdline
 
 STATE = NODE_DIR / "cluster.json"
 
@@ -109,7 +110,6 @@ def status() -> int:
         return 3
     env = {**os.environ, "KUBECONFIG": state["kubeconfig"]}
     print(f"up\nKUBECONFIG={state['kubeconfig']}")
-    from tests.controlplane import find_kubectl
     os.execvpe(find_kubectl(), [find_kubectl(), "get", "nodes,pods", "-A", "-o", "wide"], env)
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane import ControlPlane, ControlPlaneError
+from testbed.binaries import ControlPlaneError
+from testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 MINIMAL_RAYJOB = """
 apiVersion: ray.io/v1

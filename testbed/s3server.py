@@ -18,20 +18,22 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+from testbed.ports import free_port
+from testbed.process import Process, ProcessError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "s3server.sh"
 REGION = "us-east-1"
 
 
-class S3ServerError(RuntimeError):
+class S3ServerError(ProcessError):
     """Build or startup failure; the message carries the log tail."""
 
 
@@ -46,12 +48,6 @@ def build() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class S3Server:
     def __init__(self, size_limit_mb: int | None = None) -> None:
         """`size_limit_mb`: serve from a tmpfs of that size, so the store fills up (needs root)."""
@@ -62,7 +58,7 @@ class S3Server:
         self.dir = Path(tempfile.mkdtemp(prefix="graft-s3-"))
         self.data = self.dir / "data"
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
         self._log = self.dir / "versitygw.log"
 
     @property
@@ -85,42 +81,31 @@ class S3Server:
         if self.size_limit_mb:
             subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size_limit_mb}m", "graft-s3-full", str(self.data)], check=True)
             self._mounted = True
-        self.port = _free_port()
-        log = self._log.open("ab")
+        self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ROOT_", "VGW_"))}
         env.update(ROOT_ACCESS_KEY=self.access_key, ROOT_SECRET_KEY=self.secret_key)
-        self.proc = subprocess.Popen(
+        self.process = Process(
+            "versitygw",
             [str(binary), "--quiet", "--port", f"127.0.0.1:{self.port}", "--region", REGION, "posix", str(self.data)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
-        self._wait_ready(timeout)
+            self._log, env=env,
+        ).start()
+        try:
+            self.process.wait_ready(self._answers, timeout, interval=0.1, what=f"answering on {self.endpoint}")
+        except ProcessError as exc:
+            raise S3ServerError(str(exc)) from None
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise S3ServerError(f"versitygw exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                urllib.request.urlopen(self.endpoint, timeout=1)
-                return
-            except urllib.error.HTTPError:
-                return  # an S3 error document (AccessDenied): the server answers
-            except OSError:
-                time.sleep(0.1)
-        raise S3ServerError(f"versitygw did not answer on {self.endpoint} within {timeout}s:\n{self.log_tail()}")
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.endpoint, timeout=1)
+        except urllib.error.HTTPError:
+            pass  # an S3 error document (AccessDenied): the server answers
+        return True
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self._log.exists():
-            return ""
-        return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+        return self.process.tail(lines) if self.process is not None else ""
 
-    def filesystem(self):  # type: ignore[no-untyped-def]
+    def filesystem(self) -> Any:
         """A pyarrow S3 client for this server behind fsspec (for test setup and assertions)."""
         from fsspec.implementations.arrow import ArrowFSWrapper
         from pyarrow.fs import S3FileSystem
@@ -144,14 +129,9 @@ class S3Server:
         self.stop()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+        if self.process is not None:
+            self.process.stop(timeout=10)
+        self.process = None
         if self._mounted:
             subprocess.run(["umount", str(self.data)], check=False)
             self._mounted = False

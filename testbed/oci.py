@@ -1,18 +1,28 @@
-#!/usr/bin/env python3
-"""Write an OCI image archive (the format `ctr images import` reads) from layer directories.
+"""The one OCI image writer of the test bed: OCI image archives (an OCI image layout in a tar,
+the format `ctr images import` reads), without a registry, a builder or a Docker daemon.
 
-Used by scripts/images.sh; standard library only, so it runs with any Python 3.11.
+* scripts/images.sh (the Ray and operator images) runs it as a command, from layer directories;
+  standard library only, so it runs with any Python 3.11:
 
-  oci_archive.py digest DIR                 # tar DIR as a layer; print "sha256:<hex> <size>"
-  oci_archive.py write --ref REF --dockerfile FILE --layer DIR... [-o FILE|-]
+      python3 -m testbed.oci digest DIR        # tar DIR as a layer; record and print "sha256:<hex> <size>"
+      python3 -m testbed.oci write --ref REF --dockerfile FILE --layer DIR... [-o FILE|-] [--digest-only] [--present FILE]
 
-A layer is GNU tar of the directory (sorted, numeric owners, real modes and mtimes), uncompressed
+* :func:`write_image` writes the node's own small images (testbed/kubenode.py: the sandbox
+  ``pause`` image, CoreDNS, a busybox toolbox), each a few host files in one layer:
+
+      write_image(Path("pause.tar"), "graft.local/pause:v1.36.3", {"/pause": bin_dir / "pause"}, entrypoint=["/pause"])
+
+Both share the image documents (config, manifest, index) and the archive layout.
+
+A layer of a directory is GNU tar of the directory (sorted, numeric owners, real modes and mtimes), uncompressed
 (compressing several GB on 2 cores costs minutes and the archive never leaves the machine). The
 tar of an unchanged directory is byte-identical, so its digest is computed once when the layer is
 built (stored next to it as `DIR.digest`) and the archive streams the tar again, checking the
 digest as it goes. The image config (Env, User, WorkingDir, Entrypoint, Cmd, ExposedPorts) comes
 from the Dockerfile's ENV/USER/WORKDIR/ENTRYPOINT/CMD/EXPOSE lines, so an image built here runs
-like one built from the same Dockerfile on the upstream bases.
+like one built from the same Dockerfile on the upstream bases. A layer of host files
+(:func:`layer_tar`) is built in memory, reproducibly (fixed mtimes and owners), so the same inputs
+give the same digests.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -63,7 +73,7 @@ def layer_digest(directory: Path) -> tuple[str, int]:
 def recorded_digest(directory: Path) -> tuple[str, int]:
     record = Path(f"{directory}.digest")
     if not record.is_file():
-        raise ArchiveError(f"{record} is missing: run `oci_archive.py digest {directory}` after building the layer")
+        raise ArchiveError(f"{record} is missing: run `python3 -m testbed.oci digest {directory}` after building the layer")
     digest, size = record.read_text().split()
     return digest, int(size)
 
@@ -156,7 +166,7 @@ class _LayerStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+    def readinto(self, b: Any) -> int:
         while not self._buffer:
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -194,10 +204,8 @@ class Documents:
     index: bytes
 
 
-def image_documents(*, ref: str, dockerfile: Path, layers: list[Path]) -> Documents:
-    """Config, manifest and index of the image (deterministic: same layers and Dockerfile, same digests)."""
-    config = dockerfile_config(dockerfile)
-    recorded = [recorded_digest(d) for d in layers]
+def _documents(ref: str, config: ImageConfig, layers: Sequence[tuple[str, int]], history: Sequence[str]) -> Documents:
+    """Config, manifest and index of an image with ``layers`` ((digest, size), base first)."""
     container: dict[str, object] = {"Env": [f"{k}={v}" for k, v in config.env.items()]}
     if config.user:
         container["User"] = config.user
@@ -213,15 +221,15 @@ def image_documents(*, ref: str, dockerfile: Path, layers: list[Path]) -> Docume
         "architecture": "amd64",
         "os": "linux",
         "config": container,
-        "rootfs": {"type": "layers", "diff_ids": [d for d, _ in recorded]},
-        "history": [{"created_by": f"scripts/images.sh layer {d.parent.name}/{d.name}"} for d in layers],
+        "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]},
+        "history": [{"created_by": h} for h in history],
     }
     config_bytes, config_digest = _json_blob(image_config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config_bytes)},
-        "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": d, "size": s} for d, s in recorded],
+        "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": d, "size": s} for d, s in layers],
     }
     manifest_bytes, manifest_digest = _json_blob(manifest)
     annotations = {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref}
@@ -239,29 +247,92 @@ def image_documents(*, ref: str, dockerfile: Path, layers: list[Path]) -> Docume
     return Documents(config_bytes, config_digest, manifest_bytes, manifest_digest, json.dumps(index, sort_keys=True).encode())
 
 
+def image_documents(*, ref: str, dockerfile: Path, layers: list[Path]) -> Documents:
+    """Config, manifest and index of the image of layer directories (deterministic: same layers and
+    Dockerfile, same digests)."""
+    return _documents(ref, dockerfile_config(dockerfile), [recorded_digest(d) for d in layers],
+                      [f"scripts/images.sh layer {d.parent.name}/{d.name}" for d in layers])
+
+
+def _write_layout(out_file: IO[bytes], docs: Documents, blobs: Iterator[tuple[str, int, IO[bytes], Callable[[], None]]]) -> None:
+    """The archive: oci-layout, the layer blobs ((digest, size, reader, called-after-reading)), config,
+    manifest, index.json; streamed (``w|``), GNU tar."""
+    with tarfile.open(fileobj=out_file, mode="w|", format=tarfile.GNU_FORMAT) as out:
+        _add_bytes(out, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        for digest, size, reader, done in blobs:
+            info = tarfile.TarInfo(f"blobs/sha256/{digest.split(':', 1)[1]}")
+            info.size, info.mode = size, 0o644
+            out.addfile(info, reader)
+            done()
+        _add_bytes(out, f"blobs/sha256/{docs.config_digest.split(':', 1)[1]}", docs.config)
+        _add_bytes(out, f"blobs/sha256/{docs.manifest_digest.split(':', 1)[1]}", docs.manifest)
+        _add_bytes(out, "index.json", docs.index)
+
+
 def write_archive(out_file: IO[bytes], *, ref: str, dockerfile: Path, layers: list[Path], present: frozenset[str] = frozenset()) -> str:
     """Stream the archive to `out_file`; return the manifest digest. Layer blobs whose digest is in
     `present` (the target content store has them) are left out: the index and manifest still name them."""
     docs = image_documents(ref=ref, dockerfile=dockerfile, layers=layers)
     recorded = [recorded_digest(d) for d in layers]
-    with tarfile.open(fileobj=out_file, mode="w|", format=tarfile.GNU_FORMAT) as out:
-        _add_bytes(out, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+
+    def blobs() -> Iterator[tuple[str, int, IO[bytes], Callable[[], None]]]:
         for directory, (digest, size) in zip(layers, recorded):
             if digest in present:
                 continue
-            info = tarfile.TarInfo(f"blobs/sha256/{digest.split(':', 1)[1]}")
-            info.size, info.mode = size, 0o644
             stream = _LayerStream(directory, digest, size)
-            out.addfile(info, io.BufferedReader(stream, CHUNK))
-            stream.finish()
-        _add_bytes(out, f"blobs/sha256/{docs.config_digest.split(':', 1)[1]}", docs.config)
-        _add_bytes(out, f"blobs/sha256/{docs.manifest_digest.split(':', 1)[1]}", docs.manifest)
-        _add_bytes(out, "index.json", docs.index)
+            yield digest, size, io.BufferedReader(stream, CHUNK), stream.finish
+
+    _write_layout(out_file, docs, blobs())
+    return docs.manifest_digest
+
+
+# ------------------------------------------------------------ images of a few host files
+def _entry(name: str, data: bytes | None, mode: int) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+    info.mode = mode
+    if data is None:
+        info.type = tarfile.DIRTYPE
+    else:
+        info.size = len(data)
+    return info, data
+
+
+def layer_tar(files: Mapping[str, Path]) -> bytes:
+    """A reproducible layer holding ``files`` (image path -> host file, mode kept), with
+    their parent directories and an empty /tmp (mode 1777)."""
+    dirs = {"tmp"}
+    for path in files:
+        parts = path.strip("/").split("/")[:-1]
+        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    entries = [_entry(d, None, 0o1777 if d == "tmp" else 0o755) for d in sorted(dirs)]
+    for path, src in sorted(files.items()):
+        entries.append(_entry(path.strip("/"), src.read_bytes(), src.stat().st_mode & 0o7777))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def write_image(out: Path, ref: str, files: Mapping[str, Path], *, entrypoint: Sequence[str], cmd: Sequence[str] = (),
+                env: Sequence[str] = ("PATH=/",), user: str = "") -> str:
+    """Write an OCI archive of a one-layer image ``ref`` (e.g. ``graft.local/pause:v1``) holding
+    ``files`` to ``out`` (atomically); return the manifest digest."""
+    layer = layer_tar(files)
+    digest = f"sha256:{hashlib.sha256(layer).hexdigest()}"
+    config = ImageConfig(env=dict(e.split("=", 1) for e in env), user=user, workdir="/",
+                         entrypoint=list(entrypoint), cmd=list(cmd) or None)
+    docs = _documents(ref, config, [(digest, len(layer))], [f"testbed/oci.py: {', '.join(sorted(files))}"])
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as f:
+        _write_layout(f, docs, iter([(digest, len(layer), io.BytesIO(layer), lambda: None)]))
+    tmp.replace(out)
     return docs.manifest_digest
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python3 -m testbed.oci", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     dig = sub.add_parser("digest", help="tar a layer directory, record and print its digest and size")
     dig.add_argument("directory", type=Path)
@@ -291,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.ref} {digest}", file=sys.stderr)
         return 0
     except ArchiveError as exc:
-        print(f"oci_archive: {exc}", file=sys.stderr)
+        print(f"testbed.oci: {exc}", file=sys.stderr)
         return 1
 
 

@@ -1,4 +1,4 @@
-"""A real local Ray head for the shared-cluster tests: own temp dir, own ports, stopped by killing
+"""A real local Ray head for the shared-cluster tests and benchmarks: own temp dir, own ports, stopped by killing
 only the processes it started (never `ray stop`, which stops every Ray of the user on the machine).
 
     head = RayHead(resources={"tune_driver": 2}).start()
@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from testbed.ports import free_port, free_port_block
+from testbed.process import Process
+
 VENV_BIN = Path(sys.executable).parent
 _CACHE = Path(os.environ.get("GRAFT_CACHE", Path.home() / ".cache" / "graft"))
 
@@ -37,29 +36,6 @@ RAY_ENV = {
     "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(_CACHE / "torch-extensions")),
     "PYTHONUNBUFFERED": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_range(size: int = 100) -> tuple[int, int]:
-    """A block of `size` ports that are free now (for Ray worker processes)."""
-    for _ in range(50):
-        low = random.randrange(20000, 29000, size)
-        taken = False
-        for port in range(low, low + size, 10):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    taken = True
-                    break
-        if not taken:
-            return low, low + size - 1
-    raise OSError("no free block of worker ports between 20000 and 29000")
 
 
 def _children(pids: set[int]) -> set[int]:
@@ -113,8 +89,8 @@ class RayHead:
         self.dashboard_port = free_port()
         self.client_port = free_port()
         self.serve_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(self.temp_dir) / "ray-start.log"
+        self.process: Process | None = None
 
     @property
     def gcs_address(self) -> str:
@@ -130,7 +106,7 @@ class RayHead:
         return {**env, **RAY_ENV, "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"}
 
     def start(self, timeout: float = 120.0) -> "RayHead":
-        low, high = _free_range()
+        low, high = free_port_block()
         argv = [
             str(VENV_BIN / "ray"), "start", "--head", "--block",
             "--temp-dir", self.temp_dir,
@@ -151,18 +127,13 @@ class RayHead:
         ]
         if self.resources:
             argv += ["--resources", json.dumps(self.resources)]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.temp_dir,
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self._jobs_api_up():
-                return self
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"the Ray dashboard at {self.dashboard_url} did not come up in {timeout:.0f}s:\n{self.log_tail()}")
+        self.process = Process("ray start", argv, self.log_path, env=self.env, cwd=self.temp_dir, log_mode="wb").start()
+        try:
+            self.process.wait_ready(self._jobs_api_up, timeout, interval=0.5, what=f"serving the Jobs API at {self.dashboard_url}")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def _jobs_api_up(self) -> bool:
         try:
@@ -174,12 +145,12 @@ class RayHead:
     def own_pids(self) -> set[int]:
         """Every process of this head: its session, whatever names its temp dir, and their children."""
         roots = _pids_with(self.temp_dir)
-        if self.proc is not None and self.proc.poll() is None:
-            roots.add(self.proc.pid)
+        if self.process is not None and self.process.running():
+            roots.add(self.process.pid)
             for entry in Path("/proc").iterdir():
                 if entry.name.isdigit():
                     try:
-                        if os.getsid(int(entry.name)) == self.proc.pid:
+                        if os.getsid(int(entry.name)) == self.process.pid:
                             roots.add(int(entry.name))
                     except (ProcessLookupError, PermissionError):
                         continue
@@ -194,10 +165,10 @@ class RayHead:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM `ray start --block` (it stops its node), then SIGKILL whatever of ours is left."""
         pids = self.own_pids()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if self.process is not None and self.process.running():
+            self.process.signal(signal.SIGTERM, group=False)  # not the group: `ray start` stops its node itself
             try:
-                self.proc.wait(timeout=timeout)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
         for pid in pids | self.own_pids():
@@ -205,13 +176,10 @@ class RayHead:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 continue
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.wait(timeout=10)
+        if self.process is not None:
+            self.process.wait(timeout=10)
         if not os.environ.get("GRAFT_KEEP_RAY"):
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return self.process.tail(lines) if self.process is not None else "(not started)"

@@ -1,0 +1,75 @@
+"""`graft operator` as a subprocess (the real entry point) against a testbed control plane, with
+its liveness probe: the integration tests' per-test operator and bench/operator_scale.py's."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from testbed.binaries import REPO_ROOT
+from testbed.controlplane import ControlPlane
+from testbed.ports import free_port
+from testbed.process import Process, wait_until
+
+
+class OperatorProcess:
+    """`graft operator`, namespace-scoped, with a liveness probe; each start writes a new log
+    (``operator-<n>.log`` in ``log_dir``)."""
+
+    def __init__(self, cp: ControlPlane, namespace: str, log_dir: Path, *extra: str) -> None:
+        self.cp, self.namespace, self.log_dir, self.extra = cp, namespace, log_dir, extra
+        self.process: Process | None = None
+        self.starts = 0
+        self.port = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def argv(self) -> list[str]:
+        """The command line (after the liveness port is chosen)."""
+        return [sys.executable, "-m", "graft", "operator", "--kubeconfig", str(self.cp.kubeconfig),
+                "--namespace", self.namespace, "--resync-seconds", "2", "--ray-image", "example.org/graft-ray:test",
+                # Storage every Ray pod reaches (a PVC mounted at the test's directory), read by the operator too.
+                "--storage-pvc", "graft-test", "--storage-mount-path", str(self.log_dir),
+                "--result-storage", str(self.log_dir / "storage-default"),
+                "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra]
+
+    def start(self, timeout: float = 90.0) -> OperatorProcess:
+        self.starts += 1
+        self.port = free_port()
+        self.process = Process("graft operator", self.argv(), self.log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               cwd=REPO_ROOT, log_mode="wb").start()
+        wait_until(self._alive, timeout=timeout, what=lambda: f"the operator's liveness probe; log:\n{self.log_tail()}",
+                   retry=())
+        return self
+
+    def _alive(self) -> bool:
+        if self.process is not None and self.process.returncode is not None:
+            raise RuntimeError(f"graft operator exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after 20 s (to the operator only, as a pod's container runtime would)."""
+        if self.process is not None:
+            self.process.stop(timeout=20, group=False)
+
+    def kill(self) -> None:
+        """SIGKILL: an abrupt crash, no graceful shutdown."""
+        if self.process is not None and self.process.running():
+            self.process.kill(group=False)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return self.process.tail(lines) if self.process is not None else "(no log)"
