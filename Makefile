@@ -1,7 +1,12 @@
 # The two commands a new user needs:
-#   make demo   set up everything, then fine-tune, tune and serve examples/finetune.yaml on a local Ray (offline)
-#   make test   set up everything the tests need (venv, Go-built control plane and node, Debian
-#               packages of the node), then run the whole suite (tests marked kuberay need root)
+#   make demo      set up everything, then fine-tune, tune and serve examples/finetune.yaml on a local Ray (offline)
+#   make test      set up everything the fast tier needs (venv, Go-built control plane and node, Debian
+#                  packages of the node, images), then run it: lint, types, CRD drift, every unit and
+#                  integration test, the local-Ray end-to-end tests, one real-node smoke (CI runs this)
+# and the full tier (docs/testing.md):
+#   make test-all  everything: the fast tier plus the tests marked slow (the flagship and the examples
+#                  on KubeRay, Kueue, chaos, autoscaling, the benchmarks' smoke tests); needs root
+#   make test-slow only the tests marked slow; make test-node only the real-node tests (marker kuberay)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +14,7 @@ export GRAFT_CACHE ?= $(HOME)/.cache/graft
 export TORCH_EXTENSIONS_DIR ?= $(GRAFT_CACHE)/torch-extensions
 export PIP_CACHE_DIR ?= $(GRAFT_CACHE)/pip
 
-.PHONY: venv datasets lock demo test test-unit test-integration test-e2e test-kuberay controlplane node-deps cluster-up cluster-down crds check-crds lint bench chart-docs clean
+.PHONY: venv datasets images lock demo test test-all test-slow test-node test-unit test-integration test-e2e controlplane controlplane-fast node-deps cluster-up cluster-down crds check-crds lint bench chart-docs clean
 
 venv:
 	scripts/venv.sh
@@ -23,6 +28,11 @@ demo: venv
 
 controlplane:
 	scripts/controlplane.sh
+
+# What the fast tier runs on: all of the above but Kueue (its tests are in the full tier; cold, it is
+# the longest Go build).
+controlplane-fast:
+	scripts/controlplane.sh etcd kube-apiserver kube-controller-manager helm crds kubelet kube-scheduler kube-proxy coredns kuberay-operator pause
 
 lock:
 	scripts/lock.sh
@@ -43,8 +53,22 @@ cluster-down:
 crds: venv
 	$(VENV)/bin/graft crd --output-file charts/graft/crds/graft.dev.yaml
 
-test: venv node-deps controlplane datasets lint check-crds
+# The Ray and operator images the real-node tests install (cached layers: seconds when warm; cold,
+# the longest step of a fresh machine, so it runs here and not inside a test's timeout).
+images: venv
+	scripts/images.sh build all
+
+test: venv node-deps controlplane-fast datasets images lint check-crds
+	scripts/test.sh -m "not slow"
+
+test-all: venv node-deps controlplane datasets images lint check-crds
 	scripts/test.sh
+
+test-slow: venv node-deps controlplane datasets images
+	scripts/test.sh -m slow
+
+test-node: venv node-deps controlplane datasets images
+	scripts/test.sh -m kuberay
 
 # ruff (lint + import order) and mypy, configured in pyproject.toml.
 lint: venv
@@ -68,9 +92,6 @@ test-integration: venv controlplane
 
 test-e2e: venv node-deps controlplane datasets
 	$(PY) -m pytest -m e2e
-
-test-kuberay: venv node-deps controlplane
-	scripts/test.sh -m kuberay
 
 clean:
 	rm -rf runs .pytest_cache build *.egg-info

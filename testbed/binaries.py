@@ -25,9 +25,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "controlplane.sh"
 
 BASE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "crds")
-# The one-node cluster's (testbed/kubenode.py) and its add-ons' (testbed/addons.py).
+# The one-node cluster's (testbed/kubenode.py) and its add-ons' (testbed/addons.py). Kueue is apart:
+# only the full tier runs it (make test builds everything but Kueue, its longest cold Go build).
 NODE_COMPONENTS = ("kubelet", "kube-scheduler", "kube-proxy", "coredns", "pause")
-ADDON_COMPONENTS = ("kuberay-operator", "kueue", "kueue-manifests")
+KUBERAY_COMPONENTS = ("kuberay-operator",)
+KUEUE_COMPONENTS = ("kueue", "kueue-manifests")
 
 
 class ControlPlaneError(ProcessError):

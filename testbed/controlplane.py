@@ -29,13 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from testbed.binaries import (  # noqa: F401 - re-exported: the fixtures' one import
-    ADDON_COMPONENTS,
-    NODE_COMPONENTS,
-    ControlPlaneError,
-    ensure_binaries,
-    find_kubectl,
-)
+from testbed.binaries import ControlPlaneError, ensure_binaries, find_kubectl
 from testbed.ports import free_port
 from testbed.process import Process, ProcessError, wait_until
 

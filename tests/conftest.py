@@ -60,7 +60,8 @@ LAYERS = ("unit", "integration", "e2e")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test belongs to exactly one layer; the run goes fast to slow: unit, integration, e2e.
-    A test runs on the real node (fixture ``kube_node``) exactly when it is marked ``kuberay``."""
+    A test runs on the real node (fixture ``kube_node``) exactly when it is marked ``kuberay``, and a
+    ``chaos`` test is also ``slow`` (the full tier: make test-all)."""
     unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(m) is not None for m in LAYERS) != 1]
     if unmarked:
         raise pytest.UsageError(f"tests need exactly one of the markers {', '.join(LAYERS)}: {', '.join(unmarked[:10])}")
@@ -70,6 +71,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if mismatched:
         raise pytest.UsageError(f"tests on the real node (fixture {NODE_FIXTURE}) and only they are "
                                 f"marked kuberay: {', '.join(mismatched[:10])}")
+    fast_chaos = [item.nodeid for item in items if item.get_closest_marker("chaos") and not item.get_closest_marker("slow")]
+    if fast_chaos:
+        raise pytest.UsageError(f"chaos tests run in the full tier only: mark them slow too: {', '.join(fast_chaos[:10])}")
 
     def layer(item: pytest.Item) -> int:
         return next(i for i, m in enumerate(LAYERS) if item.get_closest_marker(m) is not None)

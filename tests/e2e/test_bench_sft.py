@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_the_sft_bench_runs_tiny_on_cpu_and_writes_its_section(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def job_doc() -> dict[str, Any]:
             "dataset": {"source": TRAIN_SOURCE, "validation": {"source": VALIDATION_SOURCE}},
             "training": {
                 "epochs": 1, "batchSize": 4, "learningRate": 1e-3, "maxSeqLength": 128, "maxStepsPerEpoch": 4,
-                "precision": "bf16", "lora": {"r": 8, "alpha": 16},
+                "precision": "auto", "lora": {"r": 8, "alpha": 16},
             },
             "resources": {"workers": 1, "cpusPerWorker": 1},
             "tuning": {"metric": "eval_loss", "numTrials": 1},

@@ -29,7 +29,7 @@ from testbed.ray_head import RayHead
 from tests.e2e.chart_operator import ChartOperator, on_shared_head
 from tests.integration.helpers import get, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # 10 jobs by default (8 min 32 s alone on an idle 2-core machine), so that `make test` fits CI's 90
 # minutes next to the examples on the real node; GRAFT_CHAOS_JOBS=20 runs issue 9's scale (12 min 51 s,

@@ -21,7 +21,7 @@ from testbed.job_driver import JobAttempt, epochs_done, job_document, read_progr
 from testbed.jobdocs import tiny_job
 from testbed.ray_head import RayHead
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.slow]
 
 UID = "c4a05000-0000-4000-8000-00000000beef"
 # The kill must land while the second trial is between its first and last epoch: 4 epochs of 5

@@ -31,7 +31,7 @@ from testbed.s3server import S3Server
 from tests.e2e.chart_operator import ChartOperator, on_shared_head
 from tests.integration.helpers import condition, get, status, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 ENDPOINT = "steady"
 PROBE = "a great and wonderful film"

@@ -90,7 +90,7 @@ def finetunejob(name: str, workdir: Path, head: RayHead, *, endpoint: str | None
             "dataset": {"source": str(dataset or workdir / "sentiment.jsonl"), "labelNames": ["negative", "positive"],
                         "validation": {"fraction": 0.25}, "seed": 3},
             "training": {"epochs": epochs, "batchSize": 8, "learningRate": 1e-3, "maxSeqLength": 32,
-                         "maxStepsPerEpoch": steps, "precision": "bf16", "deepspeed": {"zeroStage": 2}},
+                         "maxStepsPerEpoch": steps, "precision": "auto", "deepspeed": {"zeroStage": 2}},
             "resources": {"workers": 1, "cpusPerWorker": 1},
             "tuning": {"numTrials": 1, "maxConcurrentTrials": 1},
             "checkpoints": {"storage": str(workdir / "storage"), "numToKeep": 1},
@@ -324,6 +324,7 @@ EPOCHS_PAUSABLE = 6
 
 
 @pytest.mark.chaos
+@pytest.mark.slow
 def test_suspend_stops_the_ray_job_and_resume_continues_from_the_checkpoint(
     control_plane: ControlPlane, graft_operator: OperatorProcess, ray_head: RayHead, tenants: list[str],
     workdir: Path,

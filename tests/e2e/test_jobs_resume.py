@@ -22,7 +22,7 @@ from graft.jobs.entrypoint import run_job
 from graft.jobs.events import JobEvent, TrialEpochEvent
 from testbed.jobdocs import tiny_job, write_sentiment_jsonl
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.slow]
 
 EPOCHS = 3
 

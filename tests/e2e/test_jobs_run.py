@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from graft.api import FineTuneJob
+from graft.jobs.deepspeed_config import cpu_bf16_is_fast, cpu_has_native_bf16
 from graft.jobs.entrypoint import RESULT_FILE, read_result, run_job
 from graft.jobs.events import JobEvent, PhaseEvent, TrialEpochEvent
 from testbed.jobdocs import tiny_job
@@ -40,6 +41,23 @@ def test_run_job_exports_a_model_that_loads_with_label_names(ray_cluster: dict, 
     assert json.loads((Path(result.model_uri) / "graft_export.json").read_text())["trial_id"] == result.best_trial_id
     assert [e.phase for e in events if isinstance(e, PhaseEvent)] == ["preflight", "loading", "tuning", "exporting", "done"]
     assert [e.epoch for e in events if isinstance(e, TrialEpochEvent)] == [1, 2]
+    auto = "bf16" if cpu_bf16_is_fast() else "fp32"  # precision: auto on this CPU
+    assert (result.precision, result.trials[0].precision) == (auto, auto)
+
+
+def test_an_explicit_bf16_trains_in_bf16_and_warns_where_the_cpu_emulates_it(
+    ray_cluster: dict, minilm_path: Path, sentiment_jsonl: Path, tmp_path: Path,
+) -> None:
+    """The one test that asks for bf16 by name: two steps, so an emulating CPU (~55x slower) stays quick."""
+    spec = tiny_job(minilm_path, sentiment_jsonl, name="bf16", training={"precision": "bf16", "maxStepsPerEpoch": 2, "maxSeqLength": 16})
+    events: list[JobEvent] = []
+
+    result = run_job(FineTuneJob.model_validate(spec), tmp_path / "run", on_event=events.append)
+
+    assert result.status == "succeeded", result.message
+    assert (result.precision, result.trials[0].precision) == ("bf16", "bf16")
+    (loading,) = [e for e in events if isinstance(e, PhaseEvent) and e.phase == "loading"]
+    assert ("bf16 on this CPU is emulated" in loading.message) == (not cpu_has_native_bf16()), loading.message
 
 
 def test_a_failing_trial_writes_a_failed_result_naming_the_error_then_raises(ray_cluster: dict, minilm_path: Path, sentiment_jsonl: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from graft.api.spec import ServingSpec
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 APP = "graft-autoscale-e2e"
 PREFIX = "/autoscale"

@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from testbed.addons import KubeRayOperator, Kueue
-from testbed.binaries import ADDON_COMPONENTS, NODE_COMPONENTS, ensure_binaries
+from testbed.binaries import KUBERAY_COMPONENTS, KUEUE_COMPONENTS, NODE_COMPONENTS, ensure_binaries
 from testbed.cluster import node_lock, running_cluster
 from testbed.controlplane import ControlPlane
 from testbed.kubenode import KubeNode
@@ -54,7 +54,7 @@ def node_namespace(control_plane: ControlPlane, kube_node: KubeNode) -> Iterator
 def kuberay_operator(control_plane: ControlPlane, kube_node: KubeNode) -> Iterator[KubeRayOperator]:
     """The real KubeRay operator (v1.5.0, built from its Go module), out of cluster,
     watching every namespace of the node's cluster."""
-    op = KubeRayOperator(control_plane, ensure_binaries(ADDON_COMPONENTS)["bin"]).start()
+    op = KubeRayOperator(control_plane, ensure_binaries(KUBERAY_COMPONENTS)["bin"]).start()
     try:
         yield op
     finally:
@@ -64,7 +64,7 @@ def kuberay_operator(control_plane: ControlPlane, kube_node: KubeNode) -> Iterat
 @pytest.fixture(scope="session")
 def kueue(control_plane: ControlPlane, kube_node: KubeNode) -> Iterator[Kueue]:
     """Real Kueue (v0.17.0) with its CRDs and webhooks, the ray.io/rayjob integration on."""
-    bins = ensure_binaries(ADDON_COMPONENTS)
+    bins = ensure_binaries(KUEUE_COMPONENTS)
     k = Kueue(control_plane, bins["bin"], bins["kueue"]).start()
     try:
         yield k

@@ -36,7 +36,7 @@ from testbed.process import wait_until
 from tests.kuberay.diagnose import diagnose
 from tests.kuberay.release import REPO, Release, installed, service_url
 
-pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 EXAMPLES = REPO / "examples"
 IMAGE, STUDENT, LLM = (yaml.safe_load((EXAMPLES / f).read_text()) for f in

@@ -2,7 +2,7 @@
 
 `helm install` the chart (the operator runs as a Pod from the image built by scripts/images.sh),
 `kubectl apply -f examples/finetune-kubernetes.yaml` in a tenant namespace, KubeRay runs the RayJob's
-cluster (head + 2 workers, real MiniLM, real Rotten Tomatoes reviews, ZeRO-2, bf16, 2 trials with
+cluster (head + 2 workers, real MiniLM, real Rotten Tomatoes reviews, ZeRO-2, precision auto, 2 trials with
 ASHA), the result is read, the ModelEndpoint's RayService comes up through KubeRay and its Serve
 Service answers /predict; `graft logs` works during and after the job. Then, against that endpoint:
 a worse job is refused under `ifBetter`; promoting its model by hand rolls the RayService to it
@@ -33,7 +33,7 @@ from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, installed, 
 
 # A test's time includes its module fixtures' set-up: training (TRAIN_TIMEOUT) and the three failure
 # cases each wait longer than the suite's default 1200 s, and report their own state when they time out.
-pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 EXAMPLE = REPO / "examples" / "finetune-kubernetes.yaml"
 JOB = yaml.safe_load(EXAMPLE.read_text())

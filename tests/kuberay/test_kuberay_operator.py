@@ -11,7 +11,7 @@ from testbed.controlplane import ControlPlane
 from testbed.kubenode import KubeNode
 from testbed.process import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
+pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.slow]
 
 
 def raycluster(name: str, image: str, workers: int = 1) -> dict:

@@ -21,7 +21,7 @@ from testbed.kubenode import KubeNode
 from testbed.operator import OperatorProcess
 from tests.integration.helpers import FTJ, RJ, apply, finetunejob, get, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.kuberay]
+pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.slow]
 
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 QUEUE = "tenant-queue"

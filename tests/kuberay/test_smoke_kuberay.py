@@ -1,0 +1,124 @@
+"""The real-node smoke of the fast tier (`make test`): the whole KubeRay path once, as small as it runs.
+
+`helm install` the chart (the operator as a Pod from the image of scripts/images.sh), `kubectl apply`
+a FineTuneJob cut from examples/finetune-kubernetes.yaml to one worker, one trial and a few steps,
+KubeRay's pods train it, the ModelEndpoint's RayService answers /predict through its Serve Service,
+and deleting both objects leaves no pod, Service or Ray object behind. The full flagship (ASHA over
+two trials on two workers, promotion, autoscaling, failures, a lost worker pod) runs in
+`make test-all`: tests/kuberay/test_flagship_kuberay.py.
+
+The tests run in order on one job (module fixtures); each asserts one stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from testbed.addons import KubeRayOperator
+from testbed.controlplane import ControlPlane
+from testbed.kubenode import KubeNode
+from testbed.process import wait_until
+from tests.kuberay.diagnose import diagnose
+from tests.kuberay.endpoint import predict
+from tests.kuberay.release import REPO, Release, installed, service_url
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.timeout(2400)]
+
+EXAMPLE = yaml.safe_load((REPO / "examples" / "finetune-kubernetes.yaml").read_text())
+NAME = ENDPOINT = "smoke"
+
+
+def smoke_job() -> dict[str, Any]:
+    """The Kubernetes example on one worker, one trial of one epoch of four steps, serving as `smoke`."""
+    doc = json.loads(json.dumps(EXAMPLE))
+    doc["metadata"]["name"] = NAME
+    spec = doc["spec"]
+    spec["training"].update({"epochs": 1, "maxStepsPerEpoch": 4, "precision": "auto"})
+    spec["resources"]["workers"] = 1
+    spec["tuning"] = {"metric": "eval_accuracy", "numTrials": 1}
+    spec["serving"] = {**spec["serving"], "endpoint": ENDPOINT, "minReplicas": 1, "maxReplicas": 1}
+    return doc
+
+
+@pytest.fixture(scope="module")
+def release(control_plane: ControlPlane, kube_node: KubeNode, kuberay_operator: KubeRayOperator,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    with installed(control_plane, kube_node, tmp_path_factory.mktemp("graft-storage"), "smoke") as rel:
+        yield rel
+
+
+def _state(release: Release, waiting_for: str) -> Callable[[], str]:
+    return lambda: f"{waiting_for}; state: {diagnose(release)}"
+
+
+@pytest.fixture(scope="module")
+def run(release: Release) -> dict[str, Any]:
+    """Apply the job and follow it to its end; what was seen on the way."""
+    seen: dict[str, Any] = {"pods": set()}
+    t0 = time.monotonic()
+    release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(smoke_job()))
+
+    def ended() -> dict[str, Any] | None:
+        for pod in release.items("pods", "-l", "ray.io/is-ray-node=yes"):
+            if pod["status"].get("phase") == "Running":
+                seen["pods"].add(pod["metadata"]["labels"].get("ray.io/node-type"))
+        ftj = release.get("finetunejob", NAME) or {}
+        return ftj if (ftj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Rejected") else None
+
+    seen["ftj"] = wait_until(ended, timeout=1200, interval=3, what=_state(release, f"FineTuneJob {NAME} to finish"))
+    release.timings["apply -> finished"] = time.monotonic() - t0
+    return seen
+
+
+@pytest.fixture(scope="module")
+def served(release: Release, run: dict[str, Any]) -> str:
+    """The Serve Service's URL once the ModelEndpoint is Ready and answers."""
+    t0 = time.monotonic()
+
+    def answering() -> str | None:
+        if ((release.get("modelendpoint", ENDPOINT) or {}).get("status") or {}).get("phase") != "Ready":
+            return None
+        services = [s["metadata"]["name"] for s in release.items("services") if s["metadata"]["name"].endswith("-serve-svc")]
+        if not services:
+            return None
+        url = service_url(release, services[0], "serve")
+        predict(url, "fine")
+        return url
+
+    url = wait_until(answering, timeout=600, interval=3, what=_state(release, f"ModelEndpoint {ENDPOINT} to answer"))
+    release.timings["finished -> endpoint answering"] = time.monotonic() - t0
+    return url
+
+
+def test_kuberay_trains_the_job_on_a_head_and_a_worker_pod(run: dict[str, Any]) -> None:
+    st = run["ftj"]["status"]
+    assert st["phase"] == "Succeeded", json.dumps(st, indent=1)[-3000:]
+    assert {"head", "worker"} <= run["pods"], run["pods"]
+    assert st["bestMetric"] and st["modelUri"]
+
+
+def test_the_result_records_the_precision_auto_resolved_to(release: Release, run: dict[str, Any]) -> None:
+    uid8 = run["ftj"]["metadata"]["uid"][:8]
+    result = json.loads((release.storage / release.tenant / f"{NAME}-{uid8}" / "result.json").read_text())
+    assert result["precision"] in ("bf16", "fp32") and result["trials"][0]["precision"] == result["precision"], result
+
+
+def test_the_rayservice_answers_predict_through_its_service(served: str) -> None:
+    answer = predict(served, "A wonderful, moving film. I loved it.")
+    assert answer["predictions"][0]["label"] in ("positive", "negative"), answer
+
+
+def test_deleting_the_job_and_the_endpoint_leaves_nothing_behind(release: Release, served: str) -> None:
+    release.kubectl("delete", "finetunejob", NAME, "-n", release.tenant)
+    release.kubectl("delete", "modelendpoint", ENDPOINT, "-n", release.tenant)
+
+    def leftovers() -> list[str]:
+        kinds = "pods,services,rayclusters.ray.io,rayjobs.ray.io,rayservices.ray.io"
+        return list(release.cp.kubectl("get", kinds, "-n", release.tenant, "-o", "name").stdout.split())
+
+    wait_until(lambda: not leftovers(), timeout=300, interval=3, what=_state(release, "the tenant namespace to be empty"))
