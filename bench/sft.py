@@ -3,8 +3,9 @@ eval loss / perplexity on held-out chats before and after a short LoRA (or full)
 
 It runs the same task code as `graft run` (graft.jobs.tasks.causal_lm: chat template, completion-only
 labels, packing, block-diagonal masks) in a plain single-process loop on one device, so the
-figures are those of the model and data path, not of Ray. On a GPU it uses CUDA, bf16 autocast
-(fp16 with --precision fp16) and, with --quantization 4bit, QLoRA; MFU is reported against the
+figures are those of the model and data path, not of Ray. It trains in what `precision: auto`
+picks (bf16 autocast on GPUs with bf16 and on CPUs with AMX, fp16 on other GPUs, fp32 on other
+CPUs; --precision names one). On a GPU it uses CUDA and, with --quantization 4bit, QLoRA; MFU is reported against the
 GPU's dense peak (table below, or --peak-tflops). On a machine with a GPU the figures are written
 to docs/benchmarks.md; on a CPU pass --write-doc to do so.
 
@@ -44,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+                   help="auto: what precision: auto trains in (bf16 on GPUs with bf16 and CPUs with AMX, else fp16 on GPUs, fp32 on CPUs)")
     p.add_argument("--quantization", choices=["none", "4bit"], default="none", help="4bit: QLoRA (GPU only)")
     p.add_argument("--gen-tokens", type=int, default=32, help="tokens per generation request")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)")
@@ -128,6 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not cuda and (args.precision == "fp16" or args.quantization == "4bit"):
         raise SystemExit(f"--precision {args.precision} / --quantization {args.quantization} need a CUDA GPU; this machine has none")
     device = torch.device("cuda" if cuda else "cpu")
+    if args.precision == "auto":
+        from graft.jobs.deepspeed_config import cpu_bf16_is_fast, resolve_precision
+
+        args.precision = resolve_precision("auto", gpu=cuda, gpu_bf16=cuda and torch.cuda.is_bf16_supported(), cpu_bf16=cpu_bf16_is_fast())
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.precision]
 
     def autocast() -> Any:

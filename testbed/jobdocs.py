@@ -35,7 +35,7 @@ def tiny_job(model: Path, data: Path, name: str = "tiny", **spec_overrides: Any)
         "dataset": {"source": str(data), "labelNames": ["negative", "positive"], "validation": {"fraction": 0.25}, "seed": 3},
         "training": {
             "epochs": 1, "batchSize": 8, "learningRate": 1e-3, "maxSeqLength": 32, "maxStepsPerEpoch": 3,
-            "precision": "bf16", "deepspeed": {"zeroStage": 2},
+            "precision": "auto", "deepspeed": {"zeroStage": 2},
         },
         "resources": {"workers": 1, "cpusPerWorker": 1},
         "tuning": {"numTrials": 1, "maxConcurrentTrials": 1},

@@ -57,9 +57,9 @@ def tenants(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactor
 def test_tenant_creates_a_finetunejob_in_its_namespace(control_plane: ControlPlane, tenants: tuple[Tenant, Tenant]) -> None:
     a, _ = tenants
     control_plane.kubectl("create", "-n", a.namespace, "-f", str(EXAMPLE), kubeconfig=a.kubeconfig)
-    job = control_plane.kubectl_json("get", "finetunejob", "imdb-sentiment", "-n", a.namespace, kubeconfig=a.kubeconfig)
+    job = control_plane.kubectl_json("get", "finetunejob", "movie-sentiment", "-n", a.namespace, kubeconfig=a.kubeconfig)
     assert job["spec"]["tuning"]["numTrials"] == yaml.safe_load(EXAMPLE.read_text())["spec"]["tuning"]["numTrials"]
-    control_plane.kubectl("delete", "finetunejob", "imdb-sentiment", "-n", a.namespace, kubeconfig=a.kubeconfig)
+    control_plane.kubectl("delete", "finetunejob", "movie-sentiment", "-n", a.namespace, kubeconfig=a.kubeconfig)
 
 
 def test_invalid_finetunejob_is_refused_by_the_crd_schema(

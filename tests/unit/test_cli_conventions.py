@@ -48,7 +48,7 @@ def test_a_wrong_flag_exits_2() -> None:
 def test_validate_json_lists_each_error_with_its_field_path(bad_spec: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "-o", "json", str(EXAMPLE), str(bad_spec)]) == EXIT_BAD_INPUT
     results = json.loads(capsys.readouterr().out)["results"]
-    assert results[0] == {"file": str(EXAMPLE), "kind": "FineTuneJob", "name": "imdb-sentiment", "valid": True, "errors": []}
+    assert results[0] == {"file": str(EXAMPLE), "kind": "FineTuneJob", "name": "movie-sentiment", "valid": True, "errors": []}
     assert results[1]["valid"] is False
     assert [e["path"] for e in results[1]["errors"]] == ["spec.training.epochs"]
 
