@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
+from typing import Any, Callable
 
 from tests.kuberay.release import Release
 
@@ -61,3 +61,8 @@ def diagnose(release: Release) -> str:
     parts += [f"warn {e['involvedObject'].get('name')}: {e.get('reason')} {(e.get('message') or '')[:120]}"
               for e in warnings[-4:]]
     return " | ".join(parts).replace("\n", " ")[:MAX_CHARS]
+
+
+def waiting(release: Release, what: str) -> Callable[[], str]:
+    """The `what` of a wait_until: what it waits for, then (when it times out) the state."""
+    return lambda: f"{what}; state: {diagnose(release)}"

@@ -10,6 +10,18 @@ from typing import Any
 from tests.kuberay.release import Release, service_url
 
 
+def answering_url(release: Release, endpoint: str) -> str | None:
+    """The Serve Service's URL once ModelEndpoint `endpoint` is Ready and answers /predict (else None)."""
+    if ((release.get("modelendpoint", endpoint) or {}).get("status") or {}).get("phase") != "Ready":
+        return None
+    services = [s["metadata"]["name"] for s in release.items("services") if s["metadata"]["name"].endswith("-serve-svc")]
+    if not services:
+        return None
+    url = service_url(release, services[0], "serve")
+    predict(url, "fine")
+    return url
+
+
 def predict(url: str, text: str) -> dict[str, Any]:
     req = urllib.request.Request(f"{url}/predict", data=json.dumps({"text": text}).encode(),
                                  headers={"content-type": "application/json"}, method="POST")

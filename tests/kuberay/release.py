@@ -108,6 +108,12 @@ def _available(release: Release) -> bool:
     return any(c["type"] == "Available" and c["status"] == "True" for c in conds)
 
 
+def leftovers(release: Release) -> list[str]:
+    """What still runs in the tenant namespace: pods, Services and KubeRay objects."""
+    kinds = "pods,services,rayclusters.ray.io,rayjobs.ray.io,rayservices.ray.io"
+    return list(release.cp.kubectl("get", kinds, "-n", release.tenant, "-o", "name").stdout.split())
+
+
 def uninstall(release: Release) -> None:
     helm("uninstall", RELEASE, "--namespace", release.namespace, "--kubeconfig", str(release.cp.kubeconfig))
 

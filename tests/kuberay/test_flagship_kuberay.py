@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import yaml
@@ -26,10 +26,10 @@ from testbed.addons import KubeRayOperator
 from testbed.controlplane import ControlPlane
 from testbed.kubenode import KubeNode
 from testbed.process import wait_until
-from tests.kuberay.diagnose import diagnose
-from tests.kuberay.endpoint import deployment, predict, running_replicas, serve_dashboard, serve_workers
+from tests.kuberay.diagnose import waiting
+from tests.kuberay.endpoint import answering_url, deployment, predict, running_replicas, serve_dashboard, serve_workers
 from tests.kuberay.load import Load
-from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, installed, service_url
+from tests.kuberay.release import RELEASE, REPO, Release, graft_cli, installed, leftovers, service_url
 
 # A test's time includes its module fixtures' set-up: training (TRAIN_TIMEOUT) and the three failure
 # cases each wait longer than the suite's default 1200 s, and report their own state when they time out.
@@ -84,14 +84,11 @@ def run(release: Release) -> dict[str, Any]:
             return ftj
         return None
 
-    ftj = wait_until(step, timeout=TRAIN_TIMEOUT, interval=3, what=_state(release, f"FineTuneJob {NAME} to finish"))
+    ftj = wait_until(step, timeout=TRAIN_TIMEOUT, interval=3, what=waiting(release, f"FineTuneJob {NAME} to finish"))
     seen["ftj"] = ftj
     return seen
 
 
-def _state(release: Release, waiting_for: str) -> Callable[[], str]:
-    """The message of a timed-out wait: what it waited for, then the node's and namespace's state."""
-    return lambda: f"{waiting_for}; state: {diagnose(release)}"
 
 
 def _logs_via_head(release: Release, cluster: str) -> str:
@@ -108,19 +105,7 @@ def _logs_via_head(release: Release, cluster: str) -> str:
 def served(release: Release, run: dict[str, Any]) -> str:
     """The Serve endpoint's URL once the ModelEndpoint is Ready and answers."""
     t0 = time.monotonic()
-
-    def ready() -> str | None:
-        ep = release.get("modelendpoint", ENDPOINT) or {}
-        if (ep.get("status") or {}).get("phase") != "Ready":
-            return None
-        services = [s["metadata"]["name"] for s in release.items("services") if s["metadata"]["name"].endswith("-serve-svc")]
-        if not services:
-            return None
-        url = service_url(release, services[0], "serve")
-        predict(url, "fine")
-        return url
-
-    url = wait_until(ready, timeout=600, interval=3, what=_state(release, f"ModelEndpoint {ENDPOINT} to answer"))
+    url = wait_until(lambda: answering_url(release, ENDPOINT), timeout=600, interval=3, what=waiting(release, f"ModelEndpoint {ENDPOINT} to answer"))
     release.timings["Succeeded -> endpoint answering"] = time.monotonic() - t0
     return url
 
@@ -197,7 +182,7 @@ def _finishes(release: Release, doc: dict[str, Any], timeout: float = 900) -> di
         return None
 
     return dict(wait_until(ended, timeout=timeout, interval=3,
-                           what=_state(release, f"FineTuneJob {name} to finish and be promoted or refused")))
+                           what=waiting(release, f"FineTuneJob {name} to finish and be promoted or refused")))
 
 
 def _served_model(release: Release) -> dict[str, Any]:
@@ -235,7 +220,7 @@ def test_a_promotion_rolls_the_rayservice_to_the_new_model_while_every_request_s
         release.kubectl("patch", "modelendpoint", ENDPOINT, "-n", release.tenant, "--type=merge", "-p", json.dumps(promotion))
         promoted = time.monotonic()
         wait_until(lambda: load.answered(old + 1) >= 5, timeout=600, interval=2,
-                   what=lambda: _state(release, f"the new model to answer ({load.summary()})")())
+                   what=lambda: waiting(release, f"the new model to answer ({load.summary()})")())
         release.timings["promotion -> new model answering"] = time.monotonic() - promoted
     assert not load.failures, load.summary()
     release.timings["requests during the rollout"] = float(sum(load.versions.values()))
@@ -243,7 +228,7 @@ def test_a_promotion_rolls_the_rayservice_to_the_new_model_while_every_request_s
 
 def test_under_load_serve_adds_a_replica_kuberay_a_pod_and_both_shrink_back_after(release: Release, served: str) -> None:
     wait_until(lambda: not release.items("rayclusters.ray.io", "-l", "graft.dev/finetunejob"), timeout=300, interval=3,
-               what=_state(release, "the training jobs' Ray clusters to be gone (the node has room for a second Serve pod then)"))
+               what=waiting(release, "the training jobs' Ray clusters to be gone (the node has room for a second Serve pod then)"))
     # Serve's own delays are 30 s up and 600 s down; the endpoint's serving spec shortens them.
     release.kubectl("patch", "modelendpoint", ENDPOINT, "-n", release.tenant, "--type=merge",
                     "-p", json.dumps({"spec": {"serving": {"upscaleDelaySeconds": 2, "downscaleDelaySeconds": 10}}}))
@@ -251,18 +236,18 @@ def test_under_load_serve_adds_a_replica_kuberay_a_pod_and_both_shrink_back_afte
     wait_until(lambda: deployment(dashboard)["config"]["autoscaling_config"].get("downscale_delay_s") == 10,
                timeout=180, interval=2, what="KubeRay to apply the new autoscaling config to Serve")
     wait_until(lambda: (running_replicas(dashboard), serve_workers(release, ENDPOINT)) == (1, 1), timeout=300, interval=3,
-               what=_state(release, "one Serve replica on one worker pod (the rollout's old pod idles out)"))
+               what=waiting(release, "one Serve replica on one worker pod (the rollout's old pod idles out)"))
 
     with Load(served, clients=8) as load:
         t0 = time.monotonic()
         wait_until(lambda: running_replicas(dashboard) == 2, timeout=420, interval=2,
-                   what=lambda: _state(release, f"Serve to run 2 replicas ({load.summary()})")())
+                   what=lambda: waiting(release, f"Serve to run 2 replicas ({load.summary()})")())
         release.timings["load -> 2 Serve replicas"] = time.monotonic() - t0
         assert serve_workers(release, ENDPOINT) == 2, "the second replica runs without a second worker pod"
     t1 = time.monotonic()
     wait_until(lambda: running_replicas(dashboard) == 1, timeout=300, interval=2, what="Serve to scale back to 1 replica")
     release.timings["load stopped -> 1 Serve replica"] = time.monotonic() - t1
-    wait_until(lambda: serve_workers(release, ENDPOINT) == 1, timeout=300, interval=3, what=_state(release, "KubeRay to remove the idle worker pod"))
+    wait_until(lambda: serve_workers(release, ENDPOINT) == 1, timeout=300, interval=3, what=waiting(release, "KubeRay to remove the idle worker pod"))
     release.timings["load stopped -> 1 worker pod"] = time.monotonic() - t1
     assert not load.failures, load.summary()
     assert predict(served, "fine")["predictions"][0]["label"] in ("positive", "negative")
@@ -271,13 +256,7 @@ def test_under_load_serve_adds_a_replica_kuberay_a_pod_and_both_shrink_back_afte
 def test_deleting_the_job_and_the_endpoint_leaves_nothing_running(release: Release, served: str) -> None:
     release.kubectl("delete", "finetunejob", NAME, "-n", release.tenant)
     release.kubectl("delete", "modelendpoint", ENDPOINT, "-n", release.tenant)
-
-    def leftovers() -> list[str]:
-        kinds = "pods,services,rayclusters.ray.io,rayjobs.ray.io,rayservices.ray.io"
-        out = release.cp.kubectl("get", kinds, "-n", release.tenant, "-o", "name").stdout.split()
-        return out
-
-    wait_until(lambda: not leftovers(), timeout=300, interval=3, what=_state(release, "the tenant namespace to be empty"))
+    wait_until(lambda: not leftovers(release), timeout=300, interval=3, what=waiting(release, "the tenant namespace to be empty"))
 
 
 def test_storage_outlives_the_pods(release: Release, run: dict[str, Any]) -> None:
@@ -322,7 +301,7 @@ def failures(release: Release) -> dict[str, dict[str, Any]]:
     # What an earlier stage that failed left behind would take the room these jobs need.
     release.kubectl("delete", "finetunejobs,modelendpoints", "--all", "-n", release.tenant, "--wait=false")
     wait_until(lambda: not release.items("pods", "-l", "ray.io/is-ray-node=yes"), timeout=300, interval=3,
-               what=_state(release, "the Ray pods of earlier stages to be gone"))
+               what=waiting(release, "the Ray pods of earlier stages to be gone"))
     for doc in docs:
         release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
 
@@ -330,10 +309,10 @@ def failures(release: Release) -> dict[str, dict[str, Any]]:
     for doc in docs:
         name = doc["metadata"]["name"]
         out[name] = wait_until(lambda name=name: _ended(release, name), timeout=900, interval=3,
-                               what=_state(release, f"FineTuneJob {name} to fail"))
+                               what=waiting(release, f"FineTuneJob {name} to fail"))
     for name in out:
         wait_until(lambda name=name: not release.items("pods", "-l", f"graft.dev/finetunejob={name}"), timeout=300,
-                   interval=3, what=_state(release, f"the pods of {name} to be gone"))
+                   interval=3, what=waiting(release, f"the pods of {name} to be gone"))
         release.kubectl("delete", "finetunejob", name, "-n", release.tenant)
     return out
 
@@ -377,16 +356,16 @@ def test_a_deleted_worker_pod_is_replaced_by_kuberay_and_its_trial_resumes_from_
         progress = ((release.get("finetunejob", name) or {}).get("status") or {}).get("progress") or {}
         return bool(progress.get("trialsRunning")) and (progress.get("epoch") or 0) >= 1
 
-    wait_until(checkpointed, timeout=900, interval=2, what=_state(release, f"{name}'s trial to finish an epoch"))
+    wait_until(checkpointed, timeout=900, interval=2, what=waiting(release, f"{name}'s trial to finish an epoch"))
     at_deletion = (release.get("finetunejob", name) or {}).get("status", {}).get("progress")
     (lost,) = [p["metadata"]["name"] for p in release.items(*workers) if p["status"].get("phase") == "Running"]
     # A preempted node's pods get little or no grace. With the default 30 s the worker kept
     # training through the grace and finished the trial before the kill: nothing lost, nothing resumed.
     release.kubectl("delete", "pod", lost, "-n", release.tenant, "--wait=false", "--grace-period=1")
     wait_until(lambda: any(p["metadata"]["name"] != lost and p["status"].get("phase") == "Running" for p in release.items(*workers)),
-               timeout=300, interval=2, what=_state(release, f"KubeRay to replace worker pod {lost}"))
+               timeout=300, interval=2, what=waiting(release, f"KubeRay to replace worker pod {lost}"))
 
-    st = wait_until(lambda: _ended(release, name), timeout=900, interval=3, what=_state(release, f"FineTuneJob {name} to finish"))
+    st = wait_until(lambda: _ended(release, name), timeout=900, interval=3, what=waiting(release, f"FineTuneJob {name} to finish"))
     assert st["phase"] == "Succeeded", st.get("message")
     result = st["result"]
     assert result["failuresSurvived"] >= 1, (at_deletion, result, st["trials"])

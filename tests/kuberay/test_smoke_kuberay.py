@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import yaml
@@ -24,9 +24,9 @@ from testbed.addons import KubeRayOperator
 from testbed.controlplane import ControlPlane
 from testbed.kubenode import KubeNode
 from testbed.process import wait_until
-from tests.kuberay.diagnose import diagnose
-from tests.kuberay.endpoint import predict
-from tests.kuberay.release import REPO, Release, installed, service_url
+from tests.kuberay.diagnose import waiting
+from tests.kuberay.endpoint import answering_url, predict
+from tests.kuberay.release import REPO, Release, installed, leftovers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.timeout(2400)]
 
@@ -53,10 +53,6 @@ def release(control_plane: ControlPlane, kube_node: KubeNode, kuberay_operator: 
         yield rel
 
 
-def _state(release: Release, waiting_for: str) -> Callable[[], str]:
-    return lambda: f"{waiting_for}; state: {diagnose(release)}"
-
-
 @pytest.fixture(scope="module")
 def run(release: Release) -> dict[str, Any]:
     """Apply the job and follow it to its end; what was seen on the way."""
@@ -71,7 +67,7 @@ def run(release: Release) -> dict[str, Any]:
         ftj = release.get("finetunejob", NAME) or {}
         return ftj if (ftj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Rejected") else None
 
-    seen["ftj"] = wait_until(ended, timeout=1200, interval=3, what=_state(release, f"FineTuneJob {NAME} to finish"))
+    seen["ftj"] = wait_until(ended, timeout=1200, interval=3, what=waiting(release, f"FineTuneJob {NAME} to finish"))
     release.timings["apply -> finished"] = time.monotonic() - t0
     return seen
 
@@ -80,18 +76,8 @@ def run(release: Release) -> dict[str, Any]:
 def served(release: Release, run: dict[str, Any]) -> str:
     """The Serve Service's URL once the ModelEndpoint is Ready and answers."""
     t0 = time.monotonic()
-
-    def answering() -> str | None:
-        if ((release.get("modelendpoint", ENDPOINT) or {}).get("status") or {}).get("phase") != "Ready":
-            return None
-        services = [s["metadata"]["name"] for s in release.items("services") if s["metadata"]["name"].endswith("-serve-svc")]
-        if not services:
-            return None
-        url = service_url(release, services[0], "serve")
-        predict(url, "fine")
-        return url
-
-    url = wait_until(answering, timeout=600, interval=3, what=_state(release, f"ModelEndpoint {ENDPOINT} to answer"))
+    url = wait_until(lambda: answering_url(release, ENDPOINT), timeout=600, interval=3,
+                     what=waiting(release, f"ModelEndpoint {ENDPOINT} to answer"))
     release.timings["finished -> endpoint answering"] = time.monotonic() - t0
     return url
 
@@ -118,9 +104,4 @@ def test_the_rayservice_answers_predict_through_its_service(served: str) -> None
 def test_deleting_the_job_and_the_endpoint_leaves_nothing_behind(release: Release, served: str) -> None:
     release.kubectl("delete", "finetunejob", NAME, "-n", release.tenant)
     release.kubectl("delete", "modelendpoint", ENDPOINT, "-n", release.tenant)
-
-    def leftovers() -> list[str]:
-        kinds = "pods,services,rayclusters.ray.io,rayjobs.ray.io,rayservices.ray.io"
-        return list(release.cp.kubectl("get", kinds, "-n", release.tenant, "-o", "name").stdout.split())
-
-    wait_until(lambda: not leftovers(), timeout=300, interval=3, what=_state(release, "the tenant namespace to be empty"))
+    wait_until(lambda: not leftovers(release), timeout=300, interval=3, what=waiting(release, "the tenant namespace to be empty"))
