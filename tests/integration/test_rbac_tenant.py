@@ -68,7 +68,7 @@ def test_invalid_finetunejob_is_refused_by_the_crd_schema(
     a, _ = tenants
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["metadata"]["name"] = "bad-zero"
-    doc["spec"]["training"]["deepspeed"]["zeroStage"] = 5
+    doc["spec"]["training"]["deepspeed"] = {"zeroStage": 5}
     p = control_plane.kubectl("create", "-n", a.namespace, "-f", "-", input=json.dumps(doc),
                               kubeconfig=a.kubeconfig, check=False)
     assert p.returncode != 0 and "zeroStage" in p.stderr, p.stderr
