@@ -99,7 +99,7 @@ class Kueue:
             self.cp.kubectl("create", "namespace", KUEUE_NAMESPACE)
         certs = self.workdir / "certs"
         certs.mkdir(parents=True, exist_ok=True)
-        crt, key = self.cp.sign_serving_cert("kueue-webhook")
+        crt, key = self.cp.pki.sign_serving_cert("kueue-webhook")
         (certs / "tls.crt").write_bytes(crt.read_bytes())
         (certs / "tls.key").write_bytes(key.read_bytes())
         self.webhook_port, health = free_port(), free_port()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from testbed.binaries import ControlPlaneError, ensure_binaries, find_kubectl
+from testbed.pki import ClusterPki, write_kubeconfig
 from testbed.ports import free_port
 from testbed.process import Process, ProcessError, wait_until
 
@@ -123,7 +124,12 @@ class ControlPlane:
     @property
     def ca_file(self) -> Path:
         """CA that signed the API server's serving certificate."""
-        return self._path("pki", "ca.crt")
+        return self.pki.ca_file
+
+    @property
+    def pki(self) -> ClusterPki:
+        """The cluster's CA: signs client and serving certificates (the node's, webhooks')."""
+        return ClusterPki(self._path("pki"))
 
     @staticmethod
     def kuberay_crd_paths() -> list[Path]:
@@ -148,10 +154,10 @@ class ControlPlane:
             atexit.register(self.stop)
         try:
             (self.workdir / "logs").mkdir()
-            self._timed("pki", self._make_pki)
+            self._timed("pki", lambda: self.pki.create(self.admin_token, self.node_ip))
             self._timed("etcd", self._start_etcd)
             self._timed("kube-apiserver", self._start_apiserver)
-            self._write_kubeconfig(self.kubeconfig, token=self.admin_token, user="admin")
+            write_kubeconfig(self.kubeconfig, self.server, self.ca_file, "admin", {"token": self.admin_token})
             crds = list(crds)
             if crds:
                 self._timed("crds", lambda: self.install_crds(crds))
@@ -325,8 +331,7 @@ class ControlPlane:
         """Write a kubeconfig that authenticates with ``token`` (e.g. a ServiceAccount's)
         to ``path`` (default: a new file in the temp dir). Returns the path."""
         path = Path(path) if path else self._path(f"{user}-{uuid.uuid4().hex[:6]}.kubeconfig")
-        self._write_kubeconfig(path, token=token, user=user, namespace=namespace)
-        return path
+        return write_kubeconfig(path, self.server, self.ca_file, user, {"token": token}, namespace)
 
     # --------------------------------------------------------------- internals
     def _timed(self, phase: str, fn: Callable[[], object]) -> None:
@@ -338,68 +343,6 @@ class ControlPlane:
         if self._ssl is None:
             self._ssl = ssl.create_default_context(cafile=str(self.ca_file))
         return self._ssl
-
-    def _openssl(self, *args: str) -> None:
-        p = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=self._path("pki"))
-        if p.returncode != 0:
-            raise ControlPlaneError(f"openssl {' '.join(args)} failed: {p.stderr}")
-
-    def _make_pki(self) -> None:
-        pki = self._path("pki")
-        pki.mkdir()
-        self._openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-                      "-out", "ca.crt", "-days", "3", "-subj", "/CN=graft-test-ca")
-        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key",
-                      "-out", "apiserver.csr", "-subj", "/CN=kube-apiserver")
-        (pki / "san.ext").write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-            "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1"
-            + (f",IP:{self.node_ip}" if self.node_ip else "") + "\n"
-            "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
-        )
-        self._openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                      "-CAcreateserial", "-out", "apiserver.crt", "-days", "3", "-extfile", "san.ext")
-        self._openssl("genrsa", "-out", "sa.key", "2048")
-        self._openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
-        (pki / "tokens.csv").write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n')
-        if self.node_ip:  # the API server's identity towards kubelets (logs, exec)
-            self.sign_client_cert("kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
-
-    def sign_client_cert(self, name: str, cn: str, org: str) -> tuple[Path, Path]:
-        """A client certificate ``pki/<name>.crt`` (+ ``.key``) for user ``cn`` in group
-        ``org``, signed by the cluster CA. Returns (cert, key)."""
-        return self._sign(name, f"/O={org}/CN={cn}", "extendedKeyUsage=clientAuth\n")
-
-    def sign_serving_cert(self, name: str, sans: str = "IP:127.0.0.1,DNS:localhost") -> tuple[Path, Path]:
-        """A serving certificate ``pki/<name>.crt`` (+ ``.key``) for ``sans``, signed by the
-        cluster CA (``ca_file``), e.g. for a webhook the API server calls. Returns (cert, key)."""
-        return self._sign(name, f"/CN={name}",
-                          f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
-                          "keyUsage=digitalSignature,keyEncipherment\n")
-
-    def _sign(self, name: str, subj: str, ext: str) -> tuple[Path, Path]:
-        self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                      "-out", f"{name}.csr", "-subj", subj)
-        self._path("pki", f"{name}.ext").write_text(ext)
-        self._openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                      "-CAcreateserial", "-out", f"{name}.crt", "-days", "3",
-                      "-extfile", f"{name}.ext")
-        return self._path("pki", f"{name}.crt"), self._path("pki", f"{name}.key")
-
-    def cert_kubeconfig(self, path: Path, cert: Path, key: Path, user: str) -> Path:
-        """Write a kubeconfig that authenticates with a client certificate."""
-        cfg = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "graft-test", "cluster": {
-                "server": self.server, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": user, "user": {
-                "client-certificate": str(cert), "client-key": str(key)}}],
-            "contexts": [{"name": "graft-test", "context": {"cluster": "graft-test", "user": user}}],
-            "current-context": "graft-test",
-        }
-        path.write_text(json.dumps(cfg, indent=2))
-        path.chmod(0o600)
-        return path
 
     def pids(self) -> dict[str, int]:
         """PIDs of the running components (for a detached control plane's state file)."""
@@ -535,21 +478,3 @@ class ControlPlane:
                 return r.status == 200
 
         self._wait_ready("kube-controller-manager", healthy, self.startup_timeout)
-
-    def _write_kubeconfig(
-        self, path: Path, *, token: str, user: str, namespace: str | None = None
-    ) -> None:
-        ctx: dict = {"cluster": "graft-test", "user": user}
-        if namespace:
-            ctx["namespace"] = namespace
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "graft-test", "cluster": {
-                "server": self.server, "certificate-authority": str(self.ca_file)}}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "graft-test", "context": ctx}],
-            "current-context": "graft-test",
-        }
-        path.write_text(json.dumps(cfg, indent=2))  # JSON is valid kubeconfig YAML
-        path.chmod(0o600)

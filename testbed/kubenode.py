@@ -28,6 +28,7 @@ from testbed import nodeconfig as cfg
 from testbed import nodehost
 from testbed.controlplane import ControlPlane, ControlPlaneError
 from testbed.oci import write_image
+from testbed.pki import write_kubeconfig
 from testbed.ports import free_port
 from testbed.process import Process, wait_until
 
@@ -240,8 +241,9 @@ class KubeNode:
             self.import_image(archive)
 
     def _start_kubelet(self) -> None:
-        cert, key = self.cp.sign_client_cert("kubelet", f"system:node:{cfg.NODE_NAME}", "system:nodes")
-        kubeconfig = self.cp.cert_kubeconfig(self.run_dir / "kubelet.kubeconfig", cert, key, "kubelet")
+        cert, key = self.cp.pki.sign_client_cert("kubelet", f"system:node:{cfg.NODE_NAME}", "system:nodes")
+        kubeconfig = write_kubeconfig(self.run_dir / "kubelet.kubeconfig", self.cp.server, self.cp.ca_file, "kubelet",
+                                      {"client-certificate": str(cert), "client-key": str(key)})
         conf = self.run_dir / "kubelet.json"
         conf.write_text(cfg.kubelet_config(self.run_dir, self.cp.ca_file))
         self._spawn("kubelet", [
