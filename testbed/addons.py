@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from testbed.controlplane import ControlPlane, ControlPlaneError
-from testbed.ports import free_port
+from testbed.ports import free_ports
 from testbed.process import Process, ProcessError, wait_until
 
 KUEUE_NAMESPACE = "kueue-system"
@@ -63,11 +63,11 @@ class KubeRayOperator:
         self.process: Process | None = None
 
     def start(self, timeout: float = 120.0) -> "KubeRayOperator":
-        probe = free_port()
+        probe, metrics = free_ports(2)
         self.process = _start("kuberay-operator", [
             str(self.binary),
             "-enable-leader-election=false",
-            f"-metrics-addr=127.0.0.1:{free_port()}",
+            f"-metrics-addr=127.0.0.1:{metrics}",
             f"-health-probe-bind-address=127.0.0.1:{probe}",
             "-use-kubernetes-proxy",
             "-log-stdout-encoder=console",
@@ -102,7 +102,7 @@ class Kueue:
         crt, key = self.cp.pki.sign_serving_cert("kueue-webhook")
         (certs / "tls.crt").write_bytes(crt.read_bytes())
         (certs / "tls.key").write_bytes(key.read_bytes())
-        self.webhook_port, health = free_port(), free_port()
+        self.webhook_port, health, metrics = free_ports(3)
         config = self.workdir / "config.yaml"
         config.write_text(json.dumps({
             "apiVersion": "config.kueue.x-k8s.io/v1beta2",
@@ -112,7 +112,7 @@ class Kueue:
             "internalCertManagement": {"enable": False},
             "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "certDir": str(certs)},
             "health": {"healthProbeBindAddress": f"127.0.0.1:{health}"},
-            "metrics": {"bindAddress": f"127.0.0.1:{free_port()}"},
+            "metrics": {"bindAddress": f"127.0.0.1:{metrics}"},
             "leaderElection": {"leaderElect": False},
             "integrations": {"frameworks": ["ray.io/rayjob"]},
             "featureGates": {"VisibilityOnDemand": False},

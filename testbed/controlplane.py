@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 from testbed.binaries import ControlPlaneError, ensure_binaries, find_kubectl
 from testbed.pki import ClusterPki, write_kubeconfig
-from testbed.ports import free_port
+from testbed.ports import free_port, free_ports
 from testbed.process import Process, ProcessError, wait_until
 
 DEFAULT_CONTROLLERS: tuple[str, ...] = (
@@ -383,7 +383,7 @@ class ControlPlane:
             raise ControlPlaneError(str(exc)) from None
 
     def _start_etcd(self) -> None:
-        self.etcd_port, peer = free_port(), free_port()
+        self.etcd_port, peer = free_ports(2)
         client = f"http://127.0.0.1:{self.etcd_port}"
         self._spawn("etcd", [
             "--name=graft-test",

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from testbed.ports import free_port, free_port_block
+from testbed.ports import free_port_block, free_ports
 from testbed.process import Process
 
 VENV_BIN = Path(sys.executable).parent
@@ -85,10 +85,9 @@ class RayHead:
         self.resources = dict(resources or {})
         # Short: Ray puts unix sockets under it (108-byte limit).
         self.temp_dir = tempfile.mkdtemp(prefix="gsr-", dir="/tmp")
-        self.port = free_port()
-        self.dashboard_port = free_port()
-        self.client_port = free_port()
-        self.serve_port = free_port()
+        # Every port of a head at once, all different (Ray refuses two components on one port).
+        (self.port, self.dashboard_port, self.client_port, self.serve_port, self._node_manager_port, self._object_manager_port,
+         self._agent_port, self._agent_grpc_port, self._runtime_env_port, self._metrics_port) = free_ports(10)
         self.log_path = Path(self.temp_dir) / "ray-start.log"
         self.process: Process | None = None
 
@@ -115,12 +114,12 @@ class RayHead:
             "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(self.dashboard_port),
             "--ray-client-server-port", str(self.client_port),
-            "--node-manager-port", str(free_port()),
-            "--object-manager-port", str(free_port()),
-            "--dashboard-agent-listen-port", str(free_port()),
-            "--dashboard-agent-grpc-port", str(free_port()),
-            "--runtime-env-agent-port", str(free_port()),
-            "--metrics-export-port", str(free_port()),
+            "--node-manager-port", str(self._node_manager_port),
+            "--object-manager-port", str(self._object_manager_port),
+            "--dashboard-agent-listen-port", str(self._agent_port),
+            "--dashboard-agent-grpc-port", str(self._agent_grpc_port),
+            "--runtime-env-agent-port", str(self._runtime_env_port),
+            "--metrics-export-port", str(self._metrics_port),
             "--min-worker-port", str(low), "--max-worker-port", str(high),
             "--num-cpus", str(self.num_cpus),
             "--disable-usage-stats",

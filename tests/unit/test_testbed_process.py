@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.ports import free_port, free_port_block
+from testbed.ports import free_port, free_port_block, free_ports
 from testbed.process import Process, ProcessError, wait_until
 
 pytestmark = pytest.mark.unit
@@ -62,3 +62,9 @@ def test_free_ports_can_be_bound() -> None:
     for port in (free_port(), *free_port_block(20)):
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_free_ports_asked_for_together_are_all_different() -> None:
+    for _ in range(20):
+        ports = free_ports(10)
+        assert len(set(ports)) == 10, ports
