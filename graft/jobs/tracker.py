@@ -215,7 +215,8 @@ class TrialTracker(Callback):
             state.checkpoint_times[epoch] = utcnow()
         state.early_stopped = bool(result.get("early_stopped"))
         state.placement_group = str(result.get("placement_group") or state.placement_group)
-        state.precision = str(result.get("precision") or state.precision or "") or None
+        if result.get("precision"):
+            state.precision = str(result["precision"])  # what training.precision resolved to on the workers
         if self.attempts:
             self.attempts[-1].epochs_trained += 1
             self.attempts[-1].last_progress_at = utcnow()

@@ -244,6 +244,17 @@ def test_records_report_the_last_epochs_metrics_and_the_history_in_order(tmp_pat
     assert record.status == "completed" and record.stopped_at_epoch is None
 
 
+def test_the_precision_a_trial_trained_in_reaches_its_record_and_survives_a_resume(tmp_path: Path) -> None:
+    t = _tracker(tmp_path, epochs=2)
+    a = FakeTrial("a")
+    _report(t, a, 1, 0.6, precision="fp32")
+    restored = _tracker(tmp_path, epochs=2)
+    assert restored.load()
+    _report(restored, a, 2, 0.7)  # a result without the key keeps what was recorded
+    (record,) = restored.records()
+    assert record.precision == "fp32"
+
+
 def test_a_trial_still_running_when_the_job_ends_counts_as_completed_only_if_it_ran_every_epoch(tmp_path: Path) -> None:
     t = _tracker(tmp_path, epochs=2)
     _report(t, FakeTrial("done"), 1, 0.6)
