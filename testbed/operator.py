@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 from testbed.binaries import REPO_ROOT
 from testbed.controlplane import ControlPlane
 from testbed.ports import free_port
-from testbed.process import Process, wait_until
+from testbed.process import Process
 
 
 class OperatorProcess:
@@ -48,18 +47,13 @@ class OperatorProcess:
         self.port = free_port()
         self.process = Process("graft operator", self.argv(), self.log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                cwd=REPO_ROOT, log_mode="wb").start()
-        wait_until(self._alive, timeout=timeout, what=lambda: f"the operator's liveness probe; log:\n{self.log_tail()}",
-                   retry=())
+        self.process.wait_ready(self._healthy, timeout, what="answering its liveness probe")  # exits or times out: ProcessError, log tail
         return self
 
-    def _alive(self) -> bool:
-        if self.process is not None and self.process.returncode is not None:
-            raise RuntimeError(f"graft operator exited with {self.process.returncode}:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+    def _healthy(self) -> bool:
+        """wait_ready's probe (its errors count as "not yet")."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+            return r.status == 200
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 20 s (to the operator only, as a pod's container runtime would)."""

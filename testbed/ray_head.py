@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -135,11 +134,9 @@ class RayHead:
         return self
 
     def _jobs_api_up(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.dashboard_url}/api/jobs/", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            return False
+        """wait_ready's probe (its errors count as "not yet")."""
+        with urllib.request.urlopen(f"{self.dashboard_url}/api/jobs/", timeout=2) as r:
+            return r.status == 200
 
     def own_pids(self) -> set[int]:
         """Every process of this head: its session, whatever names its temp dir, and their children."""
