@@ -4,7 +4,7 @@ A checkpoint directory (Ray merges every rank's directory into one):
 
     graft_checkpoint.json   rank 0: trial, epoch, metrics, progress (epoch, optimizer steps, best
                             score, early-stopping count), backend, whether `hf/` is present
-    rng-<rank>.pt           every rank: Python, numpy and torch (CPU and CUDA) RNG states
+    rng-<rank>.pt           every rank: Python, numpy and torch (CPU and CUDA) RNG states, as tensors
     state.pt                single/ddp, rank 0: trainable weights, optimizer, scheduler (+ scaler)
     deepspeed/state/       DeepSpeed: every rank's shards (`save_checkpoint`)
     hf/                     only when the epoch is the trial's best so far: the exported model
@@ -43,26 +43,37 @@ def rng_file(rank: int) -> str:
 
 
 def save_rng(out: Path, rank: int) -> None:
+    """This rank's RNG states as tensors and primitives only, so `load_rng` reads them with
+    `weights_only=True` (nothing in a checkpoint is unpickled: tenants can write their storage)."""
     import numpy as np
     import torch
 
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+        "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(state, out / rng_file(rank))
 
 
 def load_rng(src: Path, rank: int) -> bool:
-    """Restore this rank's RNG state; False when the checkpoint has none for it (e.g. a changed world size)."""
+    """Restore this rank's RNG state; False when the checkpoint has none for it (e.g. a changed world size).
+    Read with `weights_only=True`: a pickled object planted in place of the file is refused, not run."""
     import numpy as np
     import torch
 
     path = src / rng_file(rank)
     if not path.is_file():
         return False
-    state = torch.load(path, weights_only=False)
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    state = torch.load(path, weights_only=True)
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -158,7 +158,8 @@ class TorchEngine:
     def load(self, src: Path) -> None:
         import torch
 
-        state = torch.load(src / STATE_FILE, map_location=self.device, weights_only=False)
+        # weights_only: tensors and primitives only; a pickled object planted in the tenant's storage is refused.
+        state = torch.load(src / STATE_FILE, map_location=self.device, weights_only=True)
         missing, unexpected = self.module.load_state_dict(state["model"], strict=False)
         trainable = {n for n, p in self.module.named_parameters() if p.requires_grad}
         if unexpected or trainable & set(missing):

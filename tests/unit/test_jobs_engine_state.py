@@ -173,7 +173,7 @@ def test_a_frozen_base_checkpoint_holds_only_the_trainable_weights_and_restores_
     engine = _engine(frozen_base(0))
     _steps(engine, STOP_AFTER)
     _checkpoint(engine, tmp_path / "ckpt")
-    saved = torch.load(tmp_path / "ckpt" / STATE_FILE, weights_only=False)["model"]
+    saved = torch.load(tmp_path / "ckpt" / STATE_FILE, weights_only=True)["model"]
     assert not any(k.startswith("0.") for k in saved)  # the frozen base is not copied into every checkpoint
     assert {"1.weight", "4.weight", "4.bias"} <= saved.keys()
 
