@@ -34,7 +34,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0
-KUBERAY_VERSION=v1.5.0
+KUBERAY_VERSION=v1.6.0
 
 log() { echo "controlplane: $*" >&2; }
 

@@ -1,7 +1,7 @@
 """The real KubeRay operator and Kueue, run out of cluster against a testbed/controlplane.py
 control plane (binaries from scripts/controlplane.sh; see docs/testing-control-plane.md).
 
-* :class:`KubeRayOperator`: ``ray-operator`` v1.5.0 with the admin kubeconfig, leader
+* :class:`KubeRayOperator`: ``ray-operator`` v1.6.0 with the admin kubeconfig, leader
   election off, loopback ports, ``-use-kubernetes-proxy`` (it reaches each Ray head's
   dashboard through the API server's service proxy: the host cannot resolve
   ``*.svc.cluster.local``).

@@ -80,7 +80,7 @@ def ensure_binaries(extra: Sequence[str] = ()) -> dict[str, Path]:
     if override:
         bin_dir = Path(override)
         found = {
-            "KUBERAY_CRDS": os.environ.get("GRAFT_KUBERAY_CRDS", str(bin_dir.parent.parent / "kuberay-crds-v1.5.0")),
+            "KUBERAY_CRDS": os.environ.get("GRAFT_KUBERAY_CRDS", str(bin_dir.parent.parent / "kuberay-crds-v1.6.0")),
             "KUEUE_MANIFESTS": os.environ.get("GRAFT_KUEUE_MANIFESTS", str(bin_dir.parent.parent / "kueue-manifests-v0.17.0")),
         }
     else:
@@ -98,6 +98,6 @@ def ensure_binaries(extra: Sequence[str] = ()) -> dict[str, Path]:
     for name in binaries:
         if not os.access(bin_dir / name, os.X_OK):
             raise ControlPlaneError(f"missing {bin_dir / name} (run scripts/controlplane.sh)")
-    _BUILD.update(bin=bin_dir, crds=Path(found.get("KUBERAY_CRDS", bin_dir.parent.parent / "kuberay-crds-v1.5.0")),
+    _BUILD.update(bin=bin_dir, crds=Path(found.get("KUBERAY_CRDS", bin_dir.parent.parent / "kuberay-crds-v1.6.0")),
                   kueue=Path(found.get("KUEUE_MANIFESTS", bin_dir.parent.parent / "kueue-manifests-v0.17.0")))
     return _BUILD

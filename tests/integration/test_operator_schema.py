@@ -1,5 +1,5 @@
 """The objects the builders generate are accepted by the real API server with the official KubeRay
-v1.5 CRDs under strict field validation (no unknown or dropped fields)."""
+v1.6 CRDs under strict field validation (no unknown or dropped fields)."""
 
 from __future__ import annotations
 

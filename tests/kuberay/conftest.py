@@ -52,7 +52,7 @@ def node_namespace(control_plane: ControlPlane, kube_node: KubeNode) -> Iterator
 
 @pytest.fixture(scope="session")
 def kuberay_operator(control_plane: ControlPlane, kube_node: KubeNode) -> Iterator[KubeRayOperator]:
-    """The real KubeRay operator (v1.5.0, built from its Go module), out of cluster,
+    """The real KubeRay operator (v1.6.0, built from its Go module), out of cluster,
     watching every namespace of the node's cluster."""
     op = KubeRayOperator(control_plane, ensure_binaries(KUBERAY_COMPONENTS)["bin"]).start()
     try:
