@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
-import posixpath
 import re
 from urllib.parse import unquote, urlsplit
+
+from graft.api.locations import LocationError, parse
+from graft.api.locations import under as locations_under
 
 # RE2- and Python-compatible (it goes into the CRD as a `pattern`).
 CLUSTER_ADDRESS_PATTERN = (
@@ -70,25 +72,27 @@ def traversal_problem(value: str) -> str | None:
 
 
 def normalise(value: str) -> str:
-    """A path or URI with `.` segments and repeated slashes collapsed (after `traversal_problem`
-    has refused `..`): the form every allowlist is checked against."""
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        return posixpath.normpath(value) if value else value
-    trailing = "/" if rest.endswith("/") else ""
-    collapsed = posixpath.normpath("/" + rest).lstrip("/") if rest else rest
-    return f"{scheme.lower()}://{collapsed}{trailing if collapsed else ''}"
+    """The canonical form of a path or URI (`graft.api.locations.canonical`: `file://` and `//`
+    read as local paths, `.` segments and repeated slashes collapsed), the form every allowlist is
+    checked against; a URI keeps a trailing slash (so `s3://b/dir/` still matches the glob `s3://b/dir/*`).
+    A value with no single reading is returned unchanged (callers refuse it)."""
+    try:
+        location = parse(value)
+    except LocationError:
+        return value
+    return f"{location}/" if not location.local and value.endswith("/") else str(location)
 
 
 def under(value: str, prefix: str) -> bool:
-    """True when normalised `value` is `prefix` or lies below it, on a path boundary
-    (`/mnt/graft/team-a` covers `/mnt/graft/team-a/x`, never `/mnt/graft/team-ab`)."""
-    v, p = normalise(value), normalise(prefix)
-    if prefix.endswith("://"):
-        return v.startswith(prefix.lower())
-    if v == p.rstrip("/"):
-        return True
-    return v.startswith(p if p.endswith("/") else p + "/")
+    """True when `value` is `prefix` or lies below it, on a path boundary (`graft.api.locations.under`;
+    `/mnt/graft/team-a` covers `/mnt/graft/team-a/x`, never `/mnt/graft/team-ab`). A prefix that is
+    only a scheme (`package://`) covers every location of that scheme."""
+    try:
+        if prefix.endswith("://"):
+            return parse(value).scheme == parse(prefix + "x").scheme
+        return locations_under(value, prefix)
+    except LocationError:
+        return False
 
 
 def cluster_host(address: str) -> tuple[str, int | None]:

@@ -16,9 +16,10 @@ import fnmatch
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
+from graft.api import locations
 from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy, source_allowed
-from graft.api.safety import cluster_host, env_key_problem, in_namespace_host, normalise, traversal_problem, under
+from graft.api.safety import cluster_host, env_key_problem, in_namespace_host
 from graft.api.spec import ClusterRef, FineTuneJob, ServingSpec
 from graft.operator.policy import Admission, admit, matching_policies
 from graft.operator.settings import OperatorSettings
@@ -139,17 +140,21 @@ def storage_roots(settings: OperatorSettings) -> list[str]:
 
 def partition_violations(path: str, value: str | None, namespace: str, settings: OperatorSettings, *, root_ok: bool) -> list[str]:
     """A value under an operator storage root must lie in the namespace's own part `<root>/<namespace>/`
-    (`root_ok`: the root itself is fine too, for a storage setting the job narrows itself)."""
+    (`root_ok`: the root itself is fine too, for a storage setting the job narrows itself). Every
+    spelling is judged by its canonical form (`graft.api.locations`: `file://`, `//`, percent-encoding)."""
     if value is None:
         return []
-    if traversal_problem(value):
-        return [f"{path}: {traversal_problem(value)}"]
+    try:
+        where = locations.parse(value)
+    except locations.LocationError as exc:
+        return [f"{path}: {exc}"]
     for root in storage_roots(settings):
-        if not under(value, root):
+        if not locations.under(where, root):
             continue
-        own = f"{normalise(root).rstrip('/')}/{namespace}"
-        if under(value, own) or (root_ok and normalise(value).rstrip("/") == normalise(root).rstrip("/")):
+        part = locations.part_below(where, root)
+        if part == namespace or (root_ok and part is None):
             return []
+        own = f"{locations.canonical(root).rstrip('/')}/{namespace}"
         return [f"{path}: {value!r} is in another namespace's part of the shared storage {root}; use {own}/..."]
     return []
 
@@ -248,7 +253,7 @@ def admit_endpoint(endpoint: ModelEndpoint, ctx: AdmissionContext) -> EndpointAd
     uri = spec.model.uri
     partition = partition_violations("spec.model.uri", uri, namespace, ctx.settings, root_ok=False)
     out += partition
-    own = not partition and any(under(uri, root) for root in storage_roots(ctx.settings))
+    own = not partition and any(locations.under(uri, root) for root in storage_roots(ctx.settings))
     for policy in selected:
         rules = policy.spec
         if spec.image is not None and not source_allowed(spec.image, rules.allowed_images):
