@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from graft.api.argcodec import decode_arg
 from graft.api.errors import FieldError, SpecError
 from graft.api.load import parse_as, parse_spec
 from graft.api.result import RESULT_LOG_MARKER
@@ -61,6 +62,13 @@ def parse_job_json(text: str) -> FineTuneJob:
     if not isinstance(doc, dict) or "spec" not in doc:
         raise SpecError([FieldError("", "--spec-json must be a FineTuneJob document with a spec")], source="--spec-json")
     return parse_as(FineTuneJob, doc, source="--spec-json")
+
+
+def _decoded(value: str, option: str) -> str:
+    try:
+        return decode_arg(value)
+    except ValueError as exc:
+        raise SpecError([FieldError("", f"{option}: {exc}")], source=option) from exc
 
 
 def format_event(event: JobEvent) -> str:
@@ -118,14 +126,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m graft.jobs", description="Run a FineTuneJob on Ray and write its result document.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--spec", type=Path, help="FineTuneJob (or its spec) as a YAML or JSON file")
-    source.add_argument("--spec-json", help="the FineTuneJob as a JSON document (how the operator passes it in a RayJob)")
-    parser.add_argument("--result", required=True, help="where to write the TrainingResult JSON: a path or an fsspec URI (s3://...)")
+    source.add_argument("--spec-json", help="the FineTuneJob as a JSON document")
+    source.add_argument("--spec-b64", help="the FineTuneJob as a base64 JSON document (how the operator passes it: graft.api.argcodec)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--result", help="where to write the TrainingResult JSON: a path or an fsspec URI (s3://...)")
+    target.add_argument("--result-b64", help="--result, base64 (graft.api.argcodec)")
     parser.add_argument("--run-dir", type=Path, default=None, help="working directory (default: next to --result)")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     args = parser.parse_args(argv)
 
     try:
-        job = parse_job_json(args.spec_json) if args.spec_json else load_job_document(args.spec)
+        args.result = _decoded(args.result_b64, "--result-b64") if args.result_b64 else args.result
+        if args.spec_b64:
+            job = parse_job_json(_decoded(args.spec_b64, "--spec-b64"))
+        else:
+            job = parse_job_json(args.spec_json) if args.spec_json else load_job_document(args.spec)
         from graft.jobs import preflight
 
         preflight.check(job.spec)

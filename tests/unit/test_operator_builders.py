@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from graft.api import FineTuneJob, ModelEndpoint, TrainingResult
+from graft.api.argcodec import decode_arg
 from graft.api.load import parse_as
 from graft.api.spec import POD_SIZED_WORKERS_ENV
 from graft.operator.builders import build_endpoint, build_rayjob, build_rayservice
@@ -105,8 +106,8 @@ def test_entrypoint_carries_the_spec_and_a_result_uri_in_the_jobs_own_directory(
     rj = build_rayjob(job(checkpoints={"storage": "s3://bucket/runs"}), SETTINGS)
     argv = shlex.split(rj["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", "graft.jobs"]
-    assert argv[argv.index("--result") + 1] == "s3://bucket/runs/team-a/demo-01234567/result.json"
-    doc = json.loads(argv[argv.index("--spec-json") + 1])
+    assert decode_arg(argv[argv.index("--result-b64") + 1]) == "s3://bucket/runs/team-a/demo-01234567/result.json"
+    doc = json.loads(decode_arg(argv[argv.index("--spec-b64") + 1]))
     assert doc["spec"]["checkpoints"]["storage"] == "s3://bucket/runs"  # the root: the job adds its own directory
     assert doc["metadata"] == {"name": "demo", "namespace": "team-a", "uid": "0123456789abcdef"}
 
@@ -118,7 +119,7 @@ def test_the_job_computes_the_same_directory_as_the_operator() -> None:
 
     j = job(checkpoints={"storage": "s3://bucket/runs"})
     argv = shlex.split(build_rayjob(j, SETTINGS)["spec"]["entrypoint"])
-    doc = json.loads(argv[argv.index("--spec-json") + 1])
+    doc = json.loads(decode_arg(argv[argv.index("--spec-b64") + 1]))
     sent = FineTuneJob.model_validate(doc)
     assert storage.job_dir(sent.spec.checkpoints.storage or "", sent.metadata.namespace, sent.metadata.name, doc["metadata"]["uid"]) == job_dir(j, SETTINGS)
     assert experiment_name(sent) == "demo-01234567"  # the same on every attempt
@@ -126,7 +127,7 @@ def test_the_job_computes_the_same_directory_as_the_operator() -> None:
 
 def test_without_storage_the_result_stays_in_the_head_pod() -> None:
     argv = shlex.split(build_rayjob(job(), SETTINGS)["spec"]["entrypoint"])
-    assert argv[argv.index("--result") + 1] == "/tmp/graft/demo/result.json"
+    assert decode_arg(argv[argv.index("--result-b64") + 1]) == "/tmp/graft/demo/result.json"
 
 
 def _head_resources(obj: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def test_graft_jobs_runs_the_spec_the_rayjob_carries() -> None:
 
     j = job(training={"epochs": 5}, checkpoints={"storage": "s3://b/r"})
     argv = shlex.split(build_rayjob(j, SETTINGS)["spec"]["entrypoint"])
-    loaded = parse_job_json(argv[argv.index("--spec-json") + 1])
+    loaded = parse_job_json(decode_arg(argv[argv.index("--spec-b64") + 1]))
     assert loaded.spec.training == j.spec.training and loaded.metadata.name == "demo"
     assert loaded.spec.training.deepspeed.zero_stage == 0  # defaults applied
 

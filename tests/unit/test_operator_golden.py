@@ -61,7 +61,7 @@ def without_spec(obj: dict[str, Any]) -> dict[str, Any]:
     change these files."""
     if "entrypoint" in obj.get("spec", {}):
         argv = shlex.split(obj["spec"]["entrypoint"])
-        argv[argv.index("--spec-json") + 1] = "<the FineTuneJob as JSON>"
+        argv[argv.index("--spec-b64") + 1] = "<the FineTuneJob as base64 JSON>"
         obj["spec"]["entrypoint"] = shlex.join(argv)
     if "spec_yaml" in obj:
         obj["spec_yaml"] = "<the FineTuneJob as YAML>"

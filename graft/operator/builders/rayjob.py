@@ -1,5 +1,5 @@
 """FineTuneJob -> KubeRay `ray.io/v1` RayJob. The spec the job runs travels inside the RayJob's
-entrypoint (`--spec-json`): one object, written by the operator only, nothing a tenant can pre-create."""
+entrypoint (`--spec-b64`): one object, written by the operator only, nothing a tenant can pre-create."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from graft.api.argcodec import encode_arg
 from graft.api.spec import POD_SIZED_WORKERS_ENV, WORKER_POD_RESOURCE, FineTuneJob
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
 from graft.operator.builders.secrets import with_secret_env
@@ -54,13 +55,15 @@ def job_result_uri(job: FineTuneJob, settings: OperatorSettings) -> str | None:
 
 
 def entrypoint(job: FineTuneJob, settings: OperatorSettings) -> str:
-    """`python -m graft.jobs --spec-json <spec> --result <uri>`, shell-quoted.
+    """`python -m graft.jobs --spec-b64 <spec> --result-b64 <uri>`.
 
-    Without result storage the result goes to the head pod's disk and reaches the operator
-    through the job log's GRAFT_RESULT line instead."""
+    Both values are base64 (graft.api.argcodec): no byte the tenant wrote (label names, column
+    names, a storage URI) appears raw in the command line, whichever shell KubeRay's submission
+    mode runs it through. Without result storage the result goes to the head pod's disk and
+    reaches the operator through the job log's GRAFT_RESULT line instead."""
     uri = job_result_uri(job, settings) or f"{LOCAL_RESULT_DIR}/{job.metadata.name}/{RESULT_FILE}"
     spec = json.dumps(spec_document(job, settings), separators=(",", ":"), sort_keys=True)
-    return shlex.join(["python", "-m", "graft.jobs", "--spec-json", spec, "--result", uri])
+    return shlex.join(["python", "-m", "graft.jobs", "--spec-b64", encode_arg(spec), "--result-b64", encode_arg(uri)])
 
 
 def runtime_env(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:

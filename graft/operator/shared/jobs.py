@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from graft.api.argcodec import encode_arg
 from graft.api.spec import FineTuneJob
 from graft.operator.backends.base import RunObservation, RunState
 from graft.operator.bounded import MAX_LOG_BYTES, get_json
@@ -76,7 +77,7 @@ def build_submission(job: FineTuneJob, settings: OperatorSettings, submission: s
     namespace = job.metadata.namespace or ""
     uid = job.metadata.uid_or_empty()
     result = job_result_uri(job, settings) or LOCAL_RESULT
-    argv = ["python", "-m", "graft.jobs", "--spec", SPEC_FILE, "--result", result]
+    argv = ["python", "-m", "graft.jobs", "--spec", SPEC_FILE, "--result-b64", encode_arg(result)]  # no raw tenant byte in a shell line
     env = {**runtime_env(job, settings)["env_vars"], "GRAFT_JOB_NAME": name}
     doc = spec_document(job, settings)  # the storage root and the uid: the job writes under its own directory
     return Submission(
