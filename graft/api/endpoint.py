@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from graft.api.base import GROUP_VERSION, ApiModel
 from graft.api.spec import (
     MAX_URI_LENGTH,
+    NO_ENV_FROM,
     SAFE_PATH,
     ClusterRef,
     ObjectMeta,
@@ -17,6 +18,7 @@ from graft.api.spec import (
     ServingSpec,
     Task,
     check_path,
+    refuse_env_from,
 )
 from graft.api.status import CONDITIONS_LIST_MAP, DATE_TIME, Condition
 
@@ -52,9 +54,11 @@ class ModelEndpointSpec(ApiModel):
         "from object storage (RayService pods only; never copied anywhere).",
     )
     env_from_secrets: list[SecretEnvSource] = Field(
-        default_factory=list, max_length=20,
-        description="Secrets in the endpoint's namespace whose every key becomes an environment variable of the serving pods.",
+        default_factory=list, max_length=20, json_schema_extra=NO_ENV_FROM,
+        description="No longer accepted (must be empty): name each key in secretEnv instead.",
     )
+
+    _no_env_from = field_validator("env_from_secrets")(refuse_env_from)
 
 
 class PromotionRecord(ApiModel):

@@ -104,6 +104,15 @@ class PolicyLimits(ApiModel):
     max_cpus_per_serving_replica: float | None = Field(
         default=None, gt=0, description="Most CPUs per serving replica (serving.resources.cpus)."
     )
+    max_active_deadline_seconds: int | None = Field(
+        default=None, ge=1,
+        description="Longest spec.runtime.activeDeadlineSeconds a job may ask for; a job that sets none gets this one.",
+    )
+    max_ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0,
+        description="Longest spec.runtime.ttlSecondsAfterFinished a job may ask for; a job that sets none gets the "
+        "smaller of this and the default.",
+    )
 
 
 class RuntimeDefaults(ApiModel):
@@ -166,12 +175,19 @@ class FineTunePolicySpec(ApiModel):
     )
     allowed_env_keys: list[str] = Field(
         default_factory=list,
-        description="Globs spec.runtime.env and secretEnv keys must match; empty allows any key that is not reserved.",
+        description="Globs of environment keys (spec.runtime.env, secretEnv of jobs and endpoints) allowed besides the "
+        "default allowlist, compared case-insensitively; a key outside the defaults needs every selecting policy to "
+        "list it. Reserved keys and the operator's own (--job-env, --serve-env) are never allowed.",
+    )
+    allowed_queue_names: list[str] = Field(
+        default_factory=list,
+        description="Kueue LocalQueues (names or globs) jobs must run through: a job naming another queue, or none, "
+        "is Rejected. Empty: any queue, or none.",
     )
     allow_trust_remote_code: bool = Field(
         default=False,
         description="Let jobs set spec.model.trustRemoteCode (custom model code from the hub). Remote code runs "
-        "only where every selecting policy allows it.",
+        "only where every selecting policy allows it; the same holds for a ModelEndpoint's model.trustRemoteCode.",
     )
     runtime_defaults: RuntimeDefaults = Field(default_factory=RuntimeDefaults)
 

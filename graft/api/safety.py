@@ -2,13 +2,16 @@
 
 - Ray cluster addresses are `[http[s]://]HOST[:PORT][/]`: no userinfo, path, query or fragment.
 - Paths and URIs never climb out of where they point (`..` segments, also percent-encoded).
-- On Kubernetes (`graft.operator.admission`), `runtime.env` never sets what the operator sets or
-  what changes which code runs (loader, interpreter, Ray and hub endpoints), and never carries
-  credentials in plain text (reference a Secret with `runtime.secretEnv` instead).
+- On Kubernetes (`graft.operator.admission`), environment keys are allowlisted: a tenant sets only
+  DEFAULT_ENV_KEYS (DEFAULT_SECRET_ENV_KEYS from Secrets) or what every selecting policy's
+  allowedEnvKeys allows, in any spelling; never what the operator sets or what changes which code
+  runs (loader, interpreter, Ray and hub endpoints), and never credentials in plain text (reference
+  a Secret with `runtime.secretEnv` instead).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -24,13 +27,26 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
-# Environment keys a tenant may never set: the operator's own, and those that change which code
-# runs or where it comes from. Prefixes end with `_` or are whole families (PYTHON*).
+# Environment keys a tenant may never set, even where a policy's allowedEnvKeys lists them: the
+# operator's own, and those that change which code runs or where it comes from. Compared
+# case-insensitively; prefixes end with `_` or are whole families (PYTHON*).
 RESERVED_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "RAY_", "GRAFT_", "HF_HUB_", "KUBERNETES_")
 RESERVED_ENV_KEYS = frozenset({
     "PATH", "HOME", "HF_ENDPOINT", "HF_HOME", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
     "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE", "TOKENIZERS_PARALLELISM", "CUDA_VISIBLE_DEVICES",
     "MASTER_ADDR", "MASTER_PORT", "BASH_ENV", "ENV", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+})
+# What a tenant may set without a policy listing it (allowlist; everything else needs allowedEnvKeys):
+# knobs that change neither which code runs nor where data, downloads or storage go.
+DEFAULT_ENV_KEYS = frozenset({
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NCCL_DEBUG", "PYTORCH_CUDA_ALLOC_CONF", "CUDA_LAUNCH_BLOCKING",
+    "TRANSFORMERS_VERBOSITY", "DS_ACCELERATOR", "TZ", "LANG", "LC_ALL", "AWS_REGION", "AWS_DEFAULT_REGION",
+})
+# Secret-sourced names allowed by default besides DEFAULT_ENV_KEYS: the usual credentials (never an
+# endpoint such as AWS_ENDPOINT_URL*, which would send them elsewhere).
+DEFAULT_SECRET_ENV_KEYS = DEFAULT_ENV_KEYS | frozenset({
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+    "WANDB_API_KEY",
 })
 # Names that hold secrets: plain-text values would land in a ConfigMap, the RayJob and Ray's job list.
 _CREDENTIAL = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_KEY|_KEY$|CONNECTION_STRING)")
@@ -44,17 +60,39 @@ TRAVERSAL_CEL_RULES = [
 ]
 
 
-def env_key_problem(key: str) -> str | None:
-    """Why `key` may not be set through `runtime.env` (None when it may)."""
+def reserved_env_problem(key: str) -> str | None:
+    """Why no tenant may set `key` whatever the policies say (None when a policy could allow it):
+    not an environment variable name, or reserved in any spelling (`ld_preload` = `LD_PRELOAD`)."""
     if not re.fullmatch(ENV_NAME_PATTERN, key):
         return f"{key!r} is not an environment variable name (letters, digits and _, not starting with a digit)"
-    if key in RESERVED_ENV_KEYS or key.startswith(RESERVED_ENV_PREFIXES):
+    upper = key.upper()
+    if upper in RESERVED_ENV_KEYS or upper.startswith(RESERVED_ENV_PREFIXES):
         return (f"{key} is reserved: the operator sets it, or it changes which code runs "
                 "(LD_*, PYTHON*, RAY_*, GRAFT_*, HF_HUB_*, HF_ENDPOINT, PATH, ...); remove it")
-    if _CREDENTIAL.search(key.upper()):
+    return None
+
+
+def credential_env_problem(key: str) -> str | None:
+    """Why an unreserved `key` may not carry a plain-text value (None when it may): it names a credential."""
+    if reserved_env_problem(key) is None and _CREDENTIAL.search(key.upper()):
         return (f"{key} looks like a credential: never put one in runtime.env (it is copied into ConfigMaps "
                 "and Ray's job list); reference a Secret with runtime.secretEnv instead")
     return None
+
+
+def env_key_problem(key: str) -> str | None:
+    """Why `key` may not be set in plain text through `runtime.env` (None when a policy could allow it)."""
+    return reserved_env_problem(key) or credential_env_problem(key)
+
+
+def env_key_allowed(key: str, patterns: list[str], *, from_secret: bool) -> bool:
+    """True when `key` is in the default allowlist (DEFAULT_SECRET_ENV_KEYS for a Secret-sourced
+    name, else DEFAULT_ENV_KEYS) or matches one of a policy's allowedEnvKeys globs, compared
+    case-insensitively (`http_proxy` is `HTTP_PROXY`). Reserved keys are refused before this."""
+    upper = key.upper()
+    if upper in (DEFAULT_SECRET_ENV_KEYS if from_secret else DEFAULT_ENV_KEYS):
+        return True
+    return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in patterns)
 
 
 def traversal_problem(value: str) -> str | None:

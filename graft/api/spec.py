@@ -18,7 +18,7 @@ from graft.api.safety import (
     SECRET_KEY_PATTERN,
     SECRET_NAME_PATTERN,
     TRAVERSAL_CEL_RULES,
-    env_key_problem,
+    reserved_env_problem,
     traversal_problem,
 )
 
@@ -519,17 +519,34 @@ class SecretEnvVar(ApiModel):
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, name: str) -> str:
-        problem = env_key_problem(name)
-        if problem and "credential" not in problem:  # credential-like names are what this is for
+        problem = reserved_env_problem(name)  # credential-like names are what this is for
+        if problem:
             raise ValueError(problem)
         return name
 
 
 class SecretEnvSource(ApiModel):
-    """Every key of a Secret as an environment variable (Kubernetes envFrom with a secretRef)."""
+    """A whole Secret as environment (envFrom): no longer accepted; name each key in secretEnv."""
 
     name: str = Field(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN, description="Secret name.")
     optional: bool = Field(default=False)
+
+
+# Whole Secrets put every key in the pod env (LD_PRELOAD, PYTHONPATH, GRAFT_* included): refused by the
+# CRD and the model, kept in the schema only to say what to write instead.
+ENV_FROM_SECRETS_REMOVED = (
+    "whole Secrets no longer enter the pod env (any key in them would, LD_PRELOAD included); name each key "
+    "instead: secretEnv: [{name: HF_TOKEN, secretKeyRef: {name: SECRET, key: KEY}}]"
+)
+NO_ENV_FROM: dict[str, Any] = {
+    "x-kubernetes-validations": [{"rule": "size(self) == 0", "message": ENV_FROM_SECRETS_REMOVED}]
+}
+
+
+def refuse_env_from(value: list[SecretEnvSource]) -> list[SecretEnvSource]:
+    if value:
+        raise ValueError(ENV_FROM_SECRETS_REMOVED)
+    return value
 
 
 
@@ -543,20 +560,25 @@ class RuntimeSpec(ApiModel):
     )
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     backoff_limit: int = Field(default=0, ge=0, le=10, description="Retries of a failed RayJob.")
-    queue_name: str | None = Field(default=None, description="Kueue LocalQueue to admit the job through.")
+    queue_name: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=NAME_PATTERN,
+        description="Kueue LocalQueue to admit the job through (a LocalQueue name; omit the field for none).",
+    )
     env: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra environment variables for the training job (on Kubernetes: no reserved keys and no "
-        "credentials, see docs/tenancy.md; reference Secrets with secretEnv).",
+        description="Extra environment variables for the training job (on Kubernetes: only allowlisted keys, "
+        "none reserved and no credentials, see docs/tenancy.md; reference Secrets with secretEnv).",
     )
     secret_env: list[SecretEnvVar] = Field(
         default_factory=list, max_length=100,
         description="Environment variables from Secrets in the job's namespace (RayJob pods only; never copied anywhere).",
     )
     env_from_secrets: list[SecretEnvSource] = Field(
-        default_factory=list, max_length=20,
-        description="Secrets in the job's namespace whose every key becomes an environment variable of the Ray pods.",
+        default_factory=list, max_length=20, json_schema_extra=NO_ENV_FROM,
+        description="No longer accepted (must be empty): name each key in secretEnv instead.",
     )
+
+    _no_env_from = field_validator("env_from_secrets")(refuse_env_from)
 
     @property
     def ttl_after_finished(self) -> int:

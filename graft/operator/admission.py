@@ -12,14 +12,19 @@ code, storage and source paths, Secret references, and the serving limits of end
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 from graft.api import locations
 from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy, source_allowed
-from graft.api.safety import cluster_host, env_key_problem, in_namespace_host
+from graft.api.safety import (
+    cluster_host,
+    credential_env_problem,
+    env_key_allowed,
+    in_namespace_host,
+    reserved_env_problem,
+)
 from graft.api.spec import ClusterRef, FineTuneJob, ServingSpec
 from graft.operator.policy import Admission, admit, matching_policies
 from graft.operator.settings import OperatorSettings
@@ -88,44 +93,50 @@ def cluster_violations(
 
 
 def _env_key_violations(
-    keys: list[tuple[str, str]], operator_keys: Collection[str], flag: str,
-    env_from: str | None, named: str, selected: list[FineTunePolicy],
+    keys: list[tuple[str, str, bool]], operator_keys: Collection[str], flag: str, selected: list[FineTunePolicy],
 ) -> list[str]:
-    """Environment keys a tenant sets, as (field, key): none the operator sets (`flag`), and where a
-    policy restricts keys (allowedEnvKeys), each key allowed and none hidden in a whole Secret
-    (`env_from`, the field of such references when there are any; `named` is the field to use)."""
-    out = [f"{path}: {key} is set by the operator ({flag}) and cannot be overridden; remove it"
-           for path, key in keys if key in operator_keys]
-    for policy in selected:
-        patterns = policy.spec.allowed_env_keys
-        if not patterns:
+    """Environment keys a tenant sets, as (field, key, from a Secret): an allowlist. A key is allowed when
+    the default list has it (graft.api.safety) or every selecting policy's allowedEnvKeys matches it,
+    compared case-insensitively; never a reserved key or one the operator sets (`flag`), whatever a
+    policy lists."""
+    own = {key.upper() for key in operator_keys}
+    out: list[str] = []
+    for path, key, from_secret in keys:
+        if problem := reserved_env_problem(key):
+            out.append(f"{path}: {problem}")
+        elif key.upper() in own:
+            out.append(f"{path}: {key} is set by the operator ({flag}) and cannot be overridden; remove it")
+        elif env_key_allowed(key, [], from_secret=from_secret):
             continue
-        out += [f"{path}: {key} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: {', '.join(patterns)})"
-                for path, key in keys if not any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)]
-        if env_from:
-            out.append(f"{env_from}: {_by(policy)} restricts environment keys (allowedEnvKeys), so every "
-                       f"key must be named; use {named} instead")
+        elif not selected:
+            out.append(f"{path}: {key} is not in the default environment allowlist and no FineTunePolicy selects "
+                       "this namespace; remove it, or ask a cluster administrator to list it in a policy's allowedEnvKeys")
+        else:
+            out += [f"{path}: {key} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: the defaults"
+                    f"{', ' if policy.spec.allowed_env_keys else ''}{', '.join(policy.spec.allowed_env_keys)}); remove it, "
+                    "or ask a cluster administrator to add it to allowedEnvKeys"
+                    for policy in selected if not env_key_allowed(key, policy.spec.allowed_env_keys, from_secret=from_secret)]
     return out
 
 
 def env_violations(job: FineTuneJob, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
     runtime = job.spec.runtime
-    keys = [("spec.runtime.env", k) for k in runtime.env] + [("spec.runtime.secretEnv", e.name) for e in runtime.secret_env]
-    out = [f"spec.runtime.env: {problem}" for key in runtime.env
-           if key not in settings.job_env and (problem := env_key_problem(key))]
-    env_from = "spec.runtime.envFromSecrets" if runtime.env_from_secrets else None
-    return out + _env_key_violations(keys, settings.job_env, "--job-env", env_from, "spec.runtime.secretEnv", selected)
+    credentials = [f"spec.runtime.env: {problem}" for key in runtime.env if (problem := credential_env_problem(key))]
+    keys = [("spec.runtime.env", key, False) for key in runtime.env if not credential_env_problem(key)]
+    keys += [("spec.runtime.secretEnv", e.name, True) for e in runtime.secret_env]
+    return credentials + _env_key_violations(keys, settings.job_env, "--job-env", selected)
 
 
-def remote_code_violations(job: FineTuneJob, namespace: str, selected: list[FineTunePolicy]) -> list[str]:
-    if not job.spec.model.trust_remote_code:
+def remote_code_violations(path: str, trust_remote_code: bool, namespace: str, selected: list[FineTunePolicy]) -> list[str]:
+    """Remote code (a job's or endpoint's model.trustRemoteCode) runs only where every selecting policy allows it."""
+    if not trust_remote_code:
         return []
     refusing = [p.name for p in selected if not p.spec.allow_trust_remote_code]
     if selected and not refusing:
         return []
     why = f"FineTunePolicy {', '.join(refusing)} does not allow it" if refusing else f"no FineTunePolicy selecting {namespace} allows it"
     return [
-        f"spec.model.trustRemoteCode: running the model's own code from the hub is not allowed ({why}); "
+        f"{path}: running the model's own code is not allowed ({why}); "
         "set it to false, or ask a cluster administrator for allowTrustRemoteCode: true"
     ]
 
@@ -179,7 +190,7 @@ def path_violations(job: FineTuneJob, namespace: str, selected: list[FineTunePol
 
 def secret_violations(job: FineTuneJob) -> list[str]:
     runtime = job.spec.runtime
-    if runtime.cluster is not None and (runtime.secret_env or runtime.env_from_secrets):
+    if runtime.cluster is not None and runtime.secret_env:
         return [
             "spec.runtime.secretEnv: Secret references reach the Ray pods of the job's own RayJob only; a shared "
             "cluster's pods must already hold the credentials. Remove spec.runtime.cluster or the Secret references"
@@ -188,17 +199,16 @@ def secret_violations(job: FineTuneJob) -> list[str]:
 
 
 def endpoint_secret_violations(endpoint: ModelEndpoint, selected: list[FineTunePolicy], settings: OperatorSettings) -> list[str]:
-    """Secret references of a ModelEndpoint: its own RayService only, no operator-set key, and every
-    key named where a policy restricts environment keys (as for jobs)."""
+    """Secret references of a ModelEndpoint: its own RayService only, and every name allowlisted as
+    for jobs (never reserved, never an operator-set --serve-env key)."""
     spec = endpoint.spec
-    if not (spec.secret_env or spec.env_from_secrets):
+    if not spec.secret_env:
         return []
     if spec.cluster is not None:
         return ["spec.secretEnv: Secret references reach the pods of the endpoint's own RayService only; a shared "
                 "cluster's pods must already hold the credentials. Remove spec.cluster or the Secret references"]
-    keys = [("spec.secretEnv", e.name) for e in spec.secret_env]
-    env_from = "spec.envFromSecrets" if spec.env_from_secrets else None
-    return _env_key_violations(keys, settings.serve_env, "--serve-env", env_from, "spec.secretEnv", selected)
+    keys = [("spec.secretEnv", e.name, True) for e in spec.secret_env]
+    return _env_key_violations(keys, settings.serve_env, "--serve-env", selected)
 
 
 def serving_violations(prefix: str, serving: ServingSpec, selected: list[FineTunePolicy]) -> list[str]:
@@ -230,7 +240,7 @@ def admit_job(job: FineTuneJob, ctx: AdmissionContext) -> Admission:
         require_policy_violations(namespace, selected, ctx.settings)
         + cluster_violations("spec.runtime.cluster", spec.runtime.cluster, namespace, selected, ctx.settings)
         + env_violations(base.job, selected, ctx.settings)
-        + remote_code_violations(base.job, namespace, selected)
+        + remote_code_violations("spec.model.trustRemoteCode", spec.model.trust_remote_code, namespace, selected)
         + path_violations(base.job, namespace, selected, ctx.settings)
         + secret_violations(base.job)
         + (serving_violations("spec.serving", spec.serving, selected) if spec.serving.enabled else [])
@@ -242,7 +252,9 @@ def admit_job(job: FineTuneJob, ctx: AdmissionContext) -> Admission:
 
 def admit_endpoint(endpoint: ModelEndpoint, ctx: AdmissionContext) -> EndpointAdmission:
     """The same boundary for a ModelEndpoint: requirePolicy, allowedImages, serving limits, the
-    cluster address, and a model that is the tenant's own or allowed by the policies."""
+    cluster address, Secret key names, remote code (allowTrustRemoteCode, also for a model a job
+    promotes in and on a shared Serve cluster), and a model that is the tenant's own or allowed by
+    the policies."""
     selected = matching_policies(ctx.namespace_labels, ctx.policies)
     namespace = endpoint.metadata.namespace or ""
     spec = endpoint.spec
@@ -250,6 +262,7 @@ def admit_endpoint(endpoint: ModelEndpoint, ctx: AdmissionContext) -> EndpointAd
     out += cluster_violations("spec.cluster", spec.cluster, namespace, selected, ctx.settings)
     out += serving_violations("spec.serving", spec.serving, selected)
     out += endpoint_secret_violations(endpoint, selected, ctx.settings)
+    out += remote_code_violations("spec.model.trustRemoteCode", spec.model.trust_remote_code, namespace, selected)
     uri = spec.model.uri
     partition = partition_violations("spec.model.uri", uri, namespace, ctx.settings, root_ok=False)
     out += partition

@@ -8,12 +8,13 @@ policies, reads the namespace labels and counts the namespace's unfinished jobs.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
 from graft.api.policy import FineTunePolicy, source_allowed
 from graft.api.references import referenced_name
-from graft.api.spec import FineTuneJob
+from graft.api.spec import DEFAULT_TTL_SECONDS, FineTuneJob, RuntimeSpec
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # A Kueue workload has at most 8 PodSets: the head group plus 7 worker groups.
@@ -71,7 +72,23 @@ def apply_defaults(job: FineTuneJob, policies: list[FineTunePolicy]) -> tuple[Fi
         ):
             runtime.ttl_seconds_after_finished = defaults.ttl_seconds_after_finished
             origin["ttlSecondsAfterFinished"] = policy.name
+    _fill_from_limits(runtime, policies, origin)
     return out, origin
+
+
+def _fill_from_limits(runtime: RuntimeSpec, policies: list[FineTunePolicy], origin: dict[str, str]) -> None:
+    """A deadline or TTL still unset after the defaults takes the tightest policy limit, so a job that
+    asks for nothing stays within every limit (the TTL: the smaller of that and the built-in default)."""
+    deadlines = [(p.spec.limits.max_active_deadline_seconds, p.name) for p in policies
+                 if p.spec.limits.max_active_deadline_seconds is not None]
+    if runtime.active_deadline_seconds is None and deadlines:
+        runtime.active_deadline_seconds, origin["activeDeadlineSeconds"] = min(deadlines)
+    ttls = [(p.spec.limits.max_ttl_seconds_after_finished, p.name) for p in policies
+            if p.spec.limits.max_ttl_seconds_after_finished is not None]
+    if runtime.ttl_seconds_after_finished is None and ttls:
+        ttl, name = min(ttls)
+        if ttl < DEFAULT_TTL_SECONDS:
+            runtime.ttl_seconds_after_finished, origin["ttlSecondsAfterFinished"] = ttl, name
 
 
 def gpus_per_job(job: FineTuneJob) -> int:
@@ -106,6 +123,28 @@ def _limit_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
             f"spec.tuning.maxConcurrentTrials: {spec.tuning.max_concurrent_trials} exceeds "
             f"maxConcurrentTrials {limits.max_concurrent_trials} {by}"
         )
+    return out + _runtime_limit_violations(job, policy)
+
+
+def _runtime_limit_violations(job: FineTuneJob, policy: FineTunePolicy) -> list[str]:
+    """Deadline, TTL and queue as limits (after defaults and `_fill_from_limits`)."""
+    limits, runtime = policy.spec.limits, job.spec.runtime
+    by = f"set by FineTunePolicy {policy.name}"
+    out: list[str] = []
+    deadline = runtime.active_deadline_seconds
+    if limits.max_active_deadline_seconds is not None and deadline is not None and deadline > limits.max_active_deadline_seconds:
+        out.append(f"spec.runtime.activeDeadlineSeconds: {deadline} exceeds maxActiveDeadlineSeconds "
+                   f"{limits.max_active_deadline_seconds} {by}")
+    ttl = runtime.ttl_after_finished
+    if limits.max_ttl_seconds_after_finished is not None and ttl > limits.max_ttl_seconds_after_finished:
+        out.append(f"spec.runtime.ttlSecondsAfterFinished: {ttl} exceeds maxTtlSecondsAfterFinished "
+                   f"{limits.max_ttl_seconds_after_finished} {by}")
+    queues = policy.spec.allowed_queue_names
+    queue = runtime.queue_name
+    if queues and (queue is None or not any(fnmatch.fnmatchcase(queue, pattern) for pattern in queues)):
+        asked = "none" if queue is None else repr(queue)
+        out.append(f"spec.runtime.queueName: {asked} is not allowed by allowedQueueNames of FineTunePolicy {policy.name} "
+                   f"(allowed: {', '.join(queues)}); name one of them")
     return out
 
 
@@ -181,7 +220,7 @@ def admit(
 def kueue_labels(job: FineTuneJob) -> dict[str, str]:
     """The labels that hand a RayJob to Kueue: the LocalQueue from spec.runtime.queueName."""
     queue = job.spec.runtime.queue_name
-    return {KUEUE_QUEUE_LABEL: queue} if queue else {}
+    return {} if queue is None else {KUEUE_QUEUE_LABEL: queue}  # "" never means "no queue" (the schema refuses it)
 
 
 def apply_kueue(rayjob: dict[str, Any], job: FineTuneJob) -> dict[str, Any]:

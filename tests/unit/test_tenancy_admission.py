@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy
@@ -91,8 +92,8 @@ def test_env_keys_the_operator_sets_cannot_be_overridden() -> None:
             "MY_PROXY_CONFIG is set by the operator")
 
 
-def test_plain_env_keys_are_allowed_without_a_policy_list() -> None:
-    assert admit_job(job(runtime={"env": {"DS_ACCELERATOR": "cpu"}}), ctx()).allowed
+def test_default_allowlisted_env_keys_are_allowed_without_a_policy_list() -> None:
+    assert admit_job(job(runtime={"env": {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "2"}}), ctx()).allowed
 
 
 def test_policy_env_allowlist_refuses_unlisted_keys() -> None:
@@ -190,9 +191,9 @@ def test_credentials_in_plain_env_are_refused() -> None:
         refused(admit_job(job(runtime={"env": {key: "s3cr3t"}}), ctx()), f"{key} looks like a credential", "secretEnv")
 
 
-def test_env_allowlist_needs_named_secret_keys() -> None:
-    p = policy(allowedEnvKeys=["HF_TOKEN"])
-    refused(admit_job(job(runtime={"envFromSecrets": [{"name": "creds"}]}), ctx(p)), "spec.runtime.envFromSecrets")
+def test_whole_secrets_are_refused_with_the_fix() -> None:
+    with pytest.raises(ValidationError, match=r"envFromSecrets[\s\S]*name each key instead: secretEnv"):
+        job(runtime={"envFromSecrets": [{"name": "creds"}]})
 
 
 # ---- item 14: requirePolicy

@@ -1,4 +1,5 @@
-"""Secret references of jobs and endpoints become pod env/envFrom, never values (issue 8 item 11)."""
+"""Secret references of jobs and endpoints become pod env as named keys, never values nor whole
+Secrets (issue 8 item 11, issue 21 finding 3)."""
 
 from __future__ import annotations
 
@@ -25,23 +26,21 @@ CLUSTER = {
 
 
 def test_every_ray_container_gets_the_references() -> None:
-    runtime = RuntimeSpec.model_validate({"secretEnv": [{"name": "HF_TOKEN", "secretKeyRef": {"name": "hf", "key": "token"}}],
-                                          "envFromSecrets": [{"name": "s3", "optional": True}]})
-    out = with_secret_env(CLUSTER, runtime.secret_env, runtime.env_from_secrets)
+    runtime = RuntimeSpec.model_validate({"secretEnv": [{"name": "HF_TOKEN", "secretKeyRef": {"name": "hf", "key": "token"}}]})
+    out = with_secret_env(CLUSTER, runtime.secret_env)
     head = out["headGroupSpec"]["template"]["spec"]["containers"][0]
     worker = out["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     ref = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token", "optional": False}}}
     assert head["env"] == [ref] and worker["env"] == [{"name": "A", "value": "1"}, ref]
-    assert head["envFrom"] == worker["envFrom"] == [{"secretRef": {"name": "s3", "optional": True}}]
+    assert "envFrom" not in head and "envFrom" not in worker  # never a whole Secret
     assert "value\": \"" not in json.dumps(head)  # only references
 
 
 def test_no_references_leave_the_spec_unchanged() -> None:
-    assert with_secret_env(CLUSTER, [], []) is CLUSTER
+    assert with_secret_env(CLUSTER, []) is CLUSTER
 
 
-SECRET_REFS = {"secretEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "secretKeyRef": {"name": "s3", "key": "secret"}}],
-               "envFromSecrets": [{"name": "s3-endpoint"}]}
+SECRET_REFS = {"secretEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "secretKeyRef": {"name": "s3", "key": "secret"}}]}
 
 
 def endpoint(**spec: object) -> ModelEndpoint:
@@ -63,7 +62,7 @@ def test_every_serving_container_gets_the_endpoints_references() -> None:
         g["template"]["spec"]["containers"][0] for g in cluster["workerGroupSpecs"]]
     ref = {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "secret", "optional": False}}}
     for c in containers:
-        assert ref in c["env"] and c["envFrom"] == [{"secretRef": {"name": "s3-endpoint", "optional": False}}]
+        assert ref in c["env"] and not c.get("envFrom")
 
 
 def test_endpoint_secret_references_are_refused_on_a_shared_cluster() -> None:
@@ -71,10 +70,11 @@ def test_endpoint_secret_references_are_refused_on_a_shared_cluster() -> None:
     assert any(v.startswith("spec.secretEnv:") and "shared" in v for v in violations), violations
 
 
-def test_endpoint_secret_keys_must_match_the_policys_allowed_env_keys() -> None:
-    violations = admit(endpoint(**SECRET_REFS), {"allowedEnvKeys": ["HF_*"]})
-    assert any("spec.secretEnv: AWS_SECRET_ACCESS_KEY is not allowed by allowedEnvKeys" in v for v in violations)
-    assert any(v.startswith("spec.envFromSecrets:") for v in violations)
+def test_endpoint_secret_keys_must_be_allowlisted() -> None:
+    ep = endpoint(secretEnv=[{"name": "AWS_ENDPOINT_URL_S3", "secretKeyRef": {"name": "s3", "key": "endpoint"}}])
+    violations = admit(ep, {"allowedEnvKeys": ["HF_*"]})
+    assert any("spec.secretEnv: AWS_ENDPOINT_URL_S3 is not allowed by allowedEnvKeys" in v for v in violations), violations
+    assert admit(endpoint(**SECRET_REFS), {"allowedEnvKeys": ["HF_*"]}) == []  # a default credential name
 
 
 def test_endpoint_secret_references_cannot_override_an_operator_serve_env_key() -> None:
@@ -93,4 +93,4 @@ def test_a_promoted_endpoint_carries_the_jobs_secret_references() -> None:
                                             "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:10:00Z"})
     spec = build_endpoint(job, result, "ft")["spec"]
     assert spec["secretEnv"] == [{"name": "AWS_SECRET_ACCESS_KEY", "secretKeyRef": {"name": "s3", "key": "secret", "optional": False}}]
-    assert spec["envFromSecrets"] == [{"name": "s3-endpoint", "optional": False}]
+    assert "envFromSecrets" not in spec

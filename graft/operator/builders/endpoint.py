@@ -63,9 +63,8 @@ def build_endpoint(job: FineTuneJob, result: TrainingResult, name: str) -> dict[
     if job.spec.runtime.cluster is not None:  # serve where it trained: the same shared Ray cluster
         spec["cluster"] = job.spec.runtime.cluster.to_wire()
     runtime = job.spec.runtime.to_wire()  # the credentials that read the job's storage read the model too
-    for key in ("secretEnv", "envFromSecrets"):
-        if runtime.get(key):
-            spec[key] = runtime[key]
+    if runtime.get("secretEnv"):
+        spec["secretEnv"] = runtime["secretEnv"]
     return {
         "apiVersion": job.api_version,
         "kind": "ModelEndpoint",

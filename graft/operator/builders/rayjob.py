@@ -136,7 +136,7 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
     }
     if rt.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = rt.active_deadline_seconds
-    spec["rayClusterSpec"] = with_secret_env(_cluster_spec(job, settings), job.spec.runtime.secret_env, job.spec.runtime.env_from_secrets)  # references only
+    spec["rayClusterSpec"] = with_secret_env(_cluster_spec(job, settings), job.spec.runtime.secret_env)  # references only
     # KubeRay deletes the Ray cluster this long after the job ends: long enough for the operator to
     # copy the job's log through the dashboard, short enough not to hold the nodes (the RayJob
     # object itself is deleted by the operator after spec.runtime.ttlSecondsAfterFinished).

@@ -104,6 +104,6 @@ def build_rayservice(endpoint: ModelEndpoint, settings: OperatorSettings) -> dic
             "serveConfigV2": yaml.safe_dump(build_serve_config(endpoint, settings), sort_keys=False),
             "upgradeStrategy": {"type": "NewCluster"},
             "rayClusterConfig": with_secret_env(  # references only: the kubelet reads the Secrets
-                _cluster_config(endpoint, settings), endpoint.spec.secret_env, endpoint.spec.env_from_secrets),
+                _cluster_config(endpoint, settings), endpoint.spec.secret_env),
         },
     }
