@@ -1,5 +1,6 @@
 """Hostile tenant vs the API server alone (the generated CRD schema): what is refused before any
-operator sees it. Issue 8 items 4 (cluster address), 6 (`..` in paths) and 13 (maxTextLength)."""
+operator sees it. Issue 8 items 4 (cluster address), 6 (`..` in paths) and 13 (maxTextLength); issue 21
+(an empty queueName, whole-Secret envFromSecrets)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,17 @@ def test_a_plain_spec_is_still_accepted(graft_crds: ControlPlane, namespace: str
     apply(graft_crds, finetunejob("fine", runtime={"cluster": {"address": "http://ray-head.team-a.svc:8265"}}), namespace)
     apply(graft_crds, endpoint("fine", model={"uri": "/mnt/graft/team-a/v1..2/model"}), namespace)
     assert names(graft_crds, FTJ, namespace) == ["fine"]
+
+
+@pytest.mark.parametrize("queue", ["", "Team_A"])
+def test_empty_or_malformed_queue_name_is_refused(graft_crds: ControlPlane, namespace: str, queue: str) -> None:
+    p = apply(graft_crds, finetunejob("noqueue", runtime={"queueName": queue}), namespace, check=False)
+    assert p.returncode != 0 and "spec.runtime.queueName" in p.stderr, p.stderr
+    assert names(graft_crds, FTJ, namespace) == []
+
+
+def test_whole_secrets_are_refused_with_the_fix(graft_crds: ControlPlane, namespace: str) -> None:
+    p = apply(graft_crds, finetunejob("envfrom", runtime={"envFromSecrets": [{"name": "creds"}]}), namespace, check=False)
+    assert p.returncode != 0 and "spec.runtime.envFromSecrets" in p.stderr and "name each key instead: secretEnv" in p.stderr, p.stderr
+    p = apply(graft_crds, endpoint("envfrom", envFromSecrets=[{"name": "creds"}]), namespace, check=False)
+    assert p.returncode != 0 and "spec.envFromSecrets" in p.stderr and "secretEnv" in p.stderr, p.stderr
