@@ -18,6 +18,7 @@ from graft.operator import kube as k
 from graft.operator.backends.pods import pod_problem
 from graft.operator.cache import Store, key_of
 from graft.operator.events import EventRecorder
+from graft.operator.guard import attempt
 from graft.operator.loop import Loop
 from graft.operator.names import LABEL_ENDPOINT, LABEL_JOB
 from graft.operator.progress_reads import ProgressReads
@@ -136,10 +137,12 @@ class Controller:
                                 ApiConfirm(self.kube, self.settings))
 
     def _resync_loop(self) -> None:
+        """Resync and sweep until stopped; a pass that fails is logged and the next one runs
+        (graft.operator.guard), so the thread never dies of one object."""
         while not self._stop.wait(self.settings.resync_seconds):
-            self.resync_once()
+            attempt("the resync", self.resync_once)
             if self.sweeper.due(time.monotonic()):
-                self.sweep_once()
+                attempt("the orphan sweep", self.sweep_once)
 
 
 def _same_version(old: dict[str, Any], new: dict[str, Any]) -> bool:

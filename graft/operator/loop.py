@@ -31,6 +31,7 @@ from graft.operator.cache import Store
 from graft.operator.events import EventRecorder
 from graft.operator.finalizer import Finalizers, has_finalizer
 from graft.operator.gate import Gate, apply_admitted, with_queue_label
+from graft.operator.guard import RETRY_SECONDS, Backoff, Failed, attempt, settle, with_error
 from graft.operator.metrics import METRICS
 from graft.operator.objects import Raw, known, parse_endpoint, parse_job, previous_status
 from graft.operator.progress_reads import ProgressReads
@@ -52,7 +53,7 @@ from graft.operator.status import (
 from graft.operator.storage import unreachable
 
 log = logging.getLogger("graft.operator")
-RETRY_SECONDS = 10.0
+EXPECTED = (ApiException, ClusterUnavailable, PromotionConflict, OSError)  # retried every RETRY_SECONDS
 _NOTHING = ServeObservation(exists=False)
 
 
@@ -75,6 +76,7 @@ class Loop:
         self.rayservices = RayServiceBackend(kube, store, settings)
         self.shared_serve = SharedServeBackend(settings)
         self.finalizers = Finalizers(kube, store)
+        self.backoff = Backoff()
 
     def job_backend(self, job: FineTuneJob) -> JobBackend:
         """The shared-cluster backend for spec.runtime.cluster, else a RayJob per job."""
@@ -88,15 +90,34 @@ class Loop:
         deleting = bool(raw["metadata"].get("deletionTimestamp"))
         if deleting and not has_finalizer(raw):
             return None
+        outcome = attempt(f"reconciling FineTuneJob {namespace}/{name}",
+                          lambda: self.finalizers.finish(k.FINETUNEJOBS, raw, self.cleanup_job) if deleting else self._job(raw),
+                          EXPECTED)
+        return self._settle("FineTuneJob", k.FINETUNEJOBS, namespace, name, outcome)
+
+    def _settle(self, kind: str, resource: k.Kind, namespace: str, name: str, outcome: float | None | Failed) -> float | None:
+        def record(message: str) -> None:
+            raw = self.store.get(resource, namespace, name)
+            if raw is not None:
+                self._record_error(resource, raw, message)
+
+        return settle(self.backoff, (kind, namespace, name), outcome, record)
+
+    def _record_error(self, resource: k.Kind, raw: Raw, message: str) -> None:
+        """The `Reconciled` condition (reason ReconcileError) through the one status write of each
+        kind, and one Warning Event. A failing write is logged: the retry records it again."""
+        self.events.post(raw, "Warning", "ReconcileError", message)
         try:
-            again = self.finalizers.finish(k.FINETUNEJOBS, raw, self.cleanup_job) if deleting else self._job(raw)
-        except (ApiException, ClusterUnavailable, PromotionConflict, OSError) as exc:
-            log.warning("FineTuneJob %s/%s: %s (retrying in %.0fs)", namespace, name, exc, RETRY_SECONDS)
-            METRICS.record_reconcile("FineTuneJob", "retry")
-            METRICS.record_error("FineTuneJob", exc)
-            return RETRY_SECONDS
-        METRICS.record_reconcile("FineTuneJob", "success")
-        return again
+            if resource == k.FINETUNEJOBS:
+                prev: FineTuneJobStatus | None = previous_status(FineTuneJobStatus, raw)
+                status = (prev or FineTuneJobStatus()).model_copy(deep=True)
+                self._write_job(raw, prev, JobObservation(), False, computed=status, error=message)
+            else:
+                ep: ModelEndpointStatus = previous_status(ModelEndpointStatus, raw) or ModelEndpointStatus()
+                self._write_endpoint(raw, ep.model_copy(deep=True), None, failure=message)
+        except (ApiException, ValueError) as exc:
+            log.warning("could not record the reconcile error on %s/%s: %s", raw["metadata"].get("namespace"),
+                        raw["metadata"].get("name"), exc)
 
     def _job(self, raw: Raw) -> float | None:
         prev: FineTuneJobStatus | None = previous_status(FineTuneJobStatus, raw)
@@ -194,10 +215,12 @@ class Loop:
         return again
 
     def _write_job(self, raw: Raw, prev: FineTuneJobStatus | None, obs: JobObservation, suspend: bool,
-                   computed: FineTuneJobStatus | None = None) -> None:
-        """The one status write of a pass, compared with what the server has; a phase change posts an Event."""
+                   computed: FineTuneJobStatus | None = None, error: str | None = None) -> None:
+        """The one status write of a pass, compared with what the server has; a phase change posts an
+        Event. `error`: the pass failed (the Reconciled condition says why); else that condition goes."""
         new = computed or compute_status(prev, obs, _now(), suspend=suspend)
         md = raw["metadata"]
+        new.conditions = with_error(new.conditions, error, _now(), md.get("generation"))
         patch = status_patch(known(FineTuneJobStatus, raw.get("status")), new)
         if patch:
             obj = self.kube.patch_status(k.FINETUNEJOBS, md["namespace"], md["name"], patch)
@@ -238,15 +261,10 @@ class Loop:
         deleting = bool(raw["metadata"].get("deletionTimestamp"))
         if deleting and not has_finalizer(raw):
             return None
-        try:
-            again = self.finalizers.finish(k.MODELENDPOINTS, raw, self.cleanup_endpoint) if deleting else self._endpoint(raw)
-        except (ApiException, ClusterUnavailable, OSError) as exc:
-            log.warning("ModelEndpoint %s/%s: %s (retrying in %.0fs)", namespace, name, exc, RETRY_SECONDS)
-            METRICS.record_reconcile("ModelEndpoint", "retry")
-            METRICS.record_error("ModelEndpoint", exc)
-            return RETRY_SECONDS
-        METRICS.record_reconcile("ModelEndpoint", "success")
-        return again
+        outcome = attempt(f"reconciling ModelEndpoint {namespace}/{name}",
+                          lambda: self.finalizers.finish(k.MODELENDPOINTS, raw, self.cleanup_endpoint) if deleting else self._endpoint(raw),
+                          EXPECTED)
+        return self._settle("ModelEndpoint", k.MODELENDPOINTS, namespace, name, outcome)
 
     def _endpoint(self, raw: Raw) -> float | None:
         prev: ModelEndpointStatus | None = previous_status(ModelEndpointStatus, raw)
@@ -272,8 +290,10 @@ class Loop:
         self._write_endpoint(raw, new, None)
         return self.settings.shared_poll_seconds if ep.spec.cluster is not None and new.phase != "Ready" else None
 
-    def _write_endpoint(self, raw: Raw, new: ModelEndpointStatus, error: str | None) -> None:
+    def _write_endpoint(self, raw: Raw, new: ModelEndpointStatus, error: str | None, failure: str | None = None) -> None:
+        """The one status write of an endpoint pass (`failure`: the pass failed, see `_write_job`)."""
         md = raw["metadata"]
+        new.conditions = with_error(new.conditions, failure, _now(), md.get("generation"))
         patch = status_patch(known(ModelEndpointStatus, raw.get("status")), new)
         if patch:
             obj = self.kube.patch_status(k.MODELENDPOINTS, md["namespace"], md["name"], patch)

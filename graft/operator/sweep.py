@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import httpx
@@ -35,6 +36,7 @@ from pydantic import ValidationError
 
 from graft.api.spec import ClusterRef
 from graft.operator import kube as k
+from graft.operator.guard import Failed, attempt
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import META_NAME, META_NAMESPACE, META_UID, ClusterUnavailable
 from graft.operator.shared.naming import app_name, dashboard_url, route_prefix
@@ -254,16 +256,21 @@ class Sweeper:
     def run(self, jobs: list[dict[str, object]], endpoints: list[dict[str, object]], now: float,
             confirm: Confirm = TrustTheStore()) -> list[str]:
         """Stop orphaned jobs and remove orphaned applications on every cluster in use now or seen
-        before (each confirmed gone by `confirm`); returns their ids and names. One cluster's trouble
-        skips that cluster only."""
+        before (each confirmed gone by `confirm`); returns their ids and names. One cluster's trouble,
+        whatever it raises, skips that cluster only (graft.operator.guard)."""
         self._last = now
         self.known |= clusters_in_use(jobs, endpoints, self.settings)
         live, apps = live_owners(jobs), live_apps(endpoints, self.settings)
         stopped: list[str] = []
         for dashboard in sorted(self.known):
-            try:
-                stopped += sweep_cluster(dashboard, live, self.watched, confirm)
-                stopped += sweep_serve(dashboard, apps.get(dashboard, set()), self.watched, confirm)
-            except (httpx.HTTPError, ValueError, OSError, ClusterUnavailable) as exc:
-                log.warning("orphan sweep of %s skipped: %s", dashboard, exc)
+            done = attempt(f"the orphan sweep of {dashboard}", partial(_sweep_one, dashboard, live, apps, self.watched, confirm),
+                           (httpx.HTTPError, ValueError, OSError, ClusterUnavailable))
+            if isinstance(done, Failed):
+                log.warning("orphan sweep of %s skipped: %s", dashboard, done.error)
+            else:
+                stopped += done
         return stopped
+
+
+def _sweep_one(dashboard: str, live: set[Owner], apps: dict[str, set[str]], watched: set[str] | None, confirm: Confirm) -> list[str]:
+    return sweep_cluster(dashboard, live, watched, confirm) + sweep_serve(dashboard, apps.get(dashboard, set()), watched, confirm)
