@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from graft.api.base import GROUP_VERSION, ApiModel
+from graft.api.safety import SECRET_KEY_PATTERN, SECRET_NAME_PATTERN
 from graft.api.spec import (
     MAX_URI_LENGTH,
     NO_ENV_FROM,
@@ -21,6 +22,11 @@ from graft.api.spec import (
     refuse_env_from,
 )
 from graft.api.status import CONDITIONS_LIST_MAP, DATE_TIME, Condition
+
+AUTH_ON_SHARED_CLUSTER = (
+    "spec.auth: a bearer token reaches only the pods of the endpoint's own RayService; a shared cluster's Serve "
+    "cannot receive it. Remove spec.cluster (serve on a dedicated RayService) or spec.auth"
+)
 
 
 class ServedModel(ApiModel):
@@ -43,7 +49,32 @@ class ServedModel(ApiModel):
         return check_path(uri) or uri
 
 
+# The serving pods' environment variable holding the endpoint's bearer token (spec.auth).
+BEARER_TOKEN_ENV = "GRAFT_SERVING_BEARER_TOKEN"
+
+
+class TokenSecretRef(ApiModel):
+    """The Secret key holding an endpoint's bearer token (read by the kubelet, never by the operator)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN, description="Secret name, in the endpoint's namespace.")
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN, description="Key in the Secret whose value is the token.")
+
+
+class EndpointAuth(ApiModel):
+    """Require `Authorization: Bearer <token>` on every route of the endpoint but its health routes."""
+
+    bearer_token_secret: TokenSecretRef
+
+
 class ModelEndpointSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.auth) || !has(self.cluster)", "message": AUTH_ON_SHARED_CLUSTER}
+            ]
+        }
+    }
+
     model: ServedModel
     serving: ServingSpec = Field(default_factory=ServingSpec)
     image: str | None = Field(default=None, description="Ray image with graft installed (default: the operator's setting).")
@@ -58,7 +89,17 @@ class ModelEndpointSpec(ApiModel):
         description="No longer accepted (must be empty): name each key in secretEnv instead.",
     )
 
+    auth: EndpointAuth | None = Field(
+        default=None, description="Require a bearer token from a Secret on every request (dedicated RayService only, not with spec.cluster).",
+    )
+
     _no_env_from = field_validator("env_from_secrets")(refuse_env_from)
+
+    @model_validator(mode="after")
+    def _auth_needs_own_cluster(self) -> ModelEndpointSpec:
+        if self.auth is not None and self.cluster is not None:
+            raise ValueError(AUTH_ON_SHARED_CLUSTER)
+        return self
 
 
 class PromotionRecord(ApiModel):

@@ -436,6 +436,14 @@ class ServingSpec(ApiModel):
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_text_length: int = Field(default=20000, ge=1, le=MAX_TEXT_LENGTH, description="Longest accepted input text, in characters.")
     max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image, in bytes (image-classification).")
+    max_image_pixels: int = Field(
+        default=16_777_216, ge=1, le=80_000_000,
+        description="Most pixels (width x height) of one image, checked on its header before decoding (image-classification).",
+    )
+    max_pixels_per_request: int = Field(
+        default=33_554_432, ge=1, le=400_000_000,
+        description="Most pixels of all the images of one request together, checked before any is decoded (image-classification).",
+    )
     max_tokens: int = Field(default=512, ge=1, le=32768, description="causal-lm: most tokens one request may generate.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="Inference weights: auto = bf16 on GPUs that support it, fp32 on CPUs (text classification)."

@@ -20,11 +20,13 @@ from ray import serve
 
 from graft.serving import protocols
 from graft.serving.args import DEPLOYMENT_NAME, ServeArgs, max_ongoing_requests
+from graft.serving.auth import BearerTokenMiddleware, check_token_present
 from graft.serving.isolation import Rejected, each_or_rejected, first_rejection, read_body
 from graft.serving.model import LoadedModel, resolve_model_dir
 from graft.serving.protocol import Limits, RequestError, decode_json, parse_predict_request, prediction
 
 api = FastAPI(title="Graft text classifier")
+api.add_middleware(BearerTokenMiddleware)
 
 
 @dataclass
@@ -59,6 +61,7 @@ def replica_threads(args: ServeArgs) -> int:
 @serve.ingress(api)
 class TextClassifier:
     def __init__(self, args: ServeArgs) -> None:
+        check_token_present(args.require_bearer_token)
         self._args = args
         threads = replica_threads(args)
         self._model = LoadedModel.load(args, resolve_model_dir(args.model_uri), threads)

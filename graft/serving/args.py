@@ -43,6 +43,13 @@ class ServeArgs(ApiModel):
     max_texts_per_request: int = Field(default=64, ge=1, le=10000, description="Most texts in one `texts` request.")
     max_seq_length: int = Field(default=128, ge=8, le=8192, description="Tokens per text; longer texts are truncated.")
     max_image_bytes: int = Field(default=10_000_000, ge=1024, le=200_000_000, description="Largest accepted image (image-classification), in bytes.")
+    max_image_pixels: int = Field(default=16_777_216, ge=1, le=80_000_000, description="Most pixels of one image (image-classification).")
+    max_pixels_per_request: int = Field(
+        default=33_554_432, ge=1, le=400_000_000, description="Most pixels of all the images of one request (image-classification).",
+    )
+    require_bearer_token: bool = Field(
+        default=False, description="Refuse to start without the endpoint's bearer token in the environment (spec.auth).",
+    )
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto: cuda when available, else cpu.")
     precision: str = Field(default="auto", pattern=r"^(auto|fp32|bf16)$", description="auto: bf16 on GPUs that support it, else fp32.")
     torch_threads: int | None = Field(
@@ -86,6 +93,7 @@ class ServeArgs(ApiModel):
         task: Task | str = Task.TEXT_CLASSIFICATION,
         served_model_name: str | None = None,
         trust_remote_code: bool = False,
+        require_bearer_token: bool = False,
     ) -> ServeArgs:
         """Args for a model served with a FineTuneJob's or ModelEndpoint's `serving` spec."""
         return cls(
@@ -99,6 +107,9 @@ class ServeArgs(ApiModel):
             batch_wait_timeout_s=serving.batching.batch_wait_timeout_s,
             max_text_length=serving.max_text_length,
             max_image_bytes=serving.max_image_bytes,
+            max_image_pixels=serving.max_image_pixels,
+            max_pixels_per_request=serving.max_pixels_per_request,
+            require_bearer_token=require_bearer_token,
             max_seq_length=max_seq_length,
             trust_remote_code=trust_remote_code,
             torch_threads=max(1, math.floor(serving.resources.cpus)),

@@ -18,13 +18,19 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from graft.serving.args import ServeArgs
+from graft.serving.auth import BearerTokenMiddleware, check_token_present
 from graft.serving.image_protocol import ImageLimits, parse_image_request
 from graft.serving.isolation import Rejected, each_or_rejected, first_rejection, read_body
 from graft.serving.model import ModelLoadError, pick_device, resolve_model_dir
 from graft.serving.protocol import RequestError, prediction
 
 IMAGE_DEPLOYMENT = "ImageClassifier"
+# Requests decoding images at once on one replica: decoding runs off the event loop, and each
+# request's pixels are bounded (maxPixelsPerRequest), so a replica decodes at most this many
+# bounded requests at a time; the others wait their turn.
+DECODE_THREADS = 2
 image_api = FastAPI(title="Graft image classifier")
+image_api.add_middleware(BearerTokenMiddleware)
 
 
 @dataclass
@@ -73,12 +79,14 @@ class ImageClassifier:
     def __init__(self, args: ServeArgs) -> None:
         from graft.serving.app import BatchStats, _set_torch_threads, replica_threads
 
+        check_token_present(args.require_bearer_token)
         self._args = args
         threads = replica_threads(args)
         self._model = LoadedImageModel.load(args, resolve_model_dir(args.model_uri), threads)
         self._executor = ThreadPoolExecutor(max_workers=1, initializer=_set_torch_threads, initargs=(threads,))
         self._threads = threads
-        self._limits = ImageLimits(args.max_image_bytes, args.max_texts_per_request)
+        self._limits = ImageLimits(args.max_image_bytes, args.max_texts_per_request, args.max_image_pixels, args.max_pixels_per_request)
+        self._decoder = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
         self._stats = BatchStats()
         self._classify.set_max_batch_size(args.max_batch_size)
         self._classify.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
@@ -90,6 +98,11 @@ class ImageClassifier:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, each_or_rejected, self._model.probabilities, tensors)
 
+    def _tensors(self, body: bytes, content_type: str) -> list[Any]:
+        """The request's images as model inputs (on a decode thread: pixel limits checked on the
+        headers first, then each image decoded and preprocessed)."""
+        return [self._model.preprocess.eval(img) for img in parse_image_request(body, content_type, self._limits)]
+
     @image_api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
@@ -98,8 +111,8 @@ class ImageClassifier:
             limit = self._limits.max_image_bytes if raw_image else self._limits.max_body_bytes
             # Declared or chunked, the body stops being read once it passes the limit.
             body = await read_body(request.stream(), limit, request.headers.get("content-length"))
-            images = parse_image_request(body, content_type, self._limits)
-            tensors = [self._model.preprocess.eval(img) for img in images]
+            loop = asyncio.get_running_loop()
+            tensors = await loop.run_in_executor(self._decoder, self._tensors, body, content_type)
             results = await asyncio.gather(*(self._classify(t) for t in tensors))
             rejected = first_rejection(results, lambda i: "the image" if len(tensors) == 1 else f"images[{i}]")
             if rejected is not None:
@@ -124,6 +137,8 @@ class ImageClassifier:
             "image_size": mi.image_size,
             "max_image_bytes": self._args.max_image_bytes,
             "max_images_per_request": self._args.max_texts_per_request,
+            "max_image_pixels": self._args.max_image_pixels,
+            "max_pixels_per_request": self._args.max_pixels_per_request,
             "parameters": self._model.model.num_parameters(),
             "batching": {
                 "max_batch_size": self._args.max_batch_size,

@@ -6,13 +6,19 @@
 
 Every bad request maps to a `RequestError`: 400 (not JSON, not base64, not a decodable image),
 413 (too large), 415 (a content type that is neither JSON nor an image), 422 (wrong JSON shape).
+
+Decoding is bounded before it starts: every image's width x height is read from its header
+(`image_pixels`, no pixel data decoded) and checked against `maxImagePixels` per image and
+`maxPixelsPerRequest` for all the request's images together; only then is any image decoded.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +29,14 @@ if TYPE_CHECKING:
     import numpy as np
 
 EXAMPLE = '{"image": "<base64 PNG or JPEG>"} or {"images": ["<base64>", ...]}, or the raw image with Content-Type: image/png'
-MAX_PIXELS = 25_000_000
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     max_image_bytes: int
     max_images_per_request: int
+    max_image_pixels: int = 16_777_216
+    max_pixels_per_request: int = 33_554_432
 
     @property
     def max_body_bytes(self) -> int:
@@ -45,16 +52,65 @@ def check_image_body_size(size: int, content_type: str, limits: ImageLimits) -> 
         raise RequestError(413, f"the {what} has {size} bytes, more than the limit of {limit}; send a smaller image (the limit is maxImageBytes={limits.max_image_bytes} per image)")
 
 
-def _decode(data: bytes, where: str, limits: ImageLimits) -> np.ndarray:
-    if len(data) > limits.max_image_bytes:
-        raise RequestError(413, f"{where} has {len(data)} bytes, more than the limit of {limits.max_image_bytes}; send a smaller image")
+@dataclass(frozen=True)
+class ImagePayload:
+    """One image of a request, still encoded; `where` names it in errors (e.g. `images[2]`)."""
+
+    where: str
+    data: bytes
+
+
+def image_pixels(data: bytes, where: str) -> int:
+    """width x height from the image's header, without decoding its pixels; RequestError 400 for
+    bytes Pillow cannot identify, 413 for a header Pillow itself refuses as a decompression bomb."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        return decode_image(data, where, max_pixels=MAX_PIXELS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise RequestError(413, f"{where} is too large to decode safely ({exc}); downscale it") from exc
+    except UnidentifiedImageError as exc:
+        raise RequestError(400, f"{where} is not an image Pillow can read (unknown or corrupt format); use PNG, JPEG, BMP, GIF, TIFF or WebP") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(400, f"{where} cannot be read ({exc}); the file is truncated or corrupt") from exc
+    return int(width) * int(height)
+
+
+def check_pixels(payloads: list[ImagePayload], limits: ImageLimits) -> None:
+    """RequestError 413 when one image has more than maxImagePixels, or all of them together more
+    than maxPixelsPerRequest, as their headers say (nothing is decoded)."""
+    total = 0
+    for payload in payloads:
+        pixels = image_pixels(payload.data, payload.where)
+        if pixels > limits.max_image_pixels:
+            raise RequestError(413, f"{payload.where} has {pixels} pixels, more than the limit of maxImagePixels={limits.max_image_pixels}; downscale it")
+        total += pixels
+        if total > limits.max_pixels_per_request:
+            raise RequestError(
+                413,
+                f"the request's images have at least {total} pixels together, more than the limit of "
+                f"maxPixelsPerRequest={limits.max_pixels_per_request}; send fewer or smaller images per request",
+            )
+
+
+def decode_payload(payload: ImagePayload, limits: ImageLimits) -> np.ndarray:
+    """The decoded image (call after `check_pixels`; the per-image limit is enforced again while decoding)."""
+    try:
+        return decode_image(payload.data, payload.where, max_pixels=limits.max_image_pixels)
     except ImageError as exc:
         raise RequestError(400, f"{exc.where} {exc.message}") from exc
 
 
-def _b64(value: Any, where: str, limits: ImageLimits) -> np.ndarray:
+def _payload(data: bytes, where: str, limits: ImageLimits) -> ImagePayload:
+    if len(data) > limits.max_image_bytes:
+        raise RequestError(413, f"{where} has {len(data)} bytes, more than the limit of {limits.max_image_bytes}; send a smaller image")
+    return ImagePayload(where, data)
+
+
+def _b64(value: Any, where: str, limits: ImageLimits) -> ImagePayload:
     if not isinstance(value, str):
         raise RequestError(422, f"{where} must be a base64 string, got {type_name(value)}; send {EXAMPLE}")
     text = value.strip()
@@ -66,17 +122,25 @@ def _b64(value: Any, where: str, limits: ImageLimits) -> np.ndarray:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(400, f"{where} is not valid base64 ({exc}); encode the image file's bytes with base64") from exc
-    return _decode(data, where, limits)
+    return _payload(data, where, limits)
 
 
 def parse_image_request(raw: bytes, content_type: str, limits: ImageLimits) -> list[np.ndarray]:
-    """The decoded images of a /predict request, in order; raises RequestError for anything else."""
+    """The decoded images of a /predict request, in order, decoded only once the pixel limits of
+    every image and of the whole request hold; raises RequestError for anything else."""
+    payloads = image_payloads(raw, content_type, limits)
+    check_pixels(payloads, limits)
+    return [decode_payload(p, limits) for p in payloads]
+
+
+def image_payloads(raw: bytes, content_type: str, limits: ImageLimits) -> list[ImagePayload]:
+    """The still-encoded images of a /predict request, in order; RequestError for a bad body."""
     content_type = content_type.split(";")[0].strip().lower()
     check_image_body_size(len(raw), content_type, limits)
     if content_type.startswith("image/"):
         if not raw:
             raise RequestError(400, "the request body is empty; send the image bytes")
-        return [_decode(raw, "the image in the request body", limits)]
+        return [_payload(raw, "the image in the request body", limits)]
     if content_type not in ("application/json", ""):
         raise RequestError(415, f"Content-Type {content_type!r} is not accepted; send application/json or image/* ({EXAMPLE})")
     if not raw.strip():

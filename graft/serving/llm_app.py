@@ -20,7 +20,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from graft.serving.args import TASK_DEPLOYMENTS, ServeArgs
+from graft.serving.auth import BearerTokenMiddleware, check_token_present
 from graft.serving.generation import LanguageModel, Step
+from graft.serving.isolation import read_body
 from graft.serving.openai_protocol import (
     ApiError,
     GenerationRequest,
@@ -35,8 +37,10 @@ from graft.serving.openai_protocol import (
     usage,
     usage_chunk,
 )
+from graft.serving.protocol import RequestError
 
 api = FastAPI(title="Graft language model (OpenAI-compatible)")
+api.add_middleware(BearerTokenMiddleware)
 # Generations running at once on one replica; more requests wait their turn (Serve queues beyond
 # max_ongoing_requests).
 GENERATION_THREADS = 8
@@ -47,6 +51,18 @@ def served_name(args: ServeArgs) -> str:
         return args.served_model_name
     path = Path(args.model_uri.rstrip("/"))
     return (path.parent.name if path.name == "model" else path.name) or "model"
+
+
+async def read_generation_request(
+    request: Request, parse: Callable[..., GenerationRequest], limits: Limits, served: str
+) -> GenerationRequest:
+    """The parsed request; ApiError 413 as soon as the body (declared or chunked) passes the limit,
+    without reading the rest."""
+    try:
+        raw = await read_body(request.stream(), limits.body_bytes, request.headers.get("content-length"))
+    except RequestError as err:
+        raise ApiError(err.status, f"{err.message} (a shorter prompt)") from err
+    return parse(decode_body(raw, limits), served, limits)
 
 
 def _error(err: ApiError) -> JSONResponse:
@@ -62,6 +78,7 @@ class OpenAIServer:
         from graft.serving.app import replica_threads
         from graft.serving.model import pick_device, resolve_model_dir
 
+        check_token_present(args.require_bearer_token)
         self._args = args
         self._threads = replica_threads(args)
         torch.set_num_threads(self._threads)
@@ -75,10 +92,7 @@ class OpenAIServer:
         self._tokens = 0
 
     async def _parse(self, request: Request, parse: Callable[..., GenerationRequest]) -> GenerationRequest:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limits.body_bytes:
-            raise ApiError(413, f"the request body has {declared} bytes, more than the limit of {self._limits.body_bytes}")
-        return parse(decode_body(await request.body(), self._limits), self._name, self._limits)
+        return await read_generation_request(request, parse, self._limits, self._name)
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat(self, request: Request) -> JSONResponse | StreamingResponse:
