@@ -89,3 +89,42 @@ def test_a_token_on_a_shared_serve_cluster_is_refused_by_the_spec() -> None:
 def test_the_crd_refuses_a_token_on_a_shared_serve_cluster() -> None:
     schema = structural_schema(ModelEndpointSpec)
     assert any("!has(self.auth) || !has(self.cluster)" == r["rule"] for r in schema["x-kubernetes-validations"])
+
+
+def test_a_jobs_promotion_keeps_the_endpoints_token() -> None:
+    from graft.api import FineTuneJob, TrainingResult
+    from graft.operator import kube as k
+    from graft.operator.cache import Store
+    from graft.operator.promoter import promote
+    from tests.unit.fake_kube import FakeKube
+
+    kube = FakeKube()
+    kube.create(k.MODELENDPOINTS, {"apiVersion": "graft.dev/v1alpha1", "kind": "ModelEndpoint",
+                                   "metadata": {"name": "sentiment", "namespace": "team-a"}, "spec": endpoint_spec()})
+    store = Store()
+    for obj in kube.all(k.MODELENDPOINTS):
+        store.put(k.MODELENDPOINTS, obj)
+    job = FineTuneJob.model_validate({
+        "metadata": {"name": "next", "namespace": "team-a", "uid": "next-0000-4000-8000-000000000000"},
+        "spec": {"model": {"source": "/models/m"}, "dataset": {"source": "/data/d.csv"},
+                 "serving": {"endpoint": "sentiment", "promotion": "always"}},
+    })
+    result = TrainingResult(job_name="next", status="succeeded", metric="eval_accuracy", mode="max", best_score=0.9,
+                            model_uri="/storage/next/model", started_at="a", finished_at="b")
+    promote(kube, store, job, result, "http://ep")  # type: ignore[arg-type]
+    promoted = kube.find(k.MODELENDPOINTS, "team-a", "sentiment")
+    assert promoted is not None and promoted["spec"]["model"]["uri"] == "/storage/next/model"
+    assert promoted["spec"]["auth"] == {"bearerTokenSecret": {"name": "tok", "key": "token"}}
+
+
+def test_the_rayservice_carries_the_token_as_a_secret_reference_only() -> None:
+    from graft.operator.builders import build_rayservice
+    from graft.operator.settings import OperatorSettings
+
+    ep = parse_as(ModelEndpoint, {"metadata": {"name": "e", "namespace": "team-a", "uid": "u1"}, "spec": endpoint_spec()})
+    cluster = build_rayservice(ep, OperatorSettings(ray_image="example.org/graft-ray:1"))["spec"]["rayClusterConfig"]
+    containers = [c for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]] for c in g["template"]["spec"]["containers"]]
+    entries = [e for c in containers for e in c.get("env", []) if e["name"] == BEARER_TOKEN_ENV]
+    assert len(entries) == len(containers)
+    assert all(e == {"name": BEARER_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": "tok", "key": "token", "optional": False}}}
+               for e in entries)
