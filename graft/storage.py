@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from graft.api import locations
+
 RUNS_DIR = "runs"
 RESULT_FILE = "result.json"
 LOG_FILE = "job.log"
@@ -59,11 +61,15 @@ def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://")).expanduser().resolve()
 
 
+DIR_MODE = 0o2770
+
+
 def ensure_dir(path: Path) -> Path:
-    """Create a local directory and its missing parents, each new one world-writable (0o777, not
-    the umask's 0o755): on shared job storage the operator (uid 65532) and the Ray pods (uid 1000)
-    both create directories under one root (itself 1777), and whichever creates a tenant's or a
-    job's directory first must not lock the other out of it."""
+    """Create a local directory and its missing parents, each new one `DIR_MODE` (setgid, rwx for
+    owner and group, nothing for others; never world-writable): on shared job storage the operator
+    (uid 65532) and the Ray pods (uid 1000) share the storage group (docs/install.md#storage), the
+    setgid bit keeps that group on everything below, and whichever creates a job's directory first
+    does not lock the other out of it."""
     missing = []
     node = path
     while not node.exists():
@@ -74,8 +80,24 @@ def ensure_dir(path: Path) -> Path:
             new.mkdir()
         except FileExistsError:
             continue
-        new.chmod(0o777)
+        new.chmod(DIR_MODE)
     return path
+
+
+def inside(uri: str, base: str) -> bool:
+    """True when `uri` is `base` or lies below it (`graft.api.locations.under`: every spelling
+    judged by its canonical form) and, for a local path, still does once symlinks are resolved (the
+    real paths are compared again). Used on every location read back from storage before it is
+    read or deleted: a planted document may name anything."""
+    try:
+        if not locations.under(uri, base):
+            return False
+        if is_remote(uri):
+            return True
+        real = os.path.realpath(locations.parse(uri).path)
+        return locations.under(real, os.path.realpath(locations.parse(base).path))
+    except locations.LocationError:
+        return False
 
 
 def join(base: str, *parts: str) -> str:
@@ -279,6 +301,7 @@ __all__ = [
     "check_writable",
     "exists",
     "fsspec_filesystem",
+    "inside",
     "is_remote",
     "job_dir",
     "join",

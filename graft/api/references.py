@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from graft.api import locations
 from graft.api.safety import NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -77,6 +78,13 @@ def with_resolved(job: FineTuneJob, resolved: dict[str, str]) -> FineTuneJob:
     return out
 
 
+def _inside(value: str, home: str) -> bool:
+    try:
+        return locations.under(value, home)
+    except locations.LocationError:
+        return False
+
+
 @dataclass(frozen=True)
 class Unresolved(Exception):
     """A reference that cannot be resolved now. `waiting`: it may resolve later (the job waits)."""
@@ -90,14 +98,23 @@ class Unresolved(Exception):
         return f"{self.field}: {SCHEME}{self.name}: {self.reason}"
 
 
-def model_of(field: str, name: str, phase: str | None, model_uri: str | None, message: str = "") -> str:
+def model_of(
+    field: str, name: str, phase: str | None, model_uri: str | None, message: str = "", *, home: str | None = None,
+) -> str:
     """The model URI a reference resolves to, from the referenced job's phase and modelUri
-    (`phase` None: no such job). Raises Unresolved: waiting while it may still succeed."""
+    (`phase` None: no such job). Raises Unresolved: waiting while it may still succeed.
+
+    `home` is the referenced job's own directory: the modelUri was read back from its result
+    document, on storage its tenant can write, so it must lie under `home` in every spelling
+    (`graft.api.locations`); a reference never reaches anything else."""
     if phase is None:
         raise Unresolved(field, name, "no FineTuneJob of that name in this namespace (yet)", waiting=True)
     if phase == "Succeeded":
         if not model_uri:
             raise Unresolved(field, name, "it succeeded without an exported model (status.modelUri is empty)", waiting=False)
+        if home is not None and not _inside(model_uri, home):
+            raise Unresolved(field, name, f"its result names the model {model_uri!r}, outside its own directory {home}; "
+                             "a reference resolves only to the model that job exported", waiting=False)
         return model_uri
     if phase in ("Failed", "Rejected"):
         detail = f": {message}" if message else ""

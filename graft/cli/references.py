@@ -11,12 +11,12 @@ from graft.api.errors import FieldError, SpecError
 from graft.api.references import SCHEME, Unresolved, model_of, references, with_resolved
 from graft.api.result import TrainingResult
 from graft.api.spec import FineTuneJob
-from graft.storage import RESULT_FILE
+from graft.storage import RESULT_FILE, is_remote
 
 
-def _results(runs: Path, name: str) -> list[TrainingResult]:
-    """The readable result documents of NAME's runs under `runs`."""
-    found: list[TrainingResult] = []
+def _results(runs: Path, name: str) -> list[tuple[TrainingResult, Path]]:
+    """The readable result documents of NAME's runs under `runs`, each with its run directory."""
+    found: list[tuple[TrainingResult, Path]] = []
     dirs = [runs / name, *sorted(runs.glob(f"{name}-*"))]
     for d in dirs:
         path = d / RESULT_FILE
@@ -27,20 +27,23 @@ def _results(runs: Path, name: str) -> list[TrainingResult]:
         except (ValidationError, OSError, UnicodeDecodeError):
             continue  # not a result of this Graft (or being written): not a run to start from
         if result.job_name == name:
-            found.append(result)
+            found.append((result, d))
     return found
 
 
 def run_model(field: str, name: str, runs: Path) -> str:
     """The exported model of the newest succeeded run of `name` under `runs` (by finish time).
     Raises Unresolved when there is none, naming the command that makes one."""
-    results = _results(runs, name)
-    succeeded = sorted((r for r in results if r.status == "succeeded" and r.model_uri), key=lambda r: r.finished_at)
+    found = _results(runs, name)
+    succeeded = sorted(((r, d) for r, d in found if r.status == "succeeded" and r.model_uri), key=lambda rd: rd[0].finished_at)
     if succeeded:
-        best = succeeded[-1]
-        return model_of(field, name, "Succeeded", best.model_uri)
-    if results:
-        last = max(results, key=lambda r: r.finished_at)
+        best, run = succeeded[-1]
+        # A local model must be the run's own (a result.json under runs/ may have been written by
+        # anyone); an object-store model is reached with the user's own credentials.
+        home = None if is_remote(best.model_uri or "") else str(run.resolve())
+        return model_of(field, name, "Succeeded", best.model_uri, home=home)
+    if found:
+        last = max((r for r, _ in found), key=lambda r: r.finished_at)
         return model_of(field, name, "Failed", None, last.message)
     raise Unresolved(
         field, name,

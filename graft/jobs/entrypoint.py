@@ -156,7 +156,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
         return _fail(base, f"exporting the best checkpoint {ckpt} to {storage} failed: {exc}", trials, phases, run_dir, emit, reason=STORAGE_FAILURE)
     assert outcome is not None
     others = [p for state in outcome.tracker.trials.values() if state.trial_id != trial_id for p in state.checkpoints.values()]
-    prune_checkpoints(ckpt, others)
+    prune_checkpoints(ckpt, others, storage)
     extra = found.task.report(uri, data) or {}  # extra result fields, e.g. distillation's comparison
 
     phases.enter("done")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -24,6 +25,8 @@ from typing import Any
 
 from graft import storage
 from graft.jobs.checkpoint import HF_EXPORT_DIR, missing_files
+
+log = logging.getLogger("graft.jobs")
 
 MODEL_DIR = "model"
 EXPORT_META = "graft_export.json"
@@ -109,14 +112,19 @@ def _copy_fsspec(src: str, first: str, meta: dict[str, Any]) -> str:
     return dest
 
 
-def prune_checkpoints(keep: str, all_paths: list[str]) -> list[str]:
+def prune_checkpoints(keep: str, all_paths: list[str], within: str) -> list[str]:
     """Delete the checkpoints in `all_paths` other than `keep` (DeepSpeed shards are large), on
-    local disk and object storage alike. Returns the paths removed."""
+    local disk and object storage alike, but only those inside `within` (the job's own directory,
+    symlinks resolved: `graft.storage.inside`): the paths come from the progress file on storage the
+    tenant can write, and a planted one must never delete anything else. Returns the paths removed."""
     removed = []
     keep_key = keep.rstrip("/") if storage.is_remote(keep) else str(storage.local_path(keep))
     for path in sorted(set(all_paths)):
         key = path.rstrip("/") if storage.is_remote(path) else str(storage.local_path(path))
         if key == keep_key:
+            continue
+        if not storage.inside(path, within):
+            log.warning("not deleting checkpoint %s: it is outside the job's directory %s", path, within)
             continue
         if storage.remove_tree(path):
             removed.append(key)

@@ -13,6 +13,7 @@ as `restarts` / `resumed_from_epoch`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from graft.jobs.placement import (
 from graft.jobs.search_space import describe
 
 PROGRESS_FILE = "graft_progress.json"
+log = logging.getLogger("graft.jobs")
 SWEEP_INTERVAL_S = 2.0
 EPOCH_METRICS = tuple(METRICS)  # every metric a task may report; an epoch carries those its task reports
 FINISHED = ("completed", "stopped_early")
@@ -131,9 +133,23 @@ class TrialTracker(Callback):
             return False
         doc = storage.read_json(self.progress_uri)
         self.trials = {k: TrialState.from_json(v) for k, v in doc.get("trials", {}).items()}
+        self._drop_foreign_checkpoints()
         self.attempts = [Attempt(**a) for a in doc.get("attempts", [])]
         self.resumes = [ResumeRecord.model_validate(r) for r in doc.get("resumes", [])]
         return True
+
+    def _drop_foreign_checkpoints(self) -> None:
+        """Forget every recorded checkpoint outside the experiment directory (the progress file's
+        own, symlinks resolved): the file is on storage the tenant can write, and a planted path
+        must never be exported (read) or pruned (deleted)."""
+        if not self.progress_uri:
+            return
+        experiment = self.progress_uri.rsplit("/", 1)[0]
+        for state in self.trials.values():
+            foreign = [epoch for epoch, path in state.checkpoints.items() if not storage.inside(path, experiment)]
+            for epoch in foreign:
+                log.warning("trial %s: ignoring checkpoint %s recorded outside the experiment %s",
+                            state.trial_id, state.checkpoints.pop(epoch), experiment)
 
     def save(self) -> None:
         if not self.progress_uri:

@@ -27,6 +27,7 @@ from graft.operator import kube as k
 from graft.operator.admission import AdmissionContext, admit_endpoint, admit_job
 from graft.operator.cache import Store
 from graft.operator.metrics import METRICS
+from graft.operator.names import run_dir
 from graft.operator.policy import KUEUE_QUEUE_LABEL
 from graft.operator.settings import OperatorSettings
 from graft.operator.status import ACCEPTED, Refusal
@@ -123,8 +124,19 @@ class Gate:
             raw = self.store.get(k.FINETUNEJOBS, job.metadata.namespace or "", ref)
             st = (raw or {}).get("status") or {}
             phase = (st.get("phase") or Phase.PENDING.value) if raw is not None else None
-            out[path] = model_of(path, ref, phase, st.get("modelUri"), st.get("message") or "")
+            out[path] = model_of(path, ref, phase, st.get("modelUri"), st.get("message") or "", home=self._home(raw))
         return out
+
+    def _home(self, raw: dict[str, Any] | None) -> str:
+        """The referenced job's own directory, `<root>/<namespace>/<name>-<uid8>`, that its modelUri
+        must lie under; "" (nothing lies under it) when the job has no storage root or no uid."""
+        meta = (raw or {}).get("metadata") or {}
+        checkpoints = ((raw or {}).get("spec") or {}).get("checkpoints") or {}
+        root = checkpoints.get("storage") or self.settings.result_storage
+        uid = meta.get("uid") or ""
+        if not root or not uid:
+            return ""
+        return run_dir(root, meta.get("namespace") or "", meta.get("name") or "", uid)
 
     def check(self, job: FineTuneJob, status: FineTuneJobStatus | None, now: str) -> Decision:
         """Admit `job` (spec with the queue label and any admitted values applied) under the current

@@ -77,7 +77,7 @@ def test_prune_deletes_other_checkpoints_on_object_storage(s3_bucket: str) -> No
     for c in (keep, other):
         storage.write_text(storage.join(c, "shard.pt"), "x")
 
-    removed = prune_checkpoints(keep, [keep, other])
+    removed = prune_checkpoints(keep, [keep, other], storage.join(s3_bucket, "c"))
 
     assert removed == [other]
     assert storage.exists(storage.join(keep, "shard.pt")) and not storage.exists(other)

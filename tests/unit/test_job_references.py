@@ -24,7 +24,6 @@ from tests.unit.test_operator_loop import NS, Harness, condition
 
 pytestmark = pytest.mark.unit
 
-TEACHER_MODEL = "/mnt/graft/team-a/teacher-0123abcd/teacher/model"
 
 
 def student(name: str = "student", **extra: Any) -> dict[str, Any]:
@@ -143,7 +142,7 @@ def test_graft_run_reports_the_failure_of_the_named_jobs_last_run(tmp_path: Path
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
-    return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path)))
+    return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path), require_policy=False))
 
 
 def apply_student(h: Harness) -> None:
@@ -169,23 +168,34 @@ def test_the_student_waits_while_its_teacher_does_not_exist(h: Harness) -> None:
     assert "finetunejob://teacher: no FineTuneJob of that name" in st["message"]
 
 
-def test_the_student_waits_while_its_teacher_runs_then_trains_on_the_teachers_model(h: Harness) -> None:
+def teachers_own_model(h: Harness, root: Path) -> str:
+    """Where the teacher exported its model: `<root>/<namespace>/teacher-<uid8>/model`."""
+    if h.kube.find(k.FINETUNEJOBS, NS, "teacher") is None:
+        h.apply("teacher")
+    teacher = h.kube.find(k.FINETUNEJOBS, NS, "teacher")
+    assert teacher is not None
+    return f"{root}/{NS}/teacher-{teacher['metadata']['uid'][:8]}/model"
+
+
+def test_the_student_waits_while_its_teacher_runs_then_trains_on_the_teachers_model(h: Harness, tmp_path: Path) -> None:
     apply_student(h)
     teacher_is(h, "Running")
     assert h.reconcile("student") == RETRY_SECONDS and h.rayjob("student") is None
     assert "waiting for it to succeed (phase Running)" in h.status("student")["message"]
-    teacher_is(h, "Succeeded", TEACHER_MODEL)
+    model = teachers_own_model(h, tmp_path)
+    teacher_is(h, "Succeeded", model)
     h.reconcile("student")
     rayjob = h.rayjob("student")
     assert rayjob is not None
-    assert TEACHER_MODEL in rayjob["spec"]["entrypoint"] and "finetunejob://" not in rayjob["spec"]["entrypoint"]
+    assert model in rayjob["spec"]["entrypoint"] and "finetunejob://" not in rayjob["spec"]["entrypoint"]
     assert h.status("student")["admitted"]["references"] == {
-        "spec.model.source": TEACHER_MODEL, "spec.distillation.teacher": TEACHER_MODEL}
+        "spec.model.source": model, "spec.distillation.teacher": model}
 
 
-def test_a_recreated_rayjob_keeps_the_model_resolved_at_admission(h: Harness) -> None:
+def test_a_recreated_rayjob_keeps_the_model_resolved_at_admission(h: Harness, tmp_path: Path) -> None:
     apply_student(h)
-    teacher_is(h, "Succeeded", TEACHER_MODEL)
+    model = teachers_own_model(h, tmp_path)
+    teacher_is(h, "Succeeded", model)
     h.reconcile("student")
     h.kube.delete(k.FINETUNEJOBS, NS, "teacher")
     h.ctl.on_event(k.FINETUNEJOBS, "DELETED", {"metadata": {"name": "teacher", "namespace": NS}})
@@ -193,7 +203,7 @@ def test_a_recreated_rayjob_keeps_the_model_resolved_at_admission(h: Harness) ->
     h.ctl.on_event(k.RAYJOBS, "DELETED", {"metadata": {"name": "student", "namespace": NS}})
     h.reconcile("student")
     rayjob = h.rayjob("student")
-    assert rayjob is not None and TEACHER_MODEL in rayjob["spec"]["entrypoint"]
+    assert rayjob is not None and model in rayjob["spec"]["entrypoint"]
 
 
 def test_the_student_fails_when_its_teacher_failed(h: Harness) -> None:

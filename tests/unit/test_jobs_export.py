@@ -85,7 +85,7 @@ def test_export_to_an_fsspec_uri(tmp_path: Path) -> None:
 
 def test_prune_keeps_the_best_and_removes_the_rest(tmp_path: Path) -> None:
     best, other = checkpoint(tmp_path, "best"), checkpoint(tmp_path, "other")
-    removed = prune_checkpoints(str(best), [str(best), str(other), str(tmp_path / "gone")])
+    removed = prune_checkpoints(str(best), [str(best), str(other), str(tmp_path / "gone")], str(tmp_path))
     assert removed == [str(other.resolve())]
     assert best.exists() and not other.exists()
 

@@ -304,15 +304,15 @@ def test_a_new_attempt_loads_every_trial_the_killed_one_recorded(tmp_path: Path,
     first = _tracker(tmp_path, epochs=2)
     first.begin_attempt(restored=False)
     a, b = FakeTrial("a"), FakeTrial("b")
-    _report(first, a, 1, 0.6, checkpoint="/ck/a1")
-    _report(first, a, 2, 0.7, checkpoint="/ck/a2")
+    _report(first, a, 1, 0.6, checkpoint=f"{tmp_path}/ck/a1")
+    _report(first, a, 2, 0.7, checkpoint=f"{tmp_path}/ck/a2")
     first.on_trial_complete(0, [], a)  # type: ignore[arg-type]
-    _report(first, b, 1, 0.5, checkpoint="/ck/b1")  # killed here
+    _report(first, b, 1, 0.5, checkpoint=f"{tmp_path}/ck/b1")  # killed here
 
     second = _tracker(tmp_path, epochs=2)
     assert second.load() is True
     assert {k: (v.status, v.last_epoch, v.checkpoints) for k, v in second.trials.items()} == {
-        "a": ("completed", 2, {1: "/ck/a1", 2: "/ck/a2"}), "b": ("running", 1, {1: "/ck/b1"})}
+        "a": ("completed", 2, {1: f"{tmp_path}/ck/a1", 2: f"{tmp_path}/ck/a2"}), "b": ("running", 1, {1: f"{tmp_path}/ck/b1"})}
     assert second.trials["b"].history == first.trials["b"].history
     assert [x.attempt for x in second.attempts] == [1] and second.attempts[0].epochs_trained == 3
 
@@ -323,11 +323,11 @@ def test_a_restored_attempt_skips_finished_trials_and_resumes_the_others_from_th
     first.begin_attempt(restored=False)
     a, b, c = FakeTrial("a"), FakeTrial("b"), FakeTrial("c", error="boom")
     for epoch in (1, 2, 3):
-        _report(first, a, epoch, 0.5, checkpoint=f"/ck/a{epoch}")
+        _report(first, a, epoch, 0.5, checkpoint=f"{tmp_path}/ck/a{epoch}")
     first.on_trial_complete(0, [], a)  # type: ignore[arg-type]
-    _report(first, b, 1, 0.5, checkpoint="/ck/b1")
-    _report(first, b, 2, 0.6, checkpoint="/ck/b2")
-    _report(first, c, 1, 0.4, checkpoint="/ck/c1")
+    _report(first, b, 1, 0.5, checkpoint=f"{tmp_path}/ck/b1")
+    _report(first, b, 2, 0.6, checkpoint=f"{tmp_path}/ck/b2")
+    _report(first, c, 1, 0.4, checkpoint=f"{tmp_path}/ck/c1")
     first.on_trial_error(0, [], c)  # type: ignore[arg-type]
 
     second = _tracker(tmp_path, epochs=3)
@@ -342,7 +342,7 @@ def test_a_restored_attempt_skips_finished_trials_and_resumes_the_others_from_th
 def test_a_trial_restored_from_its_checkpoint_counts_the_restore_as_a_restart(tmp_path: Path, clock: Clock) -> None:
     first = _tracker(tmp_path)
     first.begin_attempt(restored=False)
-    _report(first, FakeTrial("b"), 1, 0.5, checkpoint="/ck/b1")
+    _report(first, FakeTrial("b"), 1, 0.5, checkpoint=f"{tmp_path}/ck/b1")
     _report(first, FakeTrial("n"), 1, 0.5)  # no checkpoint yet
 
     second = _tracker(tmp_path)
@@ -358,7 +358,7 @@ def test_time_lost_on_resume_runs_from_the_last_checkpoint_saved(tmp_path: Path,
     first = _tracker(tmp_path)
     first.begin_attempt(restored=False)
     clock.advance(100)
-    _report(first, FakeTrial("b"), 1, 0.5, checkpoint="/ck/b1")
+    _report(first, FakeTrial("b"), 1, 0.5, checkpoint=f"{tmp_path}/ck/b1")
     clock.advance(40)
     _report(first, FakeTrial("b"), 2, 0.6)  # no checkpoint: this epoch is lost
 
@@ -372,7 +372,7 @@ def test_time_lost_on_resume_runs_from_the_last_checkpoint_saved(tmp_path: Path,
 def test_an_attempt_that_cannot_restore_starts_every_trial_over(tmp_path: Path, clock: Clock, released: list[str]) -> None:
     first = _tracker(tmp_path, epochs=1)
     first.begin_attempt(restored=False)
-    _report(first, FakeTrial("a"), 1, 0.5, checkpoint="/ck/a1")
+    _report(first, FakeTrial("a"), 1, 0.5, checkpoint=f"{tmp_path}/ck/a1")
     first.on_trial_complete(0, [], FakeTrial("a"))  # type: ignore[arg-type]
     _report(first, FakeTrial("b"), 1, 0.5)
 
@@ -387,7 +387,7 @@ def test_an_attempt_that_cannot_restore_starts_every_trial_over(tmp_path: Path, 
 def test_resumes_and_epochs_trained_add_up_over_attempts(tmp_path: Path, clock: Clock) -> None:
     first = _tracker(tmp_path)
     first.begin_attempt(restored=False)
-    _report(first, FakeTrial("b"), 1, 0.5, checkpoint="/ck/b1")
+    _report(first, FakeTrial("b"), 1, 0.5, checkpoint=f"{tmp_path}/ck/b1")
     clock.advance(10)
 
     second = _tracker(tmp_path)
@@ -407,7 +407,7 @@ def test_a_worker_restart_inside_a_run_is_recorded_once(tmp_path: Path, clock: C
     t = _tracker(tmp_path)
     t.begin_attempt(restored=False)
     b = FakeTrial("b")
-    _report(t, b, 1, 0.5, checkpoint="/ck/b1")
+    _report(t, b, 1, 0.5, checkpoint=f"{tmp_path}/ck/b1")
     clock.advance(25)
     _report(t, b, 2, 0.6, restarts=1, resumed_from_epoch=1)
     _report(t, b, 3, 0.7, restarts=1)

@@ -104,10 +104,11 @@ def test_storage_the_operator_cannot_reach_is_logged_not_fatal(monkeypatch: pyte
     assert "could not delete its experiment under s3://bucket/root/team-a/job-cccccccc" in caplog.text
 
 
-def test_new_directories_on_shared_storage_are_writable_by_every_uid(tmp_path: Path) -> None:
-    """The operator (uid 65532) and the Ray pods (uid 1000) share the storage: whoever creates a
+def test_new_directories_on_shared_storage_are_group_writable_and_not_world_writable(tmp_path: Path) -> None:
+    """The operator (uid 65532) and the Ray pods (uid 1000) share the storage group: whoever creates a
     tenant's directory first must not lock the other out (a job failing before its pods wrote
-    anything had the operator create it 0755, and every later job of the tenant failed)."""
+    anything had the operator create it 0755, and every later job of the tenant failed), and no other
+    uid may write there (issue 21, finding 4)."""
     existing = tmp_path / "root"
     existing.mkdir(mode=0o755)
     old = os.umask(0o022)
@@ -117,7 +118,7 @@ def test_new_directories_on_shared_storage_are_writable_by_every_uid(tmp_path: P
     finally:
         os.umask(old)
     for new in ("team-a", "team-a/job-0123abcd", "team-b", "team-b/job-4567ef01"):
-        assert stat.S_IMODE((existing / new).stat().st_mode) == 0o777, new
+        assert stat.S_IMODE((existing / new).stat().st_mode) == 0o2770, new
     assert stat.S_IMODE(existing.stat().st_mode) == 0o755  # what existed is left alone
 
 

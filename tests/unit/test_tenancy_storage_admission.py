@@ -15,7 +15,7 @@ from graft.operator.settings import OperatorSettings
 pytestmark = [pytest.mark.unit, pytest.mark.tenancy]
 
 TENANT = {"kubernetes.io/metadata.name": "team-a"}
-PVC = OperatorSettings(storage_pvc="graft-storage", storage_mount_path="/mnt/graft")
+PVC = OperatorSettings(storage_pvc="graft-storage", storage_mount_path="/mnt/graft", require_policy=False)
 CTX = AdmissionContext(TENANT, [], 0, PVC)
 SPELLINGS = ["file:///mnt/graft/team-b/x", "//mnt/graft/team-b/x", "file://localhost/mnt/graft//team-b/x"]
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from graft import storage
 from graft.jobs.data import DataError
 from graft.jobs.sources import SourceError, resolve_source
 
@@ -49,6 +50,10 @@ def model_dir_of(source: str, field: str) -> Path:
     if not isinstance(doc, dict) or doc.get("status") != "succeeded" or not uri:
         status = doc.get("status") if isinstance(doc, dict) else None
         raise DataError(field, f"result document {path} has no model (status {status!r}); run that job first")
+    home = source.rstrip("/").rsplit("/", 1)[0] if storage.is_remote(source) else str(path.parent)
+    if not isinstance(uri, str) or not storage.inside(uri, home):
+        raise DataError(field, f"result document {source} names modelUri {uri!r}, outside its own directory {home} "
+                        "(after resolving links); a result names only the model its job exported beside it")
     try:
         return resolve_source(uri, field=field, kind="model")
     except SourceError as exc:

@@ -5,7 +5,7 @@ Forms of `spec.dataset.source` (and `validation.source`):
 - a directory with one sub-directory per class (`cat/001.png`, `dog/002.jpg`): the class is the
   folder name (`format: imagefolder`, or auto for a directory);
 - a jsonl, csv or parquet table whose `imageField` column holds an image path (relative to the
-  table's folder, or absolute) or the image bytes (parquet; or `{"bytes": ..., "path": ...}` as
+  table's folder and below it: an absolute path, `..` or a link out of it is refused) or the image bytes (parquet; or `{"bytes": ..., "path": ...}` as
   Hugging Face `datasets` stores images), and whose `labelField` column holds the label; a hub
   dataset with an image column works the same way;
 - an IDX images file (`*-images-idx3-ubyte`, optionally `.gz`, as MNIST and Fashion-MNIST ship)
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from graft import storage
 from graft.api.spec import DatasetSpec
 from graft.jobs.data import DataError, label_mapping, read_table
 from graft.jobs.sources import SourceError, resolve_source
@@ -164,9 +165,13 @@ def _cell_loader(value: Any, base: Path | None, where: str) -> Any:
         data = bytes(value)
         return lambda: decode_image(data, where, max_side=STORE_MAX_SIDE)
     if isinstance(value, str) and value.strip():
-        path = Path(value).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = base / path
+        if base is None:
+            raise ImageError(where, f"names the image path {value[:80]!r}, but the table is not a local file: "
+                             "a table on object storage or the hub holds image bytes, not paths")
+        path = base / value
+        if not storage.inside(str(path), str(base)):
+            raise ImageError(where, f"names {value[:80]!r}, which is outside the table's folder {base} (after "
+                             "resolving links); image paths are relative to the table and stay below it")
         return lambda: read_image_file(str(path), max_side=STORE_MAX_SIDE)
     raise ImageError(where, f"holds {type(value).__name__} {str(value)[:40]!r}, not an image path or image bytes")
 
