@@ -88,6 +88,8 @@ def read_result_from_dashboard(dashboard_url: str, job_id: str, timeout: float =
         raise ResultUnavailable(f"cannot read the job log from {url}: {exc}") from exc
     if code != 200:
         raise ResultUnavailable(f"cannot read the job log from {url}: HTTP {code}")
+    if doc is not None and not isinstance(doc, dict):
+        raise ResultUnavailable(f"the job log at {url} is not a JSON object")
     log = str((doc or {}).get("logs") or "")
     found = result_from_log(log)
     if found is None:

@@ -51,6 +51,7 @@ class FakeRayDashboard:
         self.packages: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []
         self.slow_stop = False  # True: a stop leaves the job RUNNING until finish_stop()
+        self.wrong_shape: list[Any] = []  # [doc]: every /api/jobs and /api/serve request answers doc (200)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), name="fake-ray-dashboard", daemon=True)
@@ -144,6 +145,8 @@ class FakeRayDashboard:
 
     def _answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         parts = [p for p in path.split("/") if p]
+        if self.wrong_shape and parts[:2] in (["api", "jobs"], ["api", "serve"]):
+            return 200, self.wrong_shape[0]
         if parts == ["api", "version"] and method == "GET":
             return 200, {"version": "4", "ray_version": RAY_VERSION, "ray_commit": "fake"}
         if parts[:2] == ["api", "packages"] and len(parts) == 4:

@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -36,6 +37,22 @@ META_UID = "graft.dev/uid"
 
 class ClusterUnavailable(RuntimeError):
     """The shared cluster's dashboard could not be reached or refused a request; says which and why."""
+
+
+class UnexpectedAnswer(ClusterUnavailable):
+    """The dashboard answered, but not in the shape Ray's API has (a list or a number where an object
+    belongs, text where a time belongs): the cluster is treated as unusable, retried, never a crash."""
+
+
+def json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object of a dashboard's answer; UnexpectedAnswer (naming `what`) for anything else."""
+    try:
+        doc = resp.json()
+    except ValueError as exc:  # json.JSONDecodeError
+        raise UnexpectedAnswer(f"{what}: the answer is not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise UnexpectedAnswer(f"{what}: expected a JSON object, got {type(doc).__name__} {str(doc)[:100]!r}")
+    return doc
 
 
 @dataclass(frozen=True)
@@ -192,13 +209,17 @@ class RayJobs:
             return None
         if resp.status_code != 200:
             raise self._fail(resp, f"reading Ray job {submission}")
-        doc = resp.json()
+        what = f"reading Ray job {submission} on {self.dashboard}"
+        doc = json_object(resp, what)
+        times = doc.get("start_time"), doc.get("end_time")
+        if any(t is not None and (isinstance(t, bool) or not isinstance(t, int)) for t in times):
+            raise UnexpectedAnswer(f"{what}: start_time and end_time must be integers (ms), got {str(times)[:100]}")
         return JobInfo(
             submission_id=submission,
             status=str(doc.get("status") or "PENDING"),
             message=str(doc.get("message") or ""),
-            start_time_ms=doc.get("start_time") or None,
-            end_time_ms=doc.get("end_time") or None,
+            start_time_ms=times[0] or None,
+            end_time_ms=times[1] or None,
         )
 
     def logs(self, submission: str) -> str | None:
@@ -213,6 +234,8 @@ class RayJobs:
             return None
         if code != 200:
             raise ClusterUnavailable(f"reading the log of Ray job {submission} on {self.dashboard}: HTTP {code}")
+        if doc is not None and not isinstance(doc, dict):
+            raise UnexpectedAnswer(f"reading the log of Ray job {submission} on {self.dashboard}: expected a JSON object")
         return str((doc or {}).get("logs") or "")
 
     def stop(self, submission: str) -> bool:
@@ -222,7 +245,7 @@ class RayJobs:
             return False
         if resp.status_code != 200:
             raise self._fail(resp, f"stopping Ray job {submission}")
-        return bool(resp.json().get("stopped"))
+        return bool(json_object(resp, f"stopping Ray job {submission} on {self.dashboard}").get("stopped"))
 
     def delete(self, submission: str) -> bool:
         """Forget a finished job (its record and log pointer); False when there is no such job."""
@@ -231,7 +254,7 @@ class RayJobs:
             return False
         if resp.status_code != 200:
             raise self._fail(resp, f"deleting Ray job {submission}")
-        return bool(resp.json().get("deleted"))
+        return bool(json_object(resp, f"deleting Ray job {submission} on {self.dashboard}").get("deleted"))
 
     def submit(self, sub: Submission) -> str:
         """Submit through JobSubmissionClient (it packages and uploads the working dir)."""

@@ -20,7 +20,7 @@ import httpx
 from graft.api.endpoint import ModelEndpoint
 from graft.operator.backends.base import ServeObservation
 from graft.operator.settings import OperatorSettings
-from graft.operator.shared.jobs import ClusterUnavailable
+from graft.operator.shared.jobs import ClusterUnavailable, UnexpectedAnswer, json_object
 from graft.operator.shared.naming import app_name, route_prefix
 from graft.serving.args import ServeArgs, serve_config
 
@@ -129,6 +129,19 @@ def as_serve(app: dict[str, Any] | None, application: str, url: str) -> ServeObs
     )
 
 
+def details_of(resp: httpx.Response, what: str) -> dict[str, Any]:
+    """Serve's details as the code reads them: an object whose `applications` is an object of
+    objects and whose option fields are objects; UnexpectedAnswer for any other shape."""
+    doc = json_object(resp, what)
+    apps = doc.get("applications")
+    if apps is not None and not (isinstance(apps, dict) and all(isinstance(a, dict) for a in apps.values())):
+        raise UnexpectedAnswer(f"{what}: 'applications' must be an object of application objects")
+    for key in ("http_options", "grpc_options", "controller_info"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise UnexpectedAnswer(f"{what}: {key!r} must be an object")
+    return doc
+
+
 class ServeApi:
     """Serve's REST API on one Ray dashboard."""
 
@@ -144,7 +157,7 @@ class ServeApi:
             raise ClusterUnavailable(f"cannot reach the Ray dashboard at {self.dashboard}: {exc}") from exc
         if resp.status_code != 200:
             raise ClusterUnavailable(f"reading Serve applications on {self.dashboard}: HTTP {resp.status_code}: {resp.text[:500]}")
-        return dict(resp.json())
+        return details_of(resp, f"reading Serve applications on {self.dashboard}")
 
     def _put(self, body: dict[str, Any]) -> None:
         try:
