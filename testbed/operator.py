@@ -14,6 +14,12 @@ from testbed.ports import free_port
 from testbed.process import Process
 
 
+def open_tenancy(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """`--no-require-policy` unless the test chose (the operator refuses namespaces no FineTunePolicy
+    selects by default; most tests run without policies, as a single-team cluster would)."""
+    return () if {"--require-policy", "--no-require-policy"} & set(extra) else ("--no-require-policy",)
+
+
 class OperatorProcess:
     """`graft operator`, namespace-scoped, with a liveness probe; each start writes a new log
     (``operator-<n>.log`` in ``log_dir``)."""
@@ -40,7 +46,7 @@ class OperatorProcess:
                 # Storage every Ray pod reaches (a PVC mounted at the test's directory), read by the operator too.
                 "--storage-pvc", "graft-test", "--storage-mount-path", str(self.log_dir),
                 "--result-storage", str(self.log_dir / "storage-default"),
-                "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra]
+                "--liveness", f"http://127.0.0.1:{self.port}/healthz", *open_tenancy(self.extra), *self.extra]
 
     def start(self, timeout: float = 90.0) -> OperatorProcess:
         self.starts += 1

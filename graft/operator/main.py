@@ -57,8 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sizes.add_argument("--worker-memory", help="memory of a training worker pod when spec.resources.memoryPerWorker is unset (default 4Gi)")
     sizes.add_argument("--serve-memory", help="memory of a Serve worker pod when spec.serving.resources.memory is unset (default 2Gi)")
     tenancy = p.add_argument_group("tenancy (docs/tenancy.md)")
-    tenancy.add_argument("--require-policy", action="store_true",
-                         help="run jobs and endpoints only in namespaces a FineTunePolicy selects")
+    tenancy.add_argument("--require-policy", action=argparse.BooleanOptionalAction, default=None,
+                         help="run jobs and endpoints only in namespaces a FineTunePolicy selects (on unless "
+                              "--no-require-policy: a single-team cluster without policies)")
     tenancy.add_argument("--allow-cluster-address", action="append", default=[], metavar="PATTERN",
                          help="shared Ray cluster address (prefix or glob, e.g. http://ray.ray-system.svc:8265) every "
                               "namespace may use; repeatable. Without it only Services in the job's own namespace")
@@ -98,7 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "head_memory": getattr(args, "head_memory", None),
         "worker_memory": getattr(args, "worker_memory", None),
         "serve_memory": getattr(args, "serve_memory", None),
-        "require_policy": getattr(args, "require_policy", None) or None,
+        "require_policy": getattr(args, "require_policy", None),
         "allowed_cluster_addresses": getattr(args, "allow_cluster_address", None) or None,
         "progress_seconds": getattr(args, "progress_seconds", None),
         "workers": getattr(args, "workers", None),

@@ -56,7 +56,10 @@ class OperatorSettings(BaseModel):
     )
     shared_poll_seconds: float = Field(default=5.0, gt=0, description="How often jobs on a shared Ray cluster are polled.")
     # Tenancy (graft.operator.admission): no FineTunePolicy selecting a namespace -> nothing runs there.
-    require_policy: bool = Field(default=False, description="Refuse jobs and endpoints in namespaces no FineTunePolicy selects.")
+    # The one default of `--require-policy` (the chart's tenancy.requirePolicy passes its own value explicitly).
+    require_policy: bool = Field(default=True, description=(
+        "Refuse jobs and endpoints in namespaces no FineTunePolicy selects (secure default; a single-team "
+        "cluster turns it off with --no-require-policy)."))
     sweep_seconds: float = Field(default=60.0, gt=0, description="How often shared clusters are swept for orphaned Ray jobs.")
     allowed_cluster_addresses: list[str] = Field(
         default_factory=list,

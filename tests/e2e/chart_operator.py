@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from testbed.controlplane import ControlPlane
-from testbed.operator import OperatorProcess
+from testbed.operator import OperatorProcess, open_tenancy
 from testbed.ray_head import RAY_ENV, RayHead
 from tests.integration.rbac import operator_kubeconfig
 
@@ -22,7 +22,8 @@ class ChartOperator(OperatorProcess):
     def argv(self) -> list[str]:
         scope = [a for ns in self.namespaces for a in ("--namespace", ns)]
         return [sys.executable, "-m", "graft", "operator", "--kubeconfig", str(self.kubeconfig), *scope,
-                "--resync-seconds", "5", "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra]
+                "--resync-seconds", "5", "--liveness", f"http://127.0.0.1:{self.port}/healthz",
+                *open_tenancy(self.extra), *self.extra]
 
 
 def on_shared_head(cp: ControlPlane, namespaces: list[str], tmp: Path, head: RayHead,

@@ -74,7 +74,7 @@ def chart_operator(graft_crds: ControlPlane, namespace: str, tmp_path: Path) -> 
     """`graft operator` with the chart's arguments for watchNamespaces=[namespace], authenticated as
     the chart's ServiceAccount (runas-system/runas-graft), with the chart's KopfPeering."""
     cp = graft_crds
-    values = {"watchNamespaces": [namespace]}
+    values = {"watchNamespaces": [namespace], "tenancy": {"requirePolicy": False}}  # a single-team cluster
     kubeconfig = operator_kubeconfig(cp, tmp_path, values=values, release=RELEASE, namespace=RELEASE_NS)
     docs = render_chart(values, release=RELEASE, namespace=RELEASE_NS)
     apply_objects(cp, [d for d in docs if d["kind"] == "KopfPeering"])

@@ -45,7 +45,7 @@ def make_tenant(cp: ControlPlane, tmp: Path, role: str, prefix: str) -> Tenant:
 @pytest.fixture(scope="module")
 def tenants(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tenant, Tenant]]:
     install_graft_crds(control_plane)
-    apply_operator_rbac(control_plane)  # includes the aggregated graft-edit and graft-view ClusterRoles
+    apply_operator_rbac(control_plane)  # includes the graft-edit and graft-view ClusterRoles (not aggregated by default)
     tmp = tmp_path_factory.mktemp("tenants")
     a = make_tenant(control_plane, tmp, "graft-edit", "tenant-a")
     b = make_tenant(control_plane, tmp, "graft-edit", "tenant-b")
@@ -145,10 +145,12 @@ def test_viewer_reads_but_cannot_create(control_plane: ControlPlane, tenants: tu
 def test_builtin_roles_aggregate_graft_roles(
     control_plane: ControlPlane, tenants: tuple[Tenant, Tenant], tmp_path: Path
 ) -> None:
-    """kube-controller-manager's clusterrole-aggregation-controller folds graft-edit into the
-    built-in edit (and admin) role and graft-view into view: a user bound to plain `edit` creates
-    FineTuneJobs, one bound to plain `view` reads them."""
+    """With rbac.aggregateToDefaultRoles (off by default), kube-controller-manager's
+    clusterrole-aggregation-controller folds graft-edit into the built-in edit (and admin) role and
+    graft-view into view: a user bound to plain `edit` creates FineTuneJobs, one bound to plain `view`
+    reads them."""
     a, _ = tenants
+    apply_operator_rbac(control_plane, {"rbac": {"aggregateToDefaultRoles": True}})
 
     def has(role: str, verb: str) -> bool:
         rules = control_plane.kubectl_json("get", "clusterrole", role).get("rules") or []

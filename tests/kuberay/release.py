@@ -91,6 +91,7 @@ def install(cp: ControlPlane, storage: Path, operator_ns: str, tenant: str, extr
     values: dict[str, Any] = {
         "operator": {"storagePvc": STORAGE_CLAIM, "storageMountPath": str(storage), "verbose": True, **SIZING},
         "hostPathStorage": {"enabled": True, "path": str(storage), "namespaces": [tenant]},
+        "tenancy": {"requirePolicy": False},  # one tenant and no FineTunePolicy: the single-team value
         **(extra or {}),
     }
     t0 = time.monotonic()

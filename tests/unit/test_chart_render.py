@@ -219,8 +219,16 @@ def test_network_policy_admits_metrics_scrapers_only() -> None:
     assert ingress == [{"from": [scraper], "ports": [{"port": "metrics", "protocol": "TCP"}]}]
 
 
-def test_tenant_roles_aggregate_into_default_roles(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    docs = rendered["defaults"]
+@pytest.mark.tenancy
+def test_tenant_roles_are_not_aggregated_into_default_roles_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """A namespace editor is not a Graft tenant unless bound to graft-edit (issue 21, finding 11)."""
+    for name in ("graft-edit", "graft-view"):
+        labels = one(rendered["defaults"], "ClusterRole", name)["metadata"]["labels"]
+        assert not any(key.startswith("rbac.authorization.k8s.io/aggregate-to-") for key in labels), labels
+
+
+def test_tenant_roles_aggregate_into_default_roles_when_asked() -> None:
+    docs = render_chart({"rbac": {"aggregateToDefaultRoles": True}})
     edit = one(docs, "ClusterRole", "graft-edit")
     view = one(docs, "ClusterRole", "graft-view")
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
@@ -273,6 +281,15 @@ def test_an_unknown_submission_mode_is_refused_by_the_values_schema() -> None:
 
 def test_default_operator_values_match_the_operator_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert settings_from_args(operator_args(rendered["defaults"])) == OperatorSettings()
+
+
+@pytest.mark.tenancy
+def test_require_policy_is_on_by_default_and_one_value_turns_it_off(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Secure by default: a namespace no FineTunePolicy selects runs nothing (issue 21, finding 11)."""
+    assert settings_from_args(operator_args(rendered["defaults"])).require_policy is True
+    assert OperatorSettings().require_policy is True
+    single_team = render_chart({"tenancy": {"requirePolicy": False}})
+    assert settings_from_args(operator_args(single_team)).require_policy is False
 
 
 def test_root_filesystem_is_read_only_with_a_writable_tmp(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -68,7 +68,8 @@ class Harness:
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
-    return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path)))
+    return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path),
+                                    require_policy=False))
 
 
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def test_rayjob_status_flows_into_the_job_with_one_write(h: Harness) -> None:
 
 
 def test_unreachable_storage_refuses_the_job_before_any_pod(tmp_path: Path) -> None:
-    h = Harness(OperatorSettings())  # no PVC, no object store, no storage in the spec
+    h = Harness(OperatorSettings(require_policy=False))  # no PVC, no object store, no storage in the spec
     h.apply("nowhere", checkpoints={"storage": "/tmp/graft"})
     h.reconcile("nowhere")
     st = h.status("nowhere")
@@ -113,7 +114,7 @@ def test_unreachable_storage_refuses_the_job_before_any_pod(tmp_path: Path) -> N
 
 
 def test_an_object_store_is_reachable_from_every_pod() -> None:
-    h = Harness(OperatorSettings())
+    h = Harness(OperatorSettings(require_policy=False))
     h.apply("s3", checkpoints={"storage": "s3://bucket/graft"})
     h.reconcile("s3")
     assert h.rayjob("s3") is not None
@@ -293,7 +294,7 @@ def test_an_unreachable_dashboard_leaves_the_jobs_own_log_as_log_uri(h: Harness,
 
 def _resyncing(tmp_path: Path, **settings: Any) -> Harness:
     return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path),
-                                    resync_seconds=0.02, sweep_seconds=0.02, workers=1, **settings))
+                                    resync_seconds=0.02, sweep_seconds=0.02, workers=1, **{"require_policy": False, **settings}))
 
 
 def test_the_loop_stays_alive_while_a_shared_cluster_is_unreachable(tmp_path: Path) -> None:

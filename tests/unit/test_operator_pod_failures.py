@@ -56,7 +56,8 @@ def test_a_container_that_exited_for_another_reason_is_left_to_ray() -> None:
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
-    return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path)))
+    return Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path),
+                                    require_policy=False))
 
 
 def watch(h: Harness, *pods: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0123456789abcdef"
-SETTINGS = OperatorSettings()
+SETTINGS = OperatorSettings(require_policy=False)
 
 
 def _job(ns: str = "team-a", name: str = "sentiment", storage: str | None = "/data/graft", **spec: object) -> FineTuneJob:

@@ -16,7 +16,8 @@ from graft.operator.settings import OperatorSettings
 pytestmark = [pytest.mark.unit, pytest.mark.tenancy]
 
 TENANT = {"graft.dev/tenant": "team-a", "kubernetes.io/metadata.name": "team-a"}
-PVC = OperatorSettings(storage_pvc="graft-storage", storage_mount_path="/mnt/graft")
+OPEN = OperatorSettings(require_policy=False)  # what the rules refuse without any FineTunePolicy
+PVC = OperatorSettings(storage_pvc="graft-storage", storage_mount_path="/mnt/graft", require_policy=False)
 
 
 def job(**spec: Any) -> FineTuneJob:
@@ -36,7 +37,7 @@ def policy(name: str = "team-a", **spec: Any) -> FineTunePolicy:
 
 
 def ctx(*policies: FineTunePolicy, settings: OperatorSettings | None = None) -> AdmissionContext:
-    return AdmissionContext(TENANT, list(policies), 0, settings or OperatorSettings())
+    return AdmissionContext(TENANT, list(policies), 0, settings or OPEN)
 
 
 def refused(result: Any, *fragments: str) -> None:
@@ -71,7 +72,7 @@ def test_policy_allowlist_admits_a_shared_cluster_and_refuses_others() -> None:
 
 
 def test_operator_wide_allowlist_admits_a_cluster() -> None:
-    settings = OperatorSettings(allowed_cluster_addresses=["http://127.0.0.1:*"])
+    settings = OperatorSettings(allowed_cluster_addresses=["http://127.0.0.1:*"], require_policy=False)
     assert admit_job(job(runtime={"cluster": {"address": "127.0.0.1:8265"}}), ctx(settings=settings)).allowed
 
 
@@ -87,7 +88,7 @@ def test_reserved_env_keys_are_refused(key: str) -> None:
 
 
 def test_env_keys_the_operator_sets_cannot_be_overridden() -> None:
-    settings = OperatorSettings(job_env={"MY_PROXY_CONFIG": "a"})
+    settings = OperatorSettings(job_env={"MY_PROXY_CONFIG": "a"}, require_policy=False)
     refused(admit_job(job(runtime={"env": {"MY_PROXY_CONFIG": "b"}}), ctx(settings=settings)),
             "MY_PROXY_CONFIG is set by the operator")
 
@@ -199,7 +200,7 @@ def test_whole_secrets_are_refused_with_the_fix() -> None:
 # ---- item 14: requirePolicy
 
 def test_require_policy_refuses_namespaces_no_policy_selects() -> None:
-    strict = OperatorSettings(require_policy=True)
+    strict = OperatorSettings()  # the default: secure, no policy means nothing runs
     other = policy(namespaceSelector={"matchLabels": {"graft.dev/tenant": "team-b"}})
     refused(admit_job(job(), ctx(other, settings=strict)), "no FineTunePolicy selects namespace team-a", "requirePolicy")
     refused(admit_endpoint(endpoint(), ctx(settings=strict)), "requirePolicy")

@@ -50,7 +50,7 @@ def endpoint(**spec: object) -> ModelEndpoint:
 
 def admit(ep: ModelEndpoint, *policies: dict[str, object], settings: OperatorSettings | None = None) -> list[str]:
     ctx = AdmissionContext(
-        namespace_labels={}, settings=settings or OperatorSettings(),
+        namespace_labels={}, settings=settings or OperatorSettings(require_policy=False),
         policies=[FineTunePolicy.model_validate({"metadata": {"name": f"p{i}"}, "spec": p}) for i, p in enumerate(policies)],
     )
     return admit_endpoint(ep, ctx).violations
@@ -79,7 +79,7 @@ def test_endpoint_secret_keys_must_be_allowlisted() -> None:
 
 def test_endpoint_secret_references_cannot_override_an_operator_serve_env_key() -> None:
     ep = endpoint(secretEnv=[{"name": "MODEL_CACHE", "secretKeyRef": {"name": "s", "key": "k"}}])
-    violations = admit(ep, settings=OperatorSettings(serve_env={"MODEL_CACHE": "/cache"}))
+    violations = admit(ep, settings=OperatorSettings(serve_env={"MODEL_CACHE": "/cache"}, require_policy=False))
     assert any("MODEL_CACHE is set by the operator (--serve-env)" in v for v in violations), violations
 
 
