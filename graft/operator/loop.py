@@ -50,7 +50,7 @@ from graft.operator.status import (
     needs_work,
     status_patch,
 )
-from graft.operator.storage import unreachable
+from graft.operator.storage import unreachable, unsupported_scheme
 
 log = logging.getLogger("graft.operator")
 EXPECTED = (ApiException, ClusterUnavailable, PromotionConflict, OSError)  # retried every RETRY_SECONDS
@@ -146,7 +146,7 @@ class Loop:
                 again = self.gate.check(job, prev, iso(now))
                 if again.refusal is not None:
                     return self._refuse(raw, prev, obs, again.refusal)
-            problem = unreachable(effective, self.settings) if backend is self.rayjobs else None
+            problem = (unreachable if backend is self.rayjobs else unsupported_scheme)(effective, self.settings)
             if problem is not None:
                 return self._refuse(raw, prev, obs, Refusal("StorageRequired", [problem]))
         step = backend.act(effective, prev, run)

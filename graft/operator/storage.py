@@ -18,7 +18,10 @@ from graft.operator.settings import OperatorSettings
 
 log = logging.getLogger("graft.operator")
 
-OBJECT_STORES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "hdfs://")
+# The object stores graft.storage writes to (checkpoints, result, log, model): s3:// through pyarrow,
+# any S3-compatible server included. Any other scheme would pass here and fail later, in the job and in
+# the operator's own reads and cleanup, so it is refused before any work starts.
+OBJECT_STORES = ("s3://",)
 
 
 def storage_root(job: FineTuneJob, settings: OperatorSettings) -> str | None:
@@ -32,11 +35,23 @@ def job_dir(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     return run_dir(root, job.metadata.namespace or "", job.metadata.name, uid) if root else None
 
 
+def unsupported_scheme(job: FineTuneJob, settings: OperatorSettings) -> str | None:
+    """Why the job's storage root has a scheme Graft cannot write (None: a path, file:// or s3://)."""
+    root = storage_root(job, settings)
+    if not root or "://" not in root or root.lower().startswith(("file://", *OBJECT_STORES)):
+        return None
+    field = "spec.checkpoints.storage" if job.spec.checkpoints.storage else "the operator's result storage (--result-storage)"
+    return (f"{field}: {root!r} uses {root.split('://', 1)[0]}://, which Graft cannot write checkpoints, results and "
+            f"models to; use s3://BUCKET/PATH (AWS or any S3-compatible server) or a path under {settings.storage_mount_path}")
+
+
 def unreachable(job: FineTuneJob, settings: OperatorSettings) -> str | None:
     """Why the job's storage cannot be reached from every pod of a RayJob cluster (None: it can)."""
     root = storage_root(job, settings)
     fix = ("set spec.checkpoints.storage to an object store URI (s3://...) or a path under "
            f"{settings.storage_mount_path}, or install the operator with a storage PVC or object store")
+    if scheme := unsupported_scheme(job, settings):
+        return scheme
     if not root:
         return f"spec.checkpoints.storage: unset and the operator has no default storage; {fix}"
     if root.startswith(OBJECT_STORES):
@@ -62,6 +77,6 @@ def remove_experiment(job: FineTuneJob, settings: OperatorSettings) -> bool:
         return False
     try:
         return storage.remove_experiment(own)
-    except OSError as exc:
+    except (OSError, ImportError, ValueError) as exc:  # unreachable, or no filesystem for the scheme
         log.warning("FineTuneJob %s/%s: could not delete its experiment under %s: %s", job.metadata.namespace, job.metadata.name, own, exc)
         return False

@@ -16,6 +16,7 @@ from graft.operator.guard import MAX_BACKOFF_SECONDS, RECONCILE_ERROR, RECONCILE
 from graft.operator.metrics import METRICS
 from graft.operator.settings import OperatorSettings
 from tests.integration.helpers import wait_for
+from tests.unit.fake_ray_dashboard import FakeRayDashboard
 from tests.unit.test_operator_loop import NS, Harness, condition
 
 pytestmark = [pytest.mark.unit, pytest.mark.tenancy]
@@ -25,7 +26,7 @@ BUGS = [KeyError("spec"), TypeError("unsupported operand"), ZeroDivisionError("d
 
 @pytest.fixture
 def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path),
+    harness = Harness(OperatorSettings(storage_pvc="graft-storage", storage_mount_path=str(tmp_path), result_storage=str(tmp_path), require_policy=False,
                                        resync_seconds=0.02, sweep_seconds=0.02, workers=1))
     yield harness
     harness.ctl.stop()
@@ -144,3 +145,21 @@ def test_one_shared_cluster_that_raises_never_stops_the_sweep_of_the_others(h: H
     monkeypatch.setattr(sweep, "_sweep_one", sweep_one)
     h.ctl.sweeper.known |= {"http://a", "http://b"}
     assert h.ctl.sweeper.run([], [], 0.0) == ["stopped-on-http://b"] and swept == ["http://a", "http://b"]
+
+
+@pytest.mark.parametrize("storage", ["gs://x/", "az://c/p", "hdfs://nn/p", "https://host/p"])
+def test_a_storage_scheme_graft_cannot_write_is_refused_before_any_ray_job(h: Harness, storage: str) -> None:
+    h.apply("gs", checkpoints={"storage": storage}, runtime={"ttlSecondsAfterFinished": 0})
+    assert h.reconcile("gs") is None
+    st = h.status("gs")
+    assert st["phase"] == "Failed" and condition(st, "Accepted")["reason"] == "StorageRequired"
+    assert "spec.checkpoints.storage" in st["message"] and "use s3://BUCKET/PATH" in st["message"]
+    assert h.rayjob("gs") is None
+
+
+def test_a_storage_scheme_graft_cannot_write_is_refused_before_a_shared_cluster_submission(tmp_path: Path) -> None:
+    with FakeRayDashboard() as dashboard:
+        h = Harness(OperatorSettings(require_policy=False, shared_dashboard_url=dashboard.url))
+        h.apply("gs", checkpoints={"storage": "gs://x/"}, runtime={"cluster": {"name": "shared"}, "ttlSecondsAfterFinished": 0})
+        assert h.reconcile("gs") is None
+        assert "spec.checkpoints.storage" in h.status("gs")["message"] and dashboard.requests("POST") == []
