@@ -28,17 +28,20 @@ from graft.api.safety import (
 from graft.api.spec import ClusterRef, FineTuneJob, ServingSpec
 from graft.operator.policy import Admission, admit, matching_policies
 from graft.operator.settings import OperatorSettings
+from graft.operator.unreadable import UnreadablePolicy, unreadable_violations
 
 
 @dataclass(frozen=True)
 class AdmissionContext:
     """What admission needs to know besides the object: namespace labels, every FineTunePolicy in
-    the cluster, the namespace's unfinished admitted jobs (this one excluded) and the settings."""
+    the cluster (parsed, and those that do not parse), the namespace's unfinished admitted jobs (this
+    one excluded) and the settings."""
 
     namespace_labels: dict[str, str]
     policies: list[FineTunePolicy]
     active_jobs: int = 0
     settings: OperatorSettings = field(default_factory=OperatorSettings)
+    unreadable: list[UnreadablePolicy] = field(default_factory=list)  # policies that failed to parse: fail closed
 
 
 @dataclass(frozen=True)
@@ -231,13 +234,16 @@ def serving_violations(prefix: str, serving: ServingSpec, selected: list[FineTun
 
 def admit_job(job: FineTuneJob, ctx: AdmissionContext) -> Admission:
     """`graft.operator.policy.admit` (limits, sources, images, defaults, maxConcurrentJobs) plus the
-    tenant boundary. Run the returned `job` (policy defaults filled in) when `allowed`."""
+    tenant boundary and unreadable policies. Run the returned `job` (policy defaults filled in) when
+    `allowed`."""
     base = admit(job, ctx.namespace_labels, ctx.policies, ctx.active_jobs)
     selected = matching_policies(ctx.namespace_labels, ctx.policies)
     namespace = job.metadata.namespace or ""
     spec = base.job.spec
+    broken = unreadable_violations(namespace, ctx.namespace_labels, ctx.unreadable)
     boundary = (
-        require_policy_violations(namespace, selected, ctx.settings)
+        broken  # an unreadable policy that governs the namespace selects it (requirePolicy is met, closed)
+        + (require_policy_violations(namespace, selected, ctx.settings) if not broken else [])
         + cluster_violations("spec.runtime.cluster", spec.runtime.cluster, namespace, selected, ctx.settings)
         + env_violations(base.job, selected, ctx.settings)
         + remote_code_violations("spec.model.trustRemoteCode", spec.model.trust_remote_code, namespace, selected)
@@ -247,7 +253,9 @@ def admit_job(job: FineTuneJob, ctx: AdmissionContext) -> Admission:
     )
     if not boundary:
         return base
-    return replace(base, allowed=False, violations=boundary + base.violations, retryable=False)
+    # Only unreadable policies (and capacity) in the way: the job waits until the policy is fixed.
+    waits = len(boundary) == len(broken) and (base.allowed or base.retryable)
+    return replace(base, allowed=False, violations=boundary + base.violations, retryable=waits)
 
 
 def admit_endpoint(endpoint: ModelEndpoint, ctx: AdmissionContext) -> EndpointAdmission:
@@ -258,7 +266,8 @@ def admit_endpoint(endpoint: ModelEndpoint, ctx: AdmissionContext) -> EndpointAd
     selected = matching_policies(ctx.namespace_labels, ctx.policies)
     namespace = endpoint.metadata.namespace or ""
     spec = endpoint.spec
-    out = require_policy_violations(namespace, selected, ctx.settings)
+    out = unreadable_violations(namespace, ctx.namespace_labels, ctx.unreadable)
+    out += require_policy_violations(namespace, selected, ctx.settings) if not out else []
     out += cluster_violations("spec.cluster", spec.cluster, namespace, selected, ctx.settings)
     out += serving_violations("spec.serving", spec.serving, selected)
     out += endpoint_secret_violations(endpoint, selected, ctx.settings)

@@ -16,8 +16,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy
 from graft.api.references import Unresolved, model_of, references, with_resolved
@@ -31,6 +29,7 @@ from graft.operator.names import run_dir
 from graft.operator.policy import KUEUE_QUEUE_LABEL
 from graft.operator.settings import OperatorSettings
 from graft.operator.status import ACCEPTED, Refusal
+from graft.operator.unreadable import UnreadablePolicy, read_policy
 
 
 @dataclass(frozen=True)
@@ -81,26 +80,30 @@ def _holds_a_slot(raw: dict[str, Any]) -> bool:
 class Gate:
     def __init__(self, store: Store, settings: OperatorSettings) -> None:
         self.store, self.settings = store, settings
-        self._parsed: dict[tuple[str, str], FineTunePolicy | None] = {}
+        self._parsed: dict[tuple[str, str], FineTunePolicy | UnreadablePolicy] = {}
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._admitting: dict[str, set[str]] = defaultdict(set)  # admitted here, status not yet seen
 
-    def policies(self) -> list[FineTunePolicy]:
-        out, seen = [], set()
+    def policies(self) -> tuple[list[FineTunePolicy], list[UnreadablePolicy]]:
+        """Every FineTunePolicy, parsed once per resourceVersion, and those that do not parse (they
+        refuse what they would have governed: graft.operator.unreadable)."""
+        out: list[FineTunePolicy] = []
+        unreadable: list[UnreadablePolicy] = []
+        seen = set()
         for raw in self.store.items(k.FINETUNEPOLICIES):
             key = (raw["metadata"]["name"], str(raw["metadata"].get("resourceVersion")))
             seen.add(key)
             if key not in self._parsed:
-                try:
-                    self._parsed[key] = FineTunePolicy.model_validate(_policy_doc(raw))
-                except ValidationError:
-                    self._parsed[key] = None  # the API server validated it; a newer operator field set is skipped
-            if (parsed := self._parsed[key]) is not None:
+                self._parsed[key] = read_policy(_policy_doc(raw))
+            parsed = self._parsed[key]
+            if isinstance(parsed, FineTunePolicy):
                 out.append(parsed)
+            else:
+                unreadable.append(parsed)
         for stale in set(self._parsed) - seen:
             self._parsed.pop(stale, None)
-        return out
+        return out, unreadable
 
     def _lock(self, namespace: str) -> threading.Lock:
         with self._guard:
@@ -150,12 +153,12 @@ class Gate:
         base = with_queue_label(job)
         if status is not None and status.admitted is not None:
             base = apply_admitted(base, status.admitted)
-        policies = self.policies()
-        labels = self.store.namespace_labels(ns) if policies else {}
+        policies, unreadable = self.policies()
+        labels = self.store.namespace_labels(ns) if policies or unreadable else {}
         limited = any(p.spec.limits.max_concurrent_jobs is not None for p in policies)
         lock = self._lock(ns) if limited else threading.Lock()
         with lock:
-            ctx = AdmissionContext(labels, policies, self.active_jobs(ns, name) if limited else 0, self.settings)
+            ctx = AdmissionContext(labels, policies, self.active_jobs(ns, name) if limited else 0, self.settings, unreadable)
             adm = admit_job(base, ctx)
             if adm.allowed and limited:
                 self._admitting[ns].add(name)
@@ -170,9 +173,9 @@ class Gate:
 
     def check_endpoint(self, endpoint: ModelEndpoint) -> list[str]:
         """Violations of the tenant boundary by an endpoint (none: it may be deployed or changed)."""
-        policies = self.policies()
-        labels = self.store.namespace_labels(endpoint.metadata.namespace or "") if policies else {}
-        return admit_endpoint(endpoint, AdmissionContext(labels, policies, 0, self.settings)).violations
+        policies, unreadable = self.policies()
+        labels = self.store.namespace_labels(endpoint.metadata.namespace or "") if policies or unreadable else {}
+        return admit_endpoint(endpoint, AdmissionContext(labels, policies, 0, self.settings, unreadable)).violations
 
     def settled(self, namespace: str, name: str) -> None:
         """The job's admission is visible in the store (or it finished, or was deleted)."""
