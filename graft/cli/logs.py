@@ -9,12 +9,20 @@ Where the log comes from, in order:
 The FineTuneJob is read with `kubectl` (the user's kubeconfig and credentials), so the light core
 install needs no Kubernetes client library. The dashboard of a KubeRay cluster is an in-cluster address: from outside, port-forward it
 (`kubectl port-forward svc/CLUSTER-head-svc 8265`) and pass `--dashboard http://127.0.0.1:8265`.
+
+Graft's Ray clusters require their token (graft.operator.rayauth). `graft logs` presents
+`--token`/`$RAY_AUTH_TOKEN`, else the key `auth_token` of the cluster's token Secret, read with
+`kubectl` as the user: only a user who may read Secrets in the namespace gets it; without it the
+dashboard refuses (401) and the copy on storage is printed instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -30,6 +38,9 @@ def add_parser(sub: Any, lazy: Any) -> None:
     p.add_argument("--dashboard", help="Ray dashboard URL to read from instead of status.dashboardUrl (e.g. a port-forward)")
     p.add_argument("-f", "--follow", action="store_true", help="stream new lines as they are written, until the Ray job ends")
     p.add_argument("--tail", type=int, default=None, metavar="N", help="print only the last N lines")
+    p.add_argument("--token", default=os.environ.get("RAY_AUTH_TOKEN"),
+                   help="the Ray cluster's auth token (default: $RAY_AUTH_TOKEN, else read from the cluster's token "
+                        "Secret with kubectl, when you may read Secrets in the namespace)")
     p.set_defaults(func=lazy("graft.cli.logs", "main"))
 
 
@@ -55,6 +66,24 @@ def _finetunejob(args: argparse.Namespace) -> dict[str, Any]:
         raise LogsError(f"cannot read FineTuneJob {args.name}: {reason}{hint}")
     obj: dict[str, Any] = json.loads(proc.stdout)
     return obj
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else the token in the job's Ray token Secret as the user may read it; None when the
+    user cannot (or the cluster is not one Graft created)."""
+    from graft.operator.names import ray_name
+    from graft.operator.rayauth import AUTH_TOKEN_KEY, auth_secret_name
+
+    if args.token:
+        return str(args.token)
+    proc = _kubectl(args, "get", "secret", auth_secret_name(ray_name(args.name)), "-o", "json")
+    if proc.returncode != 0:
+        return None
+    try:
+        data = (json.loads(proc.stdout).get("data") or {}).get(AUTH_TOKEN_KEY)
+        return base64.b64decode(data, validate=True).decode() if data else None
+    except (ValueError, binascii.Error, AttributeError):  # not JSON, not base64, not an object
+        return None
 
 
 def _http(url: str) -> str:
@@ -90,8 +119,9 @@ def main(args: argparse.Namespace) -> int:
     sid = st.get("jobSubmissionId")
     dashboard = args.dashboard or st.get("dashboardUrl")
     problems: list[str] = []
+    token = _token(args) if sid and dashboard else None
     if sid and dashboard:
-        api = RayJobs(_http(dashboard))
+        api = RayJobs(_http(dashboard), token=token)
         try:
             # Only a job the cluster still knows has its log there.
             text = api.logs(sid) if api.info(sid) is not None else None
@@ -102,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.write(_tail(text, args.tail))
             sys.stdout.flush()
             if args.follow:
-                return _follow(dashboard, sid, len(text))
+                return _follow(dashboard, sid, len(text), token)
             return 0
         if not problems:
             problems.append(f"the Ray cluster at {dashboard} has no log of job {sid} (any more)")
@@ -125,16 +155,18 @@ def main(args: argparse.Namespace) -> int:
     return 1
 
 
-def _follow(dashboard: str, sid: str, printed: int) -> int:
+def _follow(dashboard: str, sid: str, printed: int, token: str | None = None) -> int:
     """Stream the log as Ray writes it (the dashboard's websocket tail), until the Ray job ends.
 
     The tail starts at the beginning of the log: the first `printed` characters were printed already.
     """
     import websocket  # websocket-client
 
+    from graft.operator.rayauth import auth_headers
+
     url = _http(dashboard).replace("http", "ws", 1).rstrip("/") + f"/api/jobs/{sid}/logs/tail"
     try:
-        ws = websocket.create_connection(url, timeout=None)
+        ws = websocket.create_connection(url, timeout=None, header=[f"{k}: {v}" for k, v in auth_headers(token).items()])
     except (OSError, websocket.WebSocketException) as exc:
         print(f"graft logs: cannot follow the log at {url}: {exc}", file=sys.stderr)
         return 1

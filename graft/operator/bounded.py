@@ -15,9 +15,9 @@ class TooLarge(ValueError):
     """The response passed the limit; nothing more of it was read."""
 
 
-def get_json(url: str, limit: int, timeout: float) -> tuple[int, Any]:
-    """(status code, decoded JSON body or None) of a GET, reading at most `limit` bytes."""
-    with httpx.stream("GET", url, timeout=timeout) as resp:
+def get_json(url: str, limit: int, timeout: float, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(status code, decoded JSON body or None) of a GET with `headers`, reading at most `limit` bytes."""
+    with httpx.stream("GET", url, timeout=timeout, headers=headers) as resp:
         body = bytearray()
         for chunk in resp.iter_bytes():
             body += chunk

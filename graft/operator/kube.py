@@ -125,6 +125,18 @@ class Kube:
             raise
 
     # --------------------------------------------------------------- core objects
+    def create_secret(self, body: dict[str, Any]) -> bool:
+        """Create a Secret; False when one of that name exists already. The operator only ever
+        creates Secrets (the Ray token Secrets of graft.operator.rayauth): it cannot read any."""
+        METRICS.record_api("create", "secrets")
+        try:
+            self.core.create_namespaced_secret(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return False
+        return True
+
     def create_event(self, body: dict[str, Any]) -> None:
         METRICS.record_api("create", "events")
         self.core.create_namespaced_event(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted

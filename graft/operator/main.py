@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-pvc", help="PVC mounted into every Ray pod (at --storage-mount-path)")
     p.add_argument("--storage-mount-path", default="/mnt/graft")
     p.add_argument("--service-account", help="ServiceAccount of the Ray pods")
+    p.add_argument("--ray-auth-key-file", help="operator key (>= 32 bytes) from which each Ray cluster's token is derived "
+                   "(default: a random key per process; the chart mounts one from a Secret)")
     p.add_argument("--image-pull-policy", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent")
     p.add_argument("--submission-mode", choices=["K8sJobMode", "HTTPMode", "SidecarMode"],
                    help="how KubeRay submits a RayJob's Ray job: K8sJobMode (a submitter pod, default) or HTTPMode (no extra pod)")
@@ -88,6 +90,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "storage_pvc": args.storage_pvc,
         "storage_mount_path": args.storage_mount_path,
         "service_account": args.service_account,
+        "ray_auth_key_file": getattr(args, "ray_auth_key_file", None),
         "image_pull_policy": args.image_pull_policy,
         "resync_seconds": args.resync_seconds,
         "serve_port": getattr(args, "serve_port", None),

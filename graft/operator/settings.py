@@ -42,6 +42,9 @@ class OperatorSettings(BaseModel):
     storage_pvc: str | None = Field(default=None, description="PVC mounted into every Ray pod at storage_mount_path.")
     storage_mount_path: str = "/mnt/graft"
     service_account: str | None = Field(default=None, description="ServiceAccount of the Ray pods.")
+    ray_auth_key_file: str | None = Field(default=None, description=(
+        "File with the operator's key (at least 32 bytes) from which each Ray cluster's token is derived "
+        "(graft.operator.rayauth); unset: a random key per operator process."))
     job_env: dict[str, str] = Field(
         default_factory=lambda: {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"},
         description="Environment of every training job (spec.runtime.env overrides it).",

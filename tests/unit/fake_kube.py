@@ -18,7 +18,8 @@ from kubernetes.client import ApiException
 
 from graft.operator import kube as k
 
-READS, WRITES = ("get", "list", "namespace_labels"), ("create", "patch", "patch_status", "delete", "create_event")
+READS = ("get", "list", "namespace_labels")
+WRITES = ("create", "create_secret", "patch", "patch_status", "delete", "create_event")
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -39,6 +40,7 @@ class FakeKube:
         self.objects: dict[tuple[k.Kind, str, str], dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
         self.events: list[dict[str, Any]] = []
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name): created, never read back
         self.labels = namespace_labels or {}
         self._rv = 0
         self._lock = threading.Lock()
@@ -104,6 +106,15 @@ class FakeKube:
             if key in self.objects:
                 return copy.deepcopy(self.objects[key]), False
         return self.seed(kind, body), True
+
+    def create_secret(self, body: dict[str, Any]) -> bool:
+        self.calls["create_secret"] += 1
+        md = body["metadata"]
+        with self._lock:
+            if (md["namespace"], md["name"]) in self.secrets:
+                return False
+            self.secrets[(md["namespace"], md["name"])] = copy.deepcopy(body)
+        return True
 
     def patch(self, kind: k.Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.calls["patch"] += 1

@@ -11,7 +11,9 @@ Endpoints (as Ray's dashboard answers them):
     POST /api/jobs/<id>/stop                {"stopped": bool}; STOPPED at once unless `slow_stop`
     DELETE /api/jobs/<id>                   {"deleted": true} for a terminal job, 400 for a running one
 
-The test moves jobs along itself (`set_status`, `finish_stop`): nothing runs.
+The test moves jobs along itself (`set_status`, `finish_stop`): nothing runs. With `token` set, every
+request must carry it as Ray's token authentication reads it (`Authorization` or
+`X-Ray-Authorization: Bearer <token>`): none is 401, a wrong one 403, as Ray answers.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class FakeJob:
 class FakeRayDashboard:
     """Use as a context manager; `url` is the dashboard address, `calls` every (method, path) served."""
 
-    def __init__(self) -> None:
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+        self.refused: list[tuple[str, str, int]] = []  # (method, path, 401/403) turned away for the token
         self.jobs: dict[str, FakeJob] = {}
         self.packages: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []
@@ -125,8 +129,13 @@ class FakeRayDashboard:
                 body = self._body()
                 path = self.path.split("?", 1)[0]
                 with dashboard._lock:
-                    dashboard.calls.append((method, path))
-                    code, doc = dashboard._answer(method, path, body)
+                    code = dashboard._auth(self.headers.get("Authorization") or self.headers.get("X-Ray-Authorization"))
+                    if code:
+                        dashboard.refused.append((method, path, code))
+                        doc: Any = {"error": "Unauthorized" if code == 401 else "Forbidden"}
+                    else:
+                        dashboard.calls.append((method, path))
+                        code, doc = dashboard._answer(method, path, body)
                 self._send(code, doc)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's names
@@ -142,6 +151,14 @@ class FakeRayDashboard:
                 self._serve("DELETE")
 
         return Handler
+
+    def _auth(self, header: str | None) -> int:
+        """0 when the request may pass; 401 without a token, 403 with a wrong one (Ray's answers)."""
+        if self.token is None:
+            return 0
+        if not header:
+            return 401
+        return 0 if header == f"Bearer {self.token}" else 403
 
     def _answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         parts = [p for p in path.split("/") if p]

@@ -33,7 +33,8 @@ GONE = f"http://127.0.0.1:{_closed_port()}"  # the Ray cluster that ran the job 
 
 
 class Kubectl:
-    """A `kubectl` on PATH that answers `get finetunejob` with the job the test set (or an error)."""
+    """A `kubectl` on PATH that answers `get finetunejob` with the job the test set (or an error), and
+    `get secret` with the Secret the test set (else Forbidden, as for a user who may not read Secrets)."""
 
     def __init__(self, bin_dir: Path) -> None:
         self.dir = bin_dir
@@ -41,6 +42,8 @@ class Kubectl:
         script = bin_dir / "kubectl"
         script.write_text(
             '#!/bin/sh\nd="$(dirname "$0")"\nprintf "%s\\n" "$*" >> "$d/argv"\n'
+            'case "$*" in *" get secret "*) if [ -f "$d/secret.json" ]; then cat "$d/secret.json"; exit 0; fi\n'
+            '  echo "Error from server (Forbidden): secrets is forbidden" >&2; exit 1;; esac\n'
             'if [ -f "$d/stderr" ]; then cat "$d/stderr" >&2; exit 1; fi\ncat "$d/job.json"\n'
         )
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
@@ -49,6 +52,11 @@ class Kubectl:
         doc = {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob",
                "metadata": {"name": NAME, "namespace": NS}, "spec": {}, "status": status}
         (self.dir / "job.json").write_text(json.dumps(doc))
+
+    def secret(self, name: str, data: dict[str, str]) -> None:
+        """The Secret `get secret NAME` answers (data values base64-encoded already)."""
+        doc = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "data": data}
+        (self.dir / "secret.json").write_text(json.dumps(doc))
 
     def fail(self, stderr: str) -> None:
         (self.dir / "stderr").write_text(stderr)
@@ -87,7 +95,8 @@ def _logs(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, st
 def test_with_the_cluster_gone_the_stored_copy_is_printed(tmp_path: Path, kubectl: Kubectl, capsys: pytest.CaptureFixture[str]) -> None:
     kubectl.job(phase="Succeeded", jobSubmissionId=SID, dashboardUrl=GONE, logUri=_stored_copy(tmp_path))
     assert _logs(capsys) == (0, STORED, "")
-    assert kubectl.argv == [f"-n {NS} get finetunejob {NAME} -o json"]
+    # The job, then the Ray token Secret (the user may not read it here: the dashboard is asked without).
+    assert kubectl.argv == [f"-n {NS} get finetunejob {NAME} -o json", f"-n {NS} get secret {NAME}-ray-auth -o json"]
 
 
 def test_the_job_log_graft_jobs_kept_on_storage_is_what_is_printed(tmp_path: Path, kubectl: Kubectl, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,8 +35,17 @@ from graft.operator.backends.shared import job_log_uri, persist_log
 from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.builders.rayjob import job_result_uri
 from graft.operator.cache import Store
-from graft.operator.names import ANNOTATION_MODEL_VERSION, ANNOTATION_SPEC_HASH, ray_name, rayservice_url
+from graft.operator.names import (
+    ANNOTATION_MODEL_VERSION,
+    ANNOTATION_SPEC_HASH,
+    endpoint_labels,
+    job_labels,
+    owner_reference,
+    ray_name,
+    rayservice_url,
+)
 from graft.operator.policy import apply_kueue
+from graft.operator.rayauth import auth_secret, cluster_token
 from graft.operator.result import ResultSource
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import ClusterUnavailable, RayJobs
@@ -86,6 +95,16 @@ def observe_rayjob(rayjob: dict[str, Any] | None, suspend: bool, queue: str | No
     )
 
 
+def ensure_auth_secret(kube: k.Kube, settings: OperatorSettings, owner: dict[str, object], namespace: str,
+                       labels: dict[str, str]) -> None:
+    """Create the Ray token Secret of the RayJob/RayService of `owner` (an ownerReference) unless it
+    exists; the token is re-derived, never read back (graft.operator.rayauth)."""
+    name, uid = str(owner["name"]), str(owner["uid"])
+    token = cluster_token(settings.ray_auth_key_file, namespace, name, uid)
+    if kube.create_secret(auth_secret(namespace=namespace, ray_name=ray_name(name), token=token, labels=labels, owner=owner)):
+        log.info("created the Ray token Secret of %s/%s", namespace, name)
+
+
 class RayJobBackend:
     def __init__(self, kube: k.Kube, store: Store, settings: OperatorSettings) -> None:
         self.kube, self.store, self.settings = kube, store, settings
@@ -107,6 +126,9 @@ class RayJobBackend:
         rj = self._rayjob(job)
         queue = job.spec.runtime.queue_name
         if rj is None:
+            ns, name = job.metadata.namespace or "", job.metadata.name
+            owner = owner_reference(job.api_version, job.kind, name, job.metadata.uid_or_empty())
+            ensure_auth_secret(self.kube, self.settings, owner, ns, job_labels(name))
             rj, created = self.kube.create(k.RAYJOBS, apply_kueue(build_rayjob(job, self.settings), job))
             self.store.put(k.RAYJOBS, rj)
             if created:
@@ -135,8 +157,10 @@ class RayJobBackend:
         if not run.dashboard_url or not run.submission_id:
             return None
         base = run.dashboard_url if "://" in run.dashboard_url else f"http://{run.dashboard_url}"
+        ns, name = job.metadata.namespace or "", job.metadata.name
+        token = cluster_token(self.settings.ray_auth_key_file, ns, name, job.metadata.uid_or_empty())
         try:
-            text = RayJobs(base, timeout=LOG_TIMEOUT).logs(run.submission_id)
+            text = RayJobs(base, timeout=LOG_TIMEOUT, token=token).logs(run.submission_id)
         except ClusterUnavailable as exc:
             log.warning("the log of %s/%s is not kept: %s", job.metadata.namespace, job.metadata.name, exc)
             return None
@@ -191,6 +215,9 @@ class RayServiceBackend:
         desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = _hash(desired["spec"])
         rs = self.store.get(k.RAYSERVICES, ns, desired["metadata"]["name"])
         events: tuple[Event, ...] = ()
+        if rs is None or (rs["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+            # Also before an update: a RayService created before token authentication gains it then.
+            ensure_auth_secret(self.kube, self.settings, desired["metadata"]["ownerReferences"][0], ns, endpoint_labels(name))
         if rs is None:
             rs, _ = self.kube.create(k.RAYSERVICES, desired)
             self.store.put(k.RAYSERVICES, rs)

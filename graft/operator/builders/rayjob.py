@@ -14,6 +14,7 @@ from graft.api.spec import POD_SIZED_WORKERS_ENV, WORKER_POD_RESOURCE, FineTuneJ
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
 from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import job_labels, owner_reference, ray_name
+from graft.operator.rayauth import auth_options
 from graft.operator.result import RESULT_FILE
 from graft.operator.settings import OperatorSettings
 from graft.operator.storage import job_dir, storage_root
@@ -117,7 +118,10 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
         labels=labels,
     )
     worker["resources"] = {WORKER_POD_RESOURCE: "1"}  # one Train worker per pod (graft.jobs.tune.worker_resources)
-    return {"rayVersion": settings.ray_version, "headGroupSpec": head, "workerGroupSpecs": [worker]}
+    # Ray token authentication: only holders of the token (KubeRay, the operator, the cluster's own
+    # pods) may submit jobs or call the dashboard (graft.operator.rayauth).
+    return {"rayVersion": settings.ray_version, "authOptions": auth_options(ray_name(name)),
+            "headGroupSpec": head, "workerGroupSpecs": [worker]}
 
 
 CLUSTER_TTL_SECONDS = 60

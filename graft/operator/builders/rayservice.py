@@ -10,6 +10,7 @@ from graft.api.endpoint import ModelEndpoint
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
 from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import ANNOTATION_MODEL_VERSION, endpoint_labels, owner_reference, ray_name
+from graft.operator.rayauth import auth_options
 from graft.operator.settings import OperatorSettings
 from graft.serving.args import ServeArgs, serve_config
 
@@ -73,6 +74,7 @@ def _cluster_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict
     }
     return {
         "rayVersion": settings.ray_version,
+        "authOptions": auth_options(ray_name(name)),  # Ray token authentication (graft.operator.rayauth)
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": {
             "upscalingMode": "Default",

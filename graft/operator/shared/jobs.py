@@ -25,6 +25,7 @@ from graft.api.spec import FineTuneJob
 from graft.operator.backends.base import RunObservation, RunState
 from graft.operator.bounded import MAX_LOG_BYTES, get_json
 from graft.operator.builders.rayjob import job_result_uri, runtime_env, spec_document
+from graft.operator.rayauth import auth_headers
 from graft.operator.settings import OperatorSettings
 
 SPEC_FILE = "finetunejob.yaml"
@@ -188,14 +189,15 @@ def error_summary(log: str, limit: int = 1500) -> str:
 class RayJobs:
     """The Job Submission API of one Ray dashboard."""
 
-    def __init__(self, dashboard: str, timeout: float = 15.0) -> None:
+    def __init__(self, dashboard: str, timeout: float = 15.0, token: str | None = None) -> None:
         self.dashboard = dashboard.rstrip("/")
         self.timeout = timeout
+        self.headers = auth_headers(token)  # Ray token authentication (graft.operator.rayauth)
 
     def _request(self, method: str, path: str) -> httpx.Response:
         url = f"{self.dashboard}{path}"
         try:
-            return httpx.request(method, url, timeout=self.timeout)
+            return httpx.request(method, url, timeout=self.timeout, headers=self.headers)
         except httpx.HTTPError as exc:
             raise ClusterUnavailable(f"cannot reach the Ray dashboard at {self.dashboard} ({method} {path}): {exc}") from exc
 
@@ -227,7 +229,7 @@ class RayJobs:
         no such job. A larger log is refused (ClusterUnavailable), never read whole."""
         url = f"{self.dashboard}/api/jobs/{submission}/logs"
         try:
-            code, doc = get_json(url, MAX_LOG_BYTES, self.timeout)
+            code, doc = get_json(url, MAX_LOG_BYTES, self.timeout, headers=self.headers)
         except (httpx.HTTPError, ValueError) as exc:  # TooLarge and bad JSON are ValueErrors
             raise ClusterUnavailable(f"reading the log of Ray job {submission} on {self.dashboard}: {exc}") from exc
         if code == 404:
@@ -263,7 +265,7 @@ class RayJobs:
         with tempfile.TemporaryDirectory(prefix="graft-submit-") as tmp:
             (Path(tmp) / SPEC_FILE).write_text(sub.spec_yaml)
             try:
-                client = JobSubmissionClient(self.dashboard)
+                client = JobSubmissionClient(self.dashboard, headers=dict(self.headers) or None)
                 return client.submit_job(
                     entrypoint=sub.entrypoint,
                     submission_id=sub.submission_id,
