@@ -9,7 +9,9 @@ A checkpoint directory (Ray merges every rank's directory into one):
     deepspeed/state/       DeepSpeed: every rank's shards (`save_checkpoint`)
     hf/                     only when the epoch is the trial's best so far: the exported model
     graft_manifest_r<rank>.json  every rank, written last: the world size and every file the rank
-                            wrote with its size (`missing_files` checks a stored checkpoint against it)
+                            wrote with its size and keyed digest, signed with the job's state key
+                            (`missing_files` checks a stored checkpoint against it, `verify_checkpoint`
+                            that the job wrote it, before anything of it is loaded)
 
 Data order needs no state: every epoch's shuffle is seeded by (seed, epoch). So a worker group
 that restarts from the checkpoint of epoch k trains epochs k+1.. exactly as an uninterrupted run.
@@ -110,10 +112,46 @@ def manifest_file(rank: int) -> str:
     return f"graft_manifest_r{rank}.json"
 
 
-def write_manifest(out: Path, rank: int, world: int) -> None:
-    """List every file of this rank's checkpoint directory with its size; call it last."""
-    files = {p.relative_to(out).as_posix(): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
-    (out / manifest_file(rank)).write_text(json.dumps({"rank": rank, "world": world, "files": files}))
+def write_manifest(out: Path, rank: int, world: int, key: bytes | None = None) -> None:
+    """List every file of this rank's checkpoint directory with its size and keyed digest, signed
+    with the job's state key (graft.jobs.signing; default: `state_key()`); call it last."""
+    from graft.jobs.signing import digest, sign_doc, state_key
+
+    key = key if key is not None else state_key()
+    paths = [p for p in sorted(out.rglob("*")) if p.is_file() and not MANIFEST_PATTERN.fullmatch(p.name)]
+    files = {p.relative_to(out).as_posix(): p.stat().st_size for p in paths}
+    digests = {p.relative_to(out).as_posix(): digest(key, p.read_bytes()) for p in paths}
+    doc = sign_doc(key, {"rank": rank, "world": world, "files": files, "digests": digests})
+    (out / manifest_file(rank)).write_text(json.dumps(doc))
+
+
+def verify_checkpoint(src: Path, key: bytes) -> None:
+    """Raise graft.jobs.signing.Unverified unless every rank's manifest in the (merged) checkpoint
+    directory `src` is signed with `key` and the files are exactly those they list, unchanged.
+    DeepSpeed unpickles its shards: nothing is loaded from a checkpoint that fails this."""
+    from graft.jobs.signing import Unverified, digest, verify_doc
+
+    manifests = sorted(p for p in src.iterdir() if MANIFEST_PATTERN.fullmatch(p.name))
+    if not manifests:
+        raise Unverified(f"checkpoint {src} has no manifest")
+    expected: dict[str, str] = {}
+    for path in manifests:
+        try:
+            doc = verify_doc(key, json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise Unverified(f"{path.name} is not JSON") from exc
+        digests = doc.get("digests")
+        if not isinstance(digests, dict):
+            raise Unverified(f"{path.name} lists no digests")
+        expected.update({str(k): str(v) for k, v in digests.items()})
+    present = {p.relative_to(src).as_posix(): p for p in src.rglob("*") if p.is_file() and not MANIFEST_PATTERN.fullmatch(p.name)}
+    for name in sorted(present.keys() | expected.keys()):
+        if name not in expected:
+            raise Unverified(f"{name} in checkpoint {src} was not written by this job")
+        if name not in present:
+            raise Unverified(f"{name} is missing from checkpoint {src}")
+        if digest(key, present[name].read_bytes()) != expected[name]:
+            raise Unverified(f"{name} in checkpoint {src} was changed after this job wrote it")
 
 
 def missing_files(checkpoint_uri: str) -> list[str]:

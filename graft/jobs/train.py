@@ -263,13 +263,25 @@ class _Worker:
     # -- checkpoints -------------------------------------------------------------------------------
 
     def _restore(self, checkpoint: Any) -> Progress:
-        """Progress from the trial's latest checkpoint (Ray passes it to a restarted worker group)."""
-        from graft.jobs.checkpoint import load_rng, read_meta
+        """Progress from the trial's latest checkpoint (Ray passes it to a restarted worker group).
+        A checkpoint this job's state key does not vouch for (graft.jobs.signing) on any rank is not
+        loaded on any: the trial starts over."""
+        from graft.jobs.checkpoint import load_rng, read_meta, verify_checkpoint
+        from graft.jobs.signing import Unverified, state_key
 
         if checkpoint is None:
             return Progress()
         with checkpoint.as_directory() as d:
             src = Path(d)
+            try:
+                verify_checkpoint(src, state_key())
+                problem = None
+            except Unverified as exc:
+                problem = str(exc)
+            if not self._all_ranks_agree(problem is None):
+                print(f"[graft] trial {self.cfg.trial_id}: not restoring its checkpoint ({problem or 'refused on another rank'}); "
+                      "the trial starts over", flush=True)
+                return Progress()
             _, progress = read_meta(src)
             self.engine.load(src)
             load_rng(src, self.rank)
@@ -277,6 +289,17 @@ class _Worker:
         if self.rank == 0:
             print(f"[graft] trial {self.cfg.trial_id}: restored the checkpoint of epoch {progress.epoch} (step {progress.global_step}, restart {progress.restarts})", flush=True)
         return progress
+
+    def _all_ranks_agree(self, ok: bool) -> bool:
+        """True when `ok` on every rank (one all-reduce when the worker group has several)."""
+        import torch
+        import torch.distributed as dist
+
+        if self.world == 1 or not dist.is_initialized():
+            return ok
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=self.engine.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _report(self, metrics: dict[str, Any], progress: Progress, *, checkpoint: bool, export: bool) -> None:
         import ray.train

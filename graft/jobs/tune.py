@@ -17,12 +17,17 @@ after suspend) finds it and continues it with `Tuner.restore`: finished trials a
 unfinished and errored trials continue, and each continued trial's `TorchTrainer` (same run name,
 same storage) reloads its checkpoint-manager snapshot, so its workers start from the trial's
 latest checkpoint. Without a uid (`graft run`) every invocation gets a fresh name.
+
+Ray unpickles what it restores, and the job's storage is tenant-writable: an attempt restores the
+experiment only when the keyed manifest the earlier attempts wrote vouches for every state file
+(graft.jobs.signing, graft.jobs.state_signer); otherwise it removes those files and starts over.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +37,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import ray
+import ray.cloudpickle as ray_pickle
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -39,6 +45,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from graft import storage as store
 from graft.api.quantity import quantity_bytes
 from graft.api.spec import POD_SIZED_WORKERS_ENV, WORKER_POD_RESOURCE, FineTuneJob, FineTuneJobSpec
+from graft.api.statekey import STATE_KEY_ENV
 from graft.jobs.events import JobEvent, JobResumedEvent
 from graft.jobs.placement import (
     final_sweep,
@@ -46,6 +53,8 @@ from graft.jobs.placement import (
     release_placement_group,
 )
 from graft.jobs.search_space import apply_config, describe, param_space
+from graft.jobs.signing import state_key
+from graft.jobs.state_signer import TUNER_FILE, StateSigner, restorable
 from graft.jobs.tasks import TaskData
 from graft.jobs.tracker import PROGRESS_FILE, TrialTracker
 from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
@@ -247,6 +256,7 @@ def run_tuning(
     fs, runs_path = store.arrow_filesystem(runs)
     filesystem = fs if remote else None
     use_gpu = spec.resources.gpus_per_worker > 0
+    key = state_key()
     plan = TrialPlan(
         job_name=job.metadata.name,
         spec=spec,
@@ -254,13 +264,20 @@ def run_tuning(
         run_name=run_name,
         train_storage=f"{runs_path}/{run_name}/train",
         train_filesystem=filesystem,
-        env=default_env(use_gpu, spec.runtime.env, spec.resources.cpus_per_worker),
+        # The state key reaches the Train workers (they sign and verify checkpoints) through their
+        # runtime env, over any spec.runtime.env value of the same name.
+        env={**default_env(use_gpu, spec.runtime.env, spec.resources.cpus_per_worker), STATE_KEY_ENV: key.decode("utf-8")},
     )
     scheme = f"{urlparse(runs).scheme}://" if remote else ""
     tracker = TrialTracker(spec, emit, progress_uri=store.join(runs, run_name, PROGRESS_FILE), scheme=scheme)
     tracker.load()
     experiment = f"{runs_path}/{run_name}"
-    restored = tune.Tuner.can_restore(experiment, storage_filesystem=filesystem)
+    # Restore only what this job wrote (graft.jobs.signing): Ray unpickles what it restores.
+    signed_fs, signed_path = store.fsspec_filesystem(store.join(runs, run_name))
+    ignore = {PROGRESS_FILE}  # Graft's own JSON, read as data
+    manifest, _ = restorable(signed_fs, signed_path, key, ignore)
+    signer = StateSigner(signed_fs, signed_path, key, ignore, manifest)
+    restored = manifest is not None and tune.Tuner.can_restore(experiment, storage_filesystem=filesystem)
     resumed = tracker.begin_attempt(restored)
     if resumed is not None:
         emit(JobResumedEvent(attempt=resumed.attempt, restored=restored, trials_skipped=resumed.trials_skipped, trials_resumed=resumed.trials_resumed, time_lost_seconds=resumed.time_lost_seconds))
@@ -278,10 +295,12 @@ def run_tuning(
         # dropped); this attempt's tracker, loaded from graft_progress.json, takes their place.
         local = tuner._local_tuner
         assert local is not None  # a local (not Ray Client) Tuner
-        local.get_run_config().callbacks = [tracker]
+        local.get_run_config().callbacks = [tracker, signer]
     else:
-        tuner = _new_tuner(spec, trainable, run_name, runs_path, filesystem, tracker)
+        tuner = _new_tuner(spec, trainable, run_name, runs_path, filesystem, [tracker, signer])
+        _sign_tuner(tuner, signer, signed_fs, signed_path)
     grid = tuner.fit()
+    signer.sign_staging()
     final_sweep()
     errors = []
     for r in grid:
@@ -295,7 +314,20 @@ def run_tuning(
     return TuneOutcome(run_name=run_name, tracker=tracker, errors=errors)
 
 
-def _new_tuner(spec: FineTuneJobSpec, trainable: Any, run_name: str, runs_path: str, filesystem: Any, tracker: TrialTracker) -> tune.Tuner:
+def _sign_tuner(tuner: tune.Tuner, signer: StateSigner, fs: Any, path: str) -> None:
+    """Sign tuner.pkl with the bytes this process pickled (never as read back from storage): Tune
+    pickles the same state the same way, and the bytes on storage must be those."""
+    local = tuner._local_tuner
+    assert local is not None  # a local (not Ray Client) Tuner
+    pickled = ray_pickle.dumps(local.__getstate__())
+    if fs.cat_file(f"{path}/{TUNER_FILE}") != pickled:
+        print("[graft] tuner.pkl on storage is not what this job pickled: a later attempt will not restore this experiment",
+              file=sys.stderr, flush=True)
+        return
+    signer.sign_tuner(pickled)
+
+
+def _new_tuner(spec: FineTuneJobSpec, trainable: Any, run_name: str, runs_path: str, filesystem: Any, callbacks: list[Any]) -> tune.Tuner:
     search_alg = make_search_alg(spec)
     return tune.Tuner(
         trainable,
@@ -315,7 +347,7 @@ def _new_tuner(spec: FineTuneJobSpec, trainable: Any, run_name: str, runs_path: 
             name=run_name,
             storage_path=runs_path,
             storage_filesystem=filesystem,
-            callbacks=[tracker],
+            callbacks=callbacks,
             verbose=0,
         ),
     )
