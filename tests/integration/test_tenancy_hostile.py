@@ -1,4 +1,4 @@
-"""A hostile tenant against the real API server and `graft operator` (issue 8).
+"""A hostile tenant against the real API server and `graft operator` (issues 8 and 21).
 
 Two tenant namespaces, `team-a` (the attacker) and `team-b` (the victim, with a job, an endpoint and
 a model on the shared storage). For each way in: the attempt, the refusal with a readable reason,
@@ -170,6 +170,27 @@ def test_remote_code_is_refused_without_a_policy_allowing_it(tenants: Tenants, u
     assert "remote" not in names(tenants.cp, RJ, tenants.a)
 
 
+def test_endpoint_remote_code_is_refused_without_a_policy_allowing_it(tenants: Tenants, untouched: None) -> None:
+    apply(tenants.cp, endpoint("remote-ep", model={"uri": f"{MOUNT}/{tenants.a}/m", "trustRemoteCode": True}), tenants.a)
+    assert "spec.model.trustRemoteCode" in rejected(tenants, MEP, "remote-ep")
+    assert "remote-ep" not in names(tenants.cp, RS, tenants.a)
+
+
+@pytest.mark.parametrize("key", ["AWS_ENDPOINT_URL_S3", "http_proxy", "REQUESTS_CA_BUNDLE"])
+def test_environment_that_redirects_downloads_or_storage_is_refused(tenants: Tenants, untouched: None, key: str) -> None:
+    name = "redirect-" + key.lower().replace("_", "-")
+    apply(tenants.cp, job(name, runtime={"env": {key: "http://evil.example"}}), tenants.a)
+    assert f"spec.runtime.env: {key} is not in the default environment allowlist" in rejected(tenants, FTJ, name)
+    assert name not in names(tenants.cp, RJ, tenants.a)
+
+
+def test_a_secret_key_cannot_redirect_storage(tenants: Tenants, untouched: None) -> None:
+    runtime = {"secretEnv": [{"name": "AWS_ENDPOINT_URL_S3", "secretKeyRef": {"name": "evil", "key": "url"}}]}
+    apply(tenants.cp, job("redirect-secret", runtime=runtime), tenants.a)
+    assert "spec.runtime.secretEnv: AWS_ENDPOINT_URL_S3" in rejected(tenants, FTJ, "redirect-secret")
+    assert "redirect-secret" not in names(tenants.cp, RJ, tenants.a)
+
+
 # ---- item 6: storage partitions and checkpoint storage under policy
 
 def test_job_cannot_write_into_another_namespaces_storage(tenants: Tenants, untouched: None) -> None:
@@ -226,8 +247,7 @@ def test_credentials_in_plain_env_are_refused_and_never_echoed(tenants: Tenants,
 def test_secret_references_reach_the_pods_and_never_a_value(tenants: Tenants, untouched: None) -> None:
     cp = tenants.cp
     cp.kubectl("create", "secret", "generic", "hf", "-n", tenants.a, "--from-literal=token=s3cr3t-value")
-    runtime = {"secretEnv": [{"name": "HF_TOKEN", "secretKeyRef": {"name": "hf", "key": "token"}}],
-               "envFromSecrets": [{"name": "hf"}]}
+    runtime = {"secretEnv": [{"name": "HF_TOKEN", "secretKeyRef": {"name": "hf", "key": "token"}}]}
     apply(cp, job("creds", runtime=runtime), tenants.a)
     rayjob = wait_for(lambda: get(cp, RJ, "creds", tenants.a), what="the RayJob")
     cluster = rayjob["spec"]["rayClusterSpec"]
@@ -235,7 +255,7 @@ def test_secret_references_reach_the_pods_and_never_a_value(tenants: Tenants, un
         g["template"]["spec"]["containers"][0] for g in cluster["workerGroupSpecs"]]
     for c in containers:
         assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token", "optional": False}}} in c["env"]
-        assert {"secretRef": {"name": "hf", "optional": False}} in c["envFrom"]
+        assert not c.get("envFrom")  # named keys only, never a whole Secret
     everything = json.dumps(rayjob) + json.dumps(get(cp, FTJ, "creds", tenants.a)) + \
         cp.kubectl("get", "events,configmaps", "-n", tenants.a, "-o", "json").stdout
     assert "s3cr3t-value" not in everything
@@ -244,8 +264,7 @@ def test_secret_references_reach_the_pods_and_never_a_value(tenants: Tenants, un
 def test_endpoint_secret_references_reach_the_serving_pods_and_never_a_value(tenants: Tenants, untouched: None) -> None:
     cp = tenants.cp
     cp.kubectl("create", "secret", "generic", "s3-read", "-n", tenants.a, "--from-literal=secret=s3cr3t-serving")
-    refs = {"secretEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "secretKeyRef": {"name": "s3-read", "key": "secret"}}],
-            "envFromSecrets": [{"name": "s3-read"}]}
+    refs = {"secretEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "secretKeyRef": {"name": "s3-read", "key": "secret"}}]}
     apply(cp, endpoint("creds-ep", model={"uri": f"{MOUNT}/{tenants.a}/m"}, **refs), tenants.a)
     rayservice = wait_for(lambda: get(cp, RS, "creds-ep", tenants.a), what="the RayService")
     cluster = rayservice["spec"]["rayClusterConfig"]
@@ -254,7 +273,7 @@ def test_endpoint_secret_references_reach_the_serving_pods_and_never_a_value(ten
     for c in containers:
         assert {"name": "AWS_SECRET_ACCESS_KEY",
                 "valueFrom": {"secretKeyRef": {"name": "s3-read", "key": "secret", "optional": False}}} in c["env"]
-        assert {"secretRef": {"name": "s3-read", "optional": False}} in c["envFrom"]
+        assert not c.get("envFrom")
     everything = json.dumps(rayservice) + json.dumps(get(cp, MEP, "creds-ep", tenants.a)) + \
         cp.kubectl("get", "events,configmaps", "-n", tenants.a, "-o", "json").stdout
     assert "s3cr3t-serving" not in everything
