@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--result-storage", help="shared path/URI for result.json of jobs without spec.checkpoints.storage")
     p.add_argument("--storage-pvc", help="PVC mounted into every Ray pod (at --storage-mount-path)")
     p.add_argument("--storage-mount-path", default="/mnt/graft")
+    p.add_argument("--storage-group", type=int, default=2000,
+                   help="GID shared by the Ray pods and the operator on the storage PVC (docs/install.md#storage)")
     p.add_argument("--service-account", help="ServiceAccount of the Ray pods")
     p.add_argument("--ray-auth-key-file", help="operator key (>= 32 bytes) from which each Ray cluster's token is derived "
                    "(default: a random key per process; the chart mounts one from a Secret)")
@@ -89,6 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "result_storage": args.result_storage,
         "storage_pvc": args.storage_pvc,
         "storage_mount_path": args.storage_mount_path,
+        "storage_group": args.storage_group,
         "service_account": args.service_account,
         "ray_auth_key_file": getattr(args, "ray_auth_key_file", None),
         "image_pull_policy": args.image_pull_policy,

@@ -41,6 +41,9 @@ class OperatorSettings(BaseModel):
     )
     storage_pvc: str | None = Field(default=None, description="PVC mounted into every Ray pod at storage_mount_path.")
     storage_mount_path: str = "/mnt/graft"
+    storage_group: int = Field(default=2000, ge=1, description=(
+        "GID the Ray pods (supplementalGroups) and the operator share on the storage PVC: directories there are "
+        "setgid 2770 of it, never world-writable (docs/install.md#storage)."))
     service_account: str | None = Field(default=None, description="ServiceAccount of the Ray pods.")
     ray_auth_key_file: str | None = Field(default=None, description=(
         "File with the operator's key (at least 32 bytes) from which each Ray cluster's token is derived "

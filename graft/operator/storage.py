@@ -3,15 +3,18 @@
 The root is `spec.checkpoints.storage`, else the operator's storage setting. A job writes its
 checkpoints, result, log and model under `<root>/<namespace>/<name>-<uid8>/`. On the RayJob path
 the root must be reachable from every pod of the job's own cluster: an object store URI
-(`s3://`, `gs://`, ...), or a path under the PVC mounted into every Ray pod.
+(`s3://`, `gs://`, ...), or the PVC's mount path (or a path inside the namespace's own part of it,
+`<mount>/<namespace>/...`: each Ray pod mounts only its namespace's part, at that path).
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
+from pathlib import Path
 
 from graft import storage
+from graft.api import locations
 from graft.api.spec import FineTuneJob
 from graft.operator.names import run_dir
 from graft.operator.settings import OperatorSettings
@@ -56,15 +59,21 @@ def unreachable(job: FineTuneJob, settings: OperatorSettings) -> str | None:
         return f"spec.checkpoints.storage: unset and the operator has no default storage; {fix}"
     if root.startswith(OBJECT_STORES):
         return None
-    path = root.removeprefix("file://")
-    if "://" in path:
+    try:
+        where = locations.parse(root)
+    except locations.LocationError as exc:
+        return f"spec.checkpoints.storage: {exc}; {fix}"
+    if not where.local:
         return f"spec.checkpoints.storage: {root!r} is not a storage every Ray pod can reach; {fix}"
-    mount = settings.storage_mount_path.rstrip("/")
-    inside = posixpath.normpath(path) == mount or posixpath.normpath(path).startswith(mount + "/")
-    if settings.storage_pvc and inside and ".." not in path.split("/"):
+    # A Ray pod mounts only its namespace's part, at <mount>/<namespace>: the root must be the mount
+    # itself (jobs write under <root>/<namespace>/) or lie inside that part.
+    mount = settings.storage_mount_path
+    own = posixpath.join(mount, job.metadata.namespace or "")
+    if settings.storage_pvc and (where == locations.parse(mount) or locations.under(where, own)):
         return None
-    where = f"the PVC {settings.storage_pvc} is mounted at {mount}" if settings.storage_pvc else "no PVC is mounted into Ray pods"
-    return f"spec.checkpoints.storage: {root!r} is a local path, but {where}; {fix}"
+    mounted = (f"the Ray pods mount only the namespace's part of the PVC {settings.storage_pvc}, at {own}"
+               if settings.storage_pvc else "no PVC is mounted into Ray pods")
+    return f"spec.checkpoints.storage: {root!r} is a local path, but {mounted}; {fix}"
 
 
 def remove_experiment(job: FineTuneJob, settings: OperatorSettings) -> bool:
@@ -80,3 +89,18 @@ def remove_experiment(job: FineTuneJob, settings: OperatorSettings) -> bool:
     except (OSError, ImportError, ValueError) as exc:  # unreachable, or no filesystem for the scheme
         log.warning("FineTuneJob %s/%s: could not delete its experiment under %s: %s", job.metadata.namespace, job.metadata.name, own, exc)
         return False
+
+
+def ensure_namespace_part(namespace: str, settings: OperatorSettings) -> None:
+    """Create `<storageMountPath>/<namespace>` (setgid 2770, `graft.storage.DIR_MODE`) before the
+    first Ray cluster of the namespace: its storage claim is backed by that directory only (on
+    hostPath, a PersistentVolume of type Directory), and the operator, which mounts the whole root,
+    creates it with the storage group. Nothing to do without a PVC or where the root is not mounted
+    here (an operator outside the cluster); a failure is logged: the Ray pods then wait for the volume."""
+    root = Path(settings.storage_mount_path)
+    if not settings.storage_pvc or not root.is_dir():
+        return
+    try:
+        storage.ensure_dir(root / namespace)
+    except OSError as exc:
+        log.warning("cannot create the storage part %s of namespace %s: %s", root / namespace, namespace, exc)

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 # without Helm on the same session control plane, and Helm refuses to adopt those objects.
 RELEASE = "graft-flagship"
 STORAGE_CLAIM = "graft-storage"
+STORAGE_GROUP = 2000  # the chart's operator.storageGroup default
 # Sized for a 2-core node (allocatable 2000m, of which the operator and CoreDNS take 200m): see
 # examples/finetune-kubernetes.yaml. HTTPMode saves KubeRay's 500m submitter pod, so a one-worker
 # job (head 250m + worker 500m) fits next to the serving endpoint (head 250m + autoscaler 200m +
@@ -67,11 +68,12 @@ class Release:
 
 @contextmanager
 def installed(cp: ControlPlane, node: KubeNode, storage: Path, name: str) -> Iterator[Release]:
-    """Images loaded, the chart installed with hostPath `storage` (world-writable: Ray pods run as
-    uid 1000, the operator as 65532) for one new tenant namespace; all of it removed afterwards,
-    the timings printed under `name`."""
+    """Images loaded, the chart installed with hostPath `storage` (owned by the storage group, setgid
+    2770, never world-writable: Ray pods run as uid 1000 and the operator as 65532, both in that
+    group; docs/install.md#storage) for one new tenant namespace; all of it removed afterwards, the
+    timings printed under `name`."""
     images_s = load_images(node)
-    storage.chmod(0o1777)
+    prepare_storage(storage)
     operator_ns = cp.create_namespace(prefix="graft-system")
     tenant = cp.create_namespace(prefix="team")
     rel = install(cp, storage, operator_ns, tenant)
@@ -84,6 +86,12 @@ def installed(cp: ControlPlane, node: KubeNode, storage: Path, name: str) -> Ite
         uninstall(rel)
         cp.delete_namespace(operator_ns, wait=True, timeout=120)
         print(f"\n{name} timings (s):", json.dumps({k: round(v, 1) for k, v in rel.timings.items()}, indent=1))
+
+
+def prepare_storage(storage: Path) -> None:
+    """The node directory of hostPath storage as docs/install.md#storage says: `install -d -m 2770 -g GID`."""
+    os.chown(storage, 0, STORAGE_GROUP)
+    storage.chmod(0o2770)
 
 
 def install(cp: ControlPlane, storage: Path, operator_ns: str, tenant: str, extra: dict[str, Any] | None = None) -> Release:

@@ -48,11 +48,30 @@ def test_hostpath_storage_binds_one_volume_per_namespace_to_its_claim() -> None:
     claims = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
     assert set(volumes) == set(claims) == {"graft-system", "team-a"}
     for ns, pv in volumes.items():
-        assert pv["spec"]["hostPath"] == {"path": "/srv/graft", "type": "Directory"}
         assert pv["spec"]["claimRef"]["name"] == "graft-storage"
         assert claims[ns]["metadata"]["name"] == "graft-storage"
         assert claims[ns]["spec"]["volumeName"] == pv["metadata"]["name"]
         assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+
+
+@pytest.mark.tenancy
+def test_hostpath_storage_backs_each_tenant_claim_with_its_own_part_only() -> None:
+    """Issue 21, finding 4: every namespace's volume was the same node directory, so a tenant pod
+    mounting its own claim saw every tenant's files. The operator's claim keeps the whole root."""
+    values = {**HOSTPATH_VALUES, "hostPathStorage": {**HOSTPATH_VALUES["hostPathStorage"], "namespaces": ["team-a", "team-b"]}}
+    volumes = {d["spec"]["claimRef"]["namespace"]: d["spec"]["hostPath"] for d in render_chart(values) if d["kind"] == "PersistentVolume"}
+    assert volumes == {
+        "graft-system": {"path": "/srv/graft", "type": "Directory"},
+        "team-a": {"path": "/srv/graft/team-a", "type": "Directory"},
+        "team-b": {"path": "/srv/graft/team-b", "type": "Directory"},
+    }
+
+
+@pytest.mark.tenancy
+def test_the_operator_joins_the_storage_group_and_passes_it_to_the_ray_pods() -> None:
+    pod = _pod(render_chart({"operator": {"storagePvc": "graft-storage", "storageGroup": 3000}}))
+    assert 3000 in pod["securityContext"]["supplementalGroups"]
+    assert "--storage-group=3000" in pod["containers"][0]["args"]
 
 
 def test_hostpath_storage_without_a_claim_name_is_refused_with_the_fix() -> None:

@@ -34,6 +34,7 @@ from graft.operator.backends.pods import CLUSTER_LABEL, pod_problem
 from graft.operator.backends.shared import job_log_uri, persist_log
 from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.builders.rayjob import job_result_uri
+from graft.operator.builders.statekey import state_key_secret
 from graft.operator.cache import Store
 from graft.operator.names import (
     ANNOTATION_MODEL_VERSION,
@@ -49,7 +50,7 @@ from graft.operator.rayauth import auth_secret, cluster_token
 from graft.operator.result import ResultSource
 from graft.operator.settings import OperatorSettings
 from graft.operator.shared.jobs import ClusterUnavailable, RayJobs
-from graft.operator.storage import remove_experiment
+from graft.operator.storage import ensure_namespace_part, remove_experiment
 
 log = logging.getLogger("graft.operator")
 LOG_TIMEOUT = 5.0  # seconds for the one read of a finished job's log
@@ -129,7 +130,10 @@ class RayJobBackend:
             ns, name = job.metadata.namespace or "", job.metadata.name
             owner = owner_reference(job.api_version, job.kind, name, job.metadata.uid_or_empty())
             ensure_auth_secret(self.kube, self.settings, owner, ns, job_labels(name))
-            rj, created = self.kube.create(k.RAYJOBS, apply_kueue(build_rayjob(job, self.settings), job))
+            ensure_namespace_part(job.metadata.namespace or "", self.settings)
+            # A new state key per RayJob (graft.api.statekey): a re-created RayJob's attempt restores nothing.
+            key_secret = self.kube.create_generated_secret(state_key_secret(job))
+            rj, created = self.kube.create(k.RAYJOBS, apply_kueue(build_rayjob(job, self.settings, key_secret), job))
             self.store.put(k.RAYJOBS, rj)
             if created:
                 log.info("created RayJob %s/%s", job.metadata.namespace, rj["metadata"]["name"])
@@ -219,6 +223,7 @@ class RayServiceBackend:
             # Also before an update: a RayService created before token authentication gains it then.
             ensure_auth_secret(self.kube, self.settings, desired["metadata"]["ownerReferences"][0], ns, endpoint_labels(name))
         if rs is None:
+            ensure_namespace_part(ns, self.settings)
             rs, _ = self.kube.create(k.RAYSERVICES, desired)
             self.store.put(k.RAYSERVICES, rs)
         elif (rs["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:

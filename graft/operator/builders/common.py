@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import posixpath
 from decimal import Decimal
 from typing import Any
 
@@ -85,3 +87,31 @@ def worker_group(
             labels=labels,
         ),
     }
+
+
+def namespace_mount_path(settings: OperatorSettings, namespace: str) -> str:
+    """Where a namespace's Ray pods mount its storage claim: `<storageMountPath>/<namespace>`, the
+    same path the operator sees that namespace's part at (it mounts the whole root)."""
+    return posixpath.join(settings.storage_mount_path, namespace)
+
+
+def with_namespace_storage(cluster_spec: dict[str, Any], namespace: str, settings: OperatorSettings) -> dict[str, Any]:
+    """A copy of a RayCluster spec whose pods mount the storage claim of `namespace` (backed by that
+    namespace's part of the storage only, docs/install.md#storage) at `namespace_mount_path`, so the
+    paths a job writes are the same in its pods and in the operator, and which run with the storage
+    group as a supplemental group (directories on the storage are setgid 2770 of that group: the Ray
+    pods, uid 1000, write and the operator, uid 65532, reads; no one else)."""
+    if not settings.storage_pvc:
+        return cluster_spec
+    out = copy.deepcopy(cluster_spec)
+    for group in [out["headGroupSpec"], *out["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        for container in pod["containers"]:
+            for mount in container.get("volumeMounts") or []:
+                if mount["name"] == STORAGE_VOLUME:
+                    mount["mountPath"] = namespace_mount_path(settings, namespace)
+        security = pod.setdefault("securityContext", {})
+        groups = security.setdefault("supplementalGroups", [])
+        if settings.storage_group not in groups:
+            groups.append(settings.storage_group)
+    return out

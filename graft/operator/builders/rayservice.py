@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from graft.api.endpoint import ModelEndpoint
-from graft.operator.builders.common import cpu_quantity, pod_template, resources, worker_group
+from graft.operator.builders.common import cpu_quantity, pod_template, resources, with_namespace_storage, worker_group
 from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import ANNOTATION_MODEL_VERSION, endpoint_labels, owner_reference, ray_name
 from graft.operator.rayauth import auth_options
@@ -105,7 +105,7 @@ def build_rayservice(endpoint: ModelEndpoint, settings: OperatorSettings) -> dic
         "spec": {
             "serveConfigV2": yaml.safe_dump(build_serve_config(endpoint, settings), sort_keys=False),
             "upgradeStrategy": {"type": "NewCluster"},
-            "rayClusterConfig": with_secret_env(  # references only: the kubelet reads the Secrets
-                _cluster_config(endpoint, settings), endpoint.spec.secret_env),
+            "rayClusterConfig": with_namespace_storage(with_secret_env(  # references only: the kubelet reads the Secrets
+                _cluster_config(endpoint, settings), endpoint.spec.secret_env), namespace, settings),
         },
     }
