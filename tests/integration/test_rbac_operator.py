@@ -30,6 +30,7 @@ NEEDED: list[tuple[str, str, str, str | None]] = [
     *[(v, "ray.io", "rayjobs", None) for v in ("get", "list", "watch", "create", "patch", "delete")],
     *[(v, "ray.io", "rayservices", None) for v in ("get", "list", "watch", "create", "patch")],
     ("create", "", "events", None),
+    ("create", "", "secrets", None),  # the Ray token Secrets (graft.operator.rayauth): created, never read
     ("list", "", "pods", None),
     ("watch", "", "pods", None),
 ]
@@ -41,7 +42,7 @@ NEEDED_CLUSTER: list[tuple[str, str, str]] = [
 ]
 # Things the operator never does, in a watched namespace.
 DENIED: list[tuple[str, str, str, str | None]] = [
-    *[(v, "", "secrets", None) for v in ("get", "list", "watch", "create")],
+    *[(v, "", "secrets", None) for v in ("get", "list", "watch", "update", "patch", "delete")],
     ("create", "", "pods", None),
     ("create", "", "pods", "exec"),
     ("get", "", "pods", "log"),

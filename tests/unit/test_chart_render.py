@@ -7,6 +7,7 @@ Marked integration: it needs the helm binary from the control plane build (or $G
 from __future__ import annotations
 
 import argparse
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.integration.rbac import CHART, KUBE_VERSION, HelmError, helm, render_
 pytestmark = pytest.mark.integration
 
 # The namespaced rules, verbatim: the operator's contract with the API server.
+RAY_AUTH_KEY_FILE = "/etc/graft/ray-auth/key"
 OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["graft.dev"], "resources": ["finetunejobs"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["graft.dev"], "resources": ["modelendpoints"], "verbs": ["get", "list", "watch", "create", "patch"]},
@@ -28,6 +30,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},  # Ray token Secrets: never read
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 NAMESPACED_PEERING_RULE = {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
@@ -110,10 +113,12 @@ def test_watch_namespaces_get_a_role_each_and_only_cluster_reads(rendered: dict[
 
 
 @pytest.mark.parametrize("combination", list(COMBINATIONS))
-def test_no_rule_reaches_secrets_or_wildcards(rendered: dict[str, list[dict[str, Any]]], combination: str) -> None:
+def test_no_rule_reads_secrets_or_uses_wildcards(rendered: dict[str, list[dict[str, Any]]], combination: str) -> None:
+    """Secrets only ever created (the operator's Ray token Secrets, graft.operator.rayauth), never read."""
     for doc in rendered[combination]:
         for rule in doc.get("rules", []) if doc["kind"] in ("ClusterRole", "Role") else []:
-            assert "secrets" not in rule["resources"], doc["metadata"]["name"]
+            assert "secrets" not in rule["resources"] or (rule["resources"], rule["verbs"]) == (["secrets"], ["create"]), \
+                doc["metadata"]["name"]
             assert "*" not in rule["resources"] + rule["verbs"] + rule["apiGroups"], doc["metadata"]["name"]
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), doc["metadata"]["name"]
 
@@ -280,7 +285,8 @@ def test_an_unknown_submission_mode_is_refused_by_the_values_schema() -> None:
 
 
 def test_default_operator_values_match_the_operator_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    assert settings_from_args(operator_args(rendered["defaults"])) == OperatorSettings()
+    # The chart adds the key file it mounts (templates/ray-auth-key.yaml); the rest are the operator's defaults.
+    assert settings_from_args(operator_args(rendered["defaults"])) == OperatorSettings(ray_auth_key_file=RAY_AUTH_KEY_FILE)
 
 
 @pytest.mark.tenancy
@@ -294,7 +300,8 @@ def test_require_policy_is_on_by_default_and_one_value_turns_it_off(rendered: di
 
 def test_root_filesystem_is_read_only_with_a_writable_tmp(rendered: dict[str, list[dict[str, Any]]]) -> None:
     c = container(rendered["defaults"])
-    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp"]
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp", "/etc/graft/ray-auth"]
+    assert [m.get("readOnly") for m in c["volumeMounts"]] == [None, True]
     assert {"name": "HOME", "value": "/tmp"} in c["env"]
 
 
@@ -327,3 +334,13 @@ def test_helm_package_builds_a_chart_archive_that_renders(tmp_path: Path) -> Non
     assert archive.is_file(), out
     rendered = helm("template", "graft", str(archive), "--kube-version", KUBE_VERSION)
     assert "kind: Deployment" in rendered
+
+
+@pytest.mark.tenancy
+def test_the_ray_auth_key_is_a_generated_secret_only_the_operator_pod_mounts(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    key = one(docs, "Secret", "graft-ray-auth-key", "graft-system")
+    assert len(base64.b64decode(key["data"]["key"])) == 64
+    pod = one(docs, "Deployment", "graft", "graft-system")["spec"]["template"]["spec"]
+    assert {"name": "ray-auth-key", "secret": {"secretName": "graft-ray-auth-key", "defaultMode": 0o440}} in pod["volumes"]
+    assert f"--ray-auth-key-file={RAY_AUTH_KEY_FILE}" in container(docs)["args"]

@@ -96,6 +96,11 @@ one Role per namespace otherwise). Argument: the root context.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# The Ray token Secret of each RayJob/RayService (graft.operator.rayauth): created, never read,
+# listed or updated (the token is re-derived from the operator's key).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 # kopf posts handler progress and errors as Events (it only ever creates them).
 - apiGroups: [""]
   resources: ["events"]
