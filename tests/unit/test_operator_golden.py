@@ -42,12 +42,14 @@ def job(**runtime: Any) -> FineTuneJob:
     })
 
 
-def endpoint(cluster: dict[str, str] | None = None) -> ModelEndpoint:
+def endpoint(cluster: dict[str, str] | None = None, auth: dict[str, Any] | None = None) -> ModelEndpoint:
     spec: dict[str, Any] = {"model": {"uri": "/mnt/graft/runs/team-a/sentiment-01234567/sentiment/model", "metric": "eval_accuracy",
                                       "score": 0.91, "version": 3, "sourceJob": "sentiment"},
                             "serving": {"minReplicas": 1, "maxReplicas": 3}}
     if cluster:
         spec["cluster"] = cluster
+    if auth:
+        spec["auth"] = auth
     return parse_as(ModelEndpoint, {"metadata": {"name": "sentiment", "namespace": "team-a", "uid": "feedbeef"}, "spec": spec})
 
 
@@ -72,6 +74,9 @@ CASES = {
     "rayjob": lambda: without_spec(build_rayjob(job(), SETTINGS)),
     "rayjob-kueue": lambda: without_spec(apply_kueue(build_rayjob(job(queueName="team-a"), SETTINGS), job(queueName="team-a"))),
     "rayservice": lambda: build_rayservice(endpoint(), SETTINGS),
+    # spec.auth: the token as a secretKeyRef in every Ray container, never a value.
+    "rayservice-bearer-token": lambda: build_rayservice(
+        endpoint(auth={"bearerTokenSecret": {"name": "sentiment-token", "key": "token"}}), SETTINGS),
     "modelendpoint": lambda: build_endpoint(job(), RESULT, "sentiment"),
     "serve-application": lambda: build_application(endpoint({"name": "shared"}), SETTINGS),
     "ray-job-submission": lambda: without_spec(dict(build_submission(job(cluster={"name": "shared"}), SETTINGS, "graft.team-a.sentiment.01234567").__dict__)),
@@ -91,7 +96,7 @@ def test_builder_output_matches_its_golden_file(name: str) -> None:
 RAY_START_RESOURCES = ("num-cpus", "num-gpus", "memory", "resources")
 
 
-@pytest.mark.parametrize("name", ["rayjob", "rayjob-kueue", "rayservice"])
+@pytest.mark.parametrize("name", ["rayjob", "rayjob-kueue", "rayservice", "rayservice-bearer-token"])
 def test_no_ray_group_sets_resources_both_ways(name: str) -> None:
     """KubeRay 1.5 refuses (ValidationFailed) a group with Ray resources in both rayStartParams and
     `resources`; the real controller found it, this keeps it found without one."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
 
-from graft.api.endpoint import ModelEndpoint
+from graft.api.endpoint import BEARER_TOKEN_ENV, EndpointAuth, ModelEndpoint
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, with_namespace_storage, worker_group
 from graft.operator.builders.secrets import with_secret_env
 from graft.operator.names import ANNOTATION_MODEL_VERSION, endpoint_labels, owner_reference, ray_name
@@ -31,6 +32,7 @@ def build_serve_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> d
     args = ServeArgs.from_serving(
         spec.model.uri, spec.serving, model_version=spec.model.version, max_seq_length=spec.model.max_seq_length,
         trust_remote_code=spec.model.trust_remote_code, served_model_name=endpoint.metadata.name, task=spec.model.task,
+        require_bearer_token=spec.auth is not None,
     )
     app = serve_config(args, app_name=name, route_prefix="/", serving=spec.serving, env=dict(settings.serve_env))
     return {"applications": [app]}
@@ -87,6 +89,21 @@ def _cluster_config(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict
     }
 
 
+def with_token_env(cluster_spec: dict[str, Any], auth: EndpointAuth | None) -> dict[str, Any]:
+    """A copy of a RayCluster spec whose every Ray container gets the endpoint's bearer token as
+    `BEARER_TOKEN_ENV` through a secretKeyRef (a reference only: the kubelet reads the Secret; a
+    missing Secret or key keeps the pods from starting instead of serving without a token)."""
+    if auth is None:
+        return cluster_spec
+    ref = auth.bearer_token_secret
+    out = copy.deepcopy(cluster_spec)
+    for group in [out["headGroupSpec"], *out["workerGroupSpecs"]]:
+        for container in group["template"]["spec"]["containers"]:
+            entry = {"name": BEARER_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key, "optional": False}}}
+            container["env"] = [*(container.get("env") or []), entry]
+    return out
+
+
 def build_rayservice(endpoint: ModelEndpoint, settings: OperatorSettings) -> dict[str, Any]:
     """The RayService of an endpoint, owned by it. A promotion changes only `serveConfigV2` (the
     model URI and version in the app's args), which KubeRay applies in place; a change of the
@@ -105,7 +122,7 @@ def build_rayservice(endpoint: ModelEndpoint, settings: OperatorSettings) -> dic
         "spec": {
             "serveConfigV2": yaml.safe_dump(build_serve_config(endpoint, settings), sort_keys=False),
             "upgradeStrategy": {"type": "NewCluster"},
-            "rayClusterConfig": with_namespace_storage(with_secret_env(  # references only: the kubelet reads the Secrets
-                _cluster_config(endpoint, settings), endpoint.spec.secret_env), namespace, settings),
+            "rayClusterConfig": with_namespace_storage(with_token_env(with_secret_env(  # references only: the kubelet reads the Secrets
+                _cluster_config(endpoint, settings), endpoint.spec.secret_env), endpoint.spec.auth), namespace, settings),
         },
     }
