@@ -68,3 +68,17 @@ def test_whole_secrets_are_refused_with_the_fix(graft_crds: ControlPlane, namesp
     assert p.returncode != 0 and "spec.runtime.envFromSecrets" in p.stderr and "name each key instead: secretEnv" in p.stderr, p.stderr
     p = apply(graft_crds, endpoint("envfrom", envFromSecrets=[{"name": "creds"}]), namespace, check=False)
     assert p.returncode != 0 and "spec.envFromSecrets" in p.stderr and "secretEnv" in p.stderr, p.stderr
+
+
+def test_a_bearer_token_on_a_shared_serve_cluster_is_refused(graft_crds: ControlPlane, namespace: str) -> None:
+    auth = {"bearerTokenSecret": {"name": "ep-token", "key": "token"}}
+    p = apply(graft_crds, endpoint("shared-auth", cluster={"name": "shared"}, auth=auth), namespace, check=False)
+    assert p.returncode != 0 and "spec.auth" in p.stderr and "shared cluster" in p.stderr, p.stderr
+    apply(graft_crds, endpoint("own-auth", auth=auth), namespace)  # on its own RayService: accepted
+    assert names(graft_crds, MEP, namespace) == ["own-auth"]
+
+
+@pytest.mark.parametrize("field", ["maxImagePixels", "maxPixelsPerRequest"])
+def test_unbounded_image_pixels_are_refused(graft_crds: ControlPlane, namespace: str, field: str) -> None:
+    p = apply(graft_crds, endpoint("pixels", serving={field: 10**12}), namespace, check=False)
+    assert p.returncode != 0 and f"spec.serving.{field}" in p.stderr, p.stderr
