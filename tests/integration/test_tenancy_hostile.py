@@ -324,3 +324,36 @@ def test_require_policy_runs_nothing_where_no_policy_selects(graft_crds: Control
         op.stop()
         cp.kubectl("delete", "finetunepolicy", f"{ns}-allow", "--ignore-not-found")
         cp.delete_namespace(ns, wait=False)
+
+
+# ---- issue 21, findings 4 and 6: storage partitioned, every spelling of a location judged alike
+
+SPELLINGS = {"file-uri": "file://{mount}/{b}/sentiment-0123abcd/model", "double-slash": "/{mount}/{b}/sentiment-0123abcd/model"}
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_job_cannot_read_another_namespaces_model_in_any_spelling(tenants: Tenants, untouched: None, spelling: str) -> None:
+    stolen = SPELLINGS[spelling].format(mount=MOUNT, b=tenants.b)
+    apply(tenants.cp, job(f"read-{spelling}", model={"source": stolen}), tenants.a)
+    assert "another namespace's part" in rejected(tenants, FTJ, f"read-{spelling}")
+    assert f"read-{spelling}" not in names(tenants.cp, RJ, tenants.a)
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_endpoint_cannot_serve_another_namespaces_model_in_any_spelling(tenants: Tenants, untouched: None, spelling: str) -> None:
+    stolen = SPELLINGS[spelling].format(mount=MOUNT, b=tenants.b)
+    apply(tenants.cp, endpoint(f"copy-{spelling}", model={"uri": stolen}), tenants.a)
+    assert "another namespace's part" in rejected(tenants, MEP, f"copy-{spelling}")
+    assert f"copy-{spelling}" not in names(tenants.cp, RS, tenants.a)
+
+
+def test_ray_pods_mount_only_their_own_namespaces_part(tenants: Tenants) -> None:
+    """The victim's Ray pods (RayJob and RayService) mount team-b's claim at <mount>/team-b, never the root."""
+    for kind, path in ((RJ, ("spec", "rayClusterSpec")), (RS, ("spec", "rayClusterConfig"))):
+        cluster: Any = get(tenants.cp, kind, "victim", tenants.b)
+        for key in path:
+            cluster = cluster[key]
+        for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            mounts = [m["mountPath"] for c in group["template"]["spec"]["containers"]
+                      for m in c.get("volumeMounts") or [] if m["name"] == "graft-storage"]
+            assert mounts == [f"{MOUNT}/{tenants.b}"], (kind, mounts)
