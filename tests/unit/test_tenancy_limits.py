@@ -12,7 +12,7 @@ from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy
 from graft.api.spec import FineTuneJob
 from graft.operator.admission import AdmissionContext, admit_endpoint, admit_job
-from graft.operator.policy import Admission, kueue_labels
+from graft.operator.policy import Admission, apply_kueue, kueue_labels
 from graft.operator.settings import OperatorSettings
 
 pytestmark = [pytest.mark.unit, pytest.mark.tenancy]
@@ -110,3 +110,11 @@ def test_an_allowed_queue_or_a_default_one_is_admitted() -> None:
 def test_an_empty_or_malformed_queue_name_is_refused(queue: str) -> None:
     with pytest.raises(ValidationError, match="queueName"):
         job(queueName=queue)
+
+
+def test_the_builder_never_reads_an_empty_queue_name_as_no_queue() -> None:
+    """Defence in depth behind the schema: "" still hands the RayJob to Kueue (suspended), never runs it unqueued."""
+    queued = job()
+    queued.spec.runtime = queued.spec.runtime.model_copy(update={"queue_name": ""})  # past the schema, which refuses it
+    rayjob = apply_kueue({"metadata": {"name": "ft"}, "spec": {"rayClusterSpec": {}}}, queued)
+    assert rayjob["metadata"]["labels"] == {"kueue.x-k8s.io/queue-name": ""} and rayjob["spec"]["suspend"] is True
