@@ -4,7 +4,9 @@ The token reaches the serving pods as the environment variable `BEARER_TOKEN_ENV
 endpoint's Secret through a secretKeyRef (the kubelet reads the Secret, the operator never does).
 When the variable is set, `BearerTokenMiddleware` answers 401 with `WWW-Authenticate: Bearer` to
 every request without `Authorization: Bearer <token>` (compared in constant time), except the
-health and readiness routes in `OPEN_PATHS`, before the route reads any of the body.
+health and readiness routes in `OPEN_PATHS`, before the route reads any of the body. Without the
+token, `/healthz` answers only `{"status": "ok"}`: its details (model location, labels, limits)
+are for token holders.
 `check_token_present` makes a replica whose args require a token and whose pod lacks it refuse to
 start, so a missing token never serves openly.
 """
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from graft.api.endpoint import BEARER_TOKEN_ENV
 
 OPEN_PATHS = frozenset({"/healthz", "/v2/health/ready", "/v2/health/live"})
+DETAILED_HEALTH = "/healthz"
 
 
 class MissingTokenError(RuntimeError):
@@ -65,13 +68,17 @@ class BearerTokenMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = configured_token()
-        if token is None or scope["type"] != "http" or route_path(scope) in OPEN_PATHS:
+        if token is None or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
         header = headers.get(b"authorization", b"").decode("latin-1")
-        if authorized(header, token):
+        path = route_path(scope)
+        if authorized(header, token) or (path in OPEN_PATHS and path != DETAILED_HEALTH):
             await self.app(scope, receive, send)
+            return
+        if path == DETAILED_HEALTH:  # probes need the 200, not the details
+            await JSONResponse({"status": "ok"})(scope, receive, send)
             return
         reason = "no bearer token was sent" if not header else "the bearer token is not valid"
         response = JSONResponse(

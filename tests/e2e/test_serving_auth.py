@@ -70,3 +70,9 @@ def test_a_chunked_body_past_the_limit_is_refused_by_the_real_app(guarded: str) 
     result = post_chunked((parts.hostname or "", parts.port or 80), f"{PREFIX}/predict", 300 * 1024 * 1024,
                           headers={"Authorization": f"Bearer {TOKEN}"})
     assert result.status == 413 and result.sent < 64 * 1024 * 1024
+
+
+def test_health_answers_probes_without_the_token_and_details_only_with_it(guarded: str) -> None:
+    assert httpx.get(f"{guarded}/healthz", timeout=30).json() == {"status": "ok"}
+    detailed = httpx.get(f"{guarded}/healthz", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+    assert detailed["status"] == "ok" and "model_uri" in detailed

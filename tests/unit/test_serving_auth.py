@@ -34,7 +34,7 @@ def guarded_app() -> FastAPI:
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", "model_uri": "/mnt/graft/team-a/model"}
 
     return api
 
@@ -62,8 +62,11 @@ def test_a_request_with_the_token_reaches_the_route(url: str) -> None:
     assert response.status_code == 200 and response.json() == {"read": 2}
 
 
-def test_health_stays_open_without_the_token(url: str) -> None:
-    assert httpx.get(f"{url}/healthz").status_code == 200
+def test_health_answers_probes_without_the_token_but_not_its_details(url: str) -> None:
+    response = httpx.get(f"{url}/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    detailed = httpx.get(f"{url}/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert detailed.json()["model_uri"] == "/mnt/graft/team-a/model"
 
 
 @pytest.mark.parametrize("api", [text_app.api, image_app.image_api, llm_app.api], ids=["text", "image", "openai"])
