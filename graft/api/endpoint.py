@@ -122,6 +122,7 @@ class ModelEndpointStatus(ApiModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST_MAP)
     history: list[PromotionRecord] = Field(default_factory=list, max_length=20)
+    omitted: list[str] | None = Field(default=None, description="What the status left out to stay small (graft.api.status.bound_status).")
 
 
 class ModelEndpoint(ApiModel):

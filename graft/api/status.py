@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from enum import Enum
 from typing import Any
 
@@ -13,6 +15,24 @@ from graft.api.base import ApiModel
 DATE_TIME: dict[str, Any] = {"format": "date-time"}
 # Conditions are a list-map keyed by type (one condition per type, merged by type by server-side apply).
 CONDITIONS_LIST_MAP: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+# Bounds of everything the operator writes to status (`bound_status`), whatever a job's result holds:
+# a status over etcd's 1.5 MiB object limit would fail every write, retried forever. The full result
+# stays in result.json on the job's storage; `status.omitted` names what the status left out.
+MAX_STATUS_STRING = 4096  # characters of one string (a message, a label, a metric name, an object key)
+MAX_STATUS_ITEMS = 100  # items of one list or entries of one object (labels, metrics, resumes)
+STATUS_BUDGET_BYTES = 256 * 1024  # the whole status as JSON, leaving the object room for its spec
+MAX_OMITTED_NOTES = 20
+# The result fields the operator acts on (phase, promotion, `kubectl get`): kept when the budget is short.
+RESULT_CORE = frozenset({
+    "apiVersion", "kind", "jobName", "status", "reason", "message", "metric", "mode", "bestTrialId", "bestScore",
+    "precision", "modelUri", "checkpointUri", "startedAt", "finishedAt", "attempt", "failuresSurvived",
+    "timeLostSeconds", "epochsTrained",
+})
+# Fields computed once from the result and then carried over: their notes are kept on later writes.
+_CARRIED = ("result", "bestConfig", "trials")
+_FIELD = re.compile(r"^[a-z][a-zA-Z]{0,31}$")  # a camelCase field name of the API (tenants' keys are named `*`)
+_UNBOUNDED = ("admitted",)  # what admission decided is bounded by the spec's own validation; never cut
 
 
 class Phase(str, Enum):
@@ -112,3 +132,64 @@ class FineTuneJobStatus(ApiModel):
     result: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
+    omitted: list[str] | None = Field(
+        default=None, description="What the status left out to stay small (bound_status); the full result is in result.json on the job's storage."
+    )
+
+
+def _cut(text: str) -> str:
+    marker = f"...[{len(text)} characters, cut]"
+    return text[: MAX_STATUS_STRING - len(marker)] + marker
+
+
+def _bound(value: Any, path: str, cuts: dict[str, int]) -> Any:
+    """`value` with every string, list and object within the limits; `cuts`: path -> what was cut."""
+    if isinstance(value, str):
+        if len(value) <= MAX_STATUS_STRING:
+            return value
+        cuts[f"{path}: strings cut to {MAX_STATUS_STRING} characters"] = cuts.get(f"{path}: strings cut to {MAX_STATUS_STRING} characters", 0) + 1
+        return _cut(value)
+    if isinstance(value, list):
+        if len(value) > MAX_STATUS_ITEMS:
+            cuts[f"{path}: {len(value) - MAX_STATUS_ITEMS} of {len(value)} items left out"] = 1
+        return [_bound(v, f"{path}[]", cuts) for v in value[:MAX_STATUS_ITEMS]]
+    if isinstance(value, dict):
+        if len(value) > MAX_STATUS_ITEMS:
+            cuts[f"{path}: {len(value) - MAX_STATUS_ITEMS} of {len(value)} entries left out"] = 1
+        out: dict[str, Any] = {}
+        for key, v in list(value.items())[:MAX_STATUS_ITEMS]:
+            inner = f"{path}.{key}" if _FIELD.match(key) else f"{path}.*"  # a field name, or a tenant's key
+            out.setdefault(_bound(key, f"{path} keys", cuts), _bound(v, inner, cuts))
+        return out
+    return value
+
+
+def _size(doc: dict[str, Any]) -> int:
+    return len(json.dumps(doc, separators=(",", ":")))
+
+
+def _shrink(doc: dict[str, Any], notes: list[str]) -> None:
+    """Over the budget: the result down to its core fields, then the trials, best config and progress."""
+    result = doc.get("result")
+    if _size(doc) > STATUS_BUDGET_BYTES and isinstance(result, dict):
+        doc["result"] = {k: v if k in RESULT_CORE else type(v)() for k, v in result.items() if k in RESULT_CORE or isinstance(v, (list, dict))}
+        notes.append(f"result: only its core fields are kept (status budget {STATUS_BUDGET_BYTES} bytes); the full result is result.json on the job's storage")
+    for key in ("trials", "bestConfig", "progress"):
+        if _size(doc) > STATUS_BUDGET_BYTES and doc.get(key):
+            doc.pop(key)
+            notes.append(f"{key}: left out (status budget {STATUS_BUDGET_BYTES} bytes)")
+
+
+def bound_status(wire: dict[str, Any]) -> dict[str, Any]:
+    """A status document (camelCase wire form) within the limits above, `omitted` naming what was left
+    out: strings cut with a marker, lists and objects capped with a count, and the whole checked
+    against STATUS_BUDGET_BYTES. Idempotent: a bounded status comes back unchanged."""
+    cuts: dict[str, int] = {}
+    doc = {k: v if k in _UNBOUNDED or k == "omitted" else _bound(v, k, cuts) for k, v in wire.items()}
+    notes = [f"{what} ({n})" if n > 1 else what for what, n in cuts.items()]
+    _shrink(doc, notes)
+    kept = [n for n in doc.pop("omitted", None) or [] if n.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0] in _CARRIED]
+    merged = list(dict.fromkeys(kept + [n[:MAX_STATUS_STRING] for n in notes]))[:MAX_OMITTED_NOTES]
+    if merged:
+        doc["omitted"] = merged
+    return doc

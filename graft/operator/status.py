@@ -16,7 +16,7 @@ from typing import Any
 
 from graft.api.endpoint import ModelEndpointStatus, PromotionRecord, ServedModel
 from graft.api.result import TrainingResult
-from graft.api.status import Admitted, Condition, FineTuneJobStatus, Phase, Progress, Promotion, TrialSummary
+from graft.api.status import Admitted, Condition, FineTuneJobStatus, Phase, Progress, Promotion, TrialSummary, bound_status
 from graft.operator.backends.base import RunObservation, RunState, ServeObservation
 
 # Condition types, one per question a user asks (`kubectl wait --for=condition=Succeeded ftj/NAME`).
@@ -230,7 +230,7 @@ def status_patch(server: dict[str, Any] | None, new: FineTuneJobStatus | ModelEn
     """A merge patch turning the status on the server (its wire dict) into `new`: changed fields,
     and null for fields that disappeared. Diffing against the server's document (not a parsed
     model with defaults) makes sure defaults such as phase Pending are written too."""
-    new_wire = new.to_wire()
+    new_wire = bound_status(new.to_wire())  # the one place status is written: always within its bounds
     old_wire = server or {}
     patch: dict[str, Any] = {k: v for k, v in new_wire.items() if old_wire.get(k) != v}
     for key in old_wire:
