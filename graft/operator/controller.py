@@ -123,13 +123,18 @@ class Controller:
         return self.queue.alive() and self._resync is not None and self._resync.is_alive()
 
     def resync_once(self) -> None:
-        """The safety net: queue every object that may still have work (from the store: no LIST)."""
+        """The safety net: queue every object that may still have work (from the store: no LIST),
+        except those waiting out the backoff of a failed pass (graft.operator.guard)."""
         for raw in self.store.items(k.FINETUNEJOBS):
             if not raw["metadata"].get("deletionTimestamp") and self.loop.needs_work(raw):
-                self.queue.add((JOB, *key_of(raw)))
+                self._resync_key((JOB, *key_of(raw)))
         for raw in self.store.items(k.MODELENDPOINTS):
             if not raw["metadata"].get("deletionTimestamp"):
-                self.queue.add((ENDPOINT, *key_of(raw)))
+                self._resync_key((ENDPOINT, *key_of(raw)))
+
+    def _resync_key(self, key: tuple[str, str, str]) -> None:
+        if not self.loop.backoff.waiting(key):
+            self.queue.add(key)
 
     def sweep_once(self) -> list[str]:
         """Stop Ray work on shared clusters whose FineTuneJob is gone (graft.operator.sweep)."""

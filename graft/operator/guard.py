@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,11 +96,13 @@ def with_error(conditions: list[Condition], message: str | None, now: datetime, 
 
 
 class Backoff:
-    """Consecutive unexpected failures per key, and the delay before the next try."""
+    """Consecutive unexpected failures per key, and the delay before the next try. The resync asks
+    `waiting` so its periodic pass does not undo the delay (a watch event of a real change does)."""
 
     def __init__(self, first: float = FIRST_BACKOFF_SECONDS, cap: float = MAX_BACKOFF_SECONDS) -> None:
         self.first, self.cap = first, cap
         self._failures: dict[Hashable, int] = {}
+        self._until: dict[Hashable, float] = {}  # monotonic time before which the key waits
         self._lock = threading.Lock()
 
     def failed(self, key: Hashable) -> float:
@@ -107,11 +110,19 @@ class Backoff:
         with self._lock:
             n = self._failures.get(key, 0) + 1
             self._failures[key] = n
-        return min(self.cap, self.first * 2 ** min(n - 1, 32))
+            delay = min(self.cap, self.first * 2 ** min(n - 1, 32))
+            self._until[key] = time.monotonic() + delay
+        return delay
+
+    def waiting(self, key: Hashable) -> bool:
+        """Whether `key` failed and its delay has not passed yet."""
+        with self._lock:
+            return time.monotonic() < self._until.get(key, 0.0)
 
     def succeeded(self, key: Hashable) -> None:
         with self._lock:
             self._failures.pop(key, None)
+            self._until.pop(key, None)
 
     def failures(self, key: Hashable) -> int:
         with self._lock:

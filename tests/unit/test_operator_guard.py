@@ -81,6 +81,17 @@ def test_a_failing_object_is_retried_with_growing_delays_up_to_a_cap(h: Harness,
     assert delays == [10, 20, 40, 80, 160, MAX_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS]
 
 
+def test_the_resync_leaves_a_failing_object_to_its_backoff(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    _poison(h, monkeypatch, "hostile", TypeError("x"))
+    h.apply("hostile")
+    h.apply("other")
+    h.reconcile("hostile")
+    queued: list[Any] = []
+    monkeypatch.setattr(h.ctl.queue, "add", queued.append)
+    h.ctl.resync_once()
+    assert ("FineTuneJob", NS, "other") in queued and ("FineTuneJob", NS, "hostile") not in queued
+
+
 def test_a_long_exception_text_is_cut_in_the_condition(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     _poison(h, monkeypatch, "hostile", ValueError("x" * 1_000_000))
     h.apply("hostile")
