@@ -9,10 +9,12 @@ import queue
 import socket
 import threading
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from kubernetes.client import ApiException
 
+from graft.operator.guard import Failed, attempt
 from graft.operator.kube import FIELD_MANAGER, Kube
 from graft.operator.metrics import METRICS
 
@@ -67,7 +69,7 @@ class EventRecorder:
 
     def _run(self) -> None:
         while (body := self._queue.get()) is not None:
-            try:
-                self.kube.create_event(body)
-            except ApiException as exc:
-                log.warning("could not post Event %s on %s: %s", body["reason"], body["involvedObject"]["name"], exc.reason)
+            what = f"posting Event {body['reason']} on {body['involvedObject']['name']}"
+            done = attempt(what, partial(self.kube.create_event, body), (ApiException,))  # one Event never ends the thread
+            if isinstance(done, Failed) and done.expected:
+                log.warning("could not post Event %s on %s: %s", body["reason"], body["involvedObject"]["name"], done.error)

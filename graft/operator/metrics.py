@@ -1,7 +1,8 @@
 """Prometheus metrics of the Graft operator, served by `start_metrics_server(port)`.
 
-    graft_reconciles_total{kind, result}                    reconciles: success, retry
-    graft_reconcile_errors_total{kind, error}               retried reconciles by exception class
+    graft_reconciles_total{kind, result}                    reconciles: success, retry (an expected failure),
+                                                            error (any other exception: recorded on the object)
+    graft_reconcile_errors_total{kind, error}               failed reconciles by exception class
     graft_finetunejobs{namespace, phase}                    FineTuneJobs known to this operator, by phase
     graft_finetunejob_phase_duration_seconds{phase}         time a job spent in a phase before leaving it
     graft_policy_admissions_total{result}                   FineTunePolicy decisions: allowed, rejected, waiting
@@ -53,7 +54,8 @@ class OperatorMetrics:
         self._lock = threading.Lock()
 
     def record_reconcile(self, kind: str, result: str) -> None:
-        """Count one reconcile; result is success or retry (an API or Ray error, retried later)."""
+        """Count one reconcile; result is success, retry (an API or Ray error, retried later) or error
+        (any other exception, recorded on the object and retried with backoff: graft.operator.guard)."""
         self.reconciles.labels(kind=kind, result=result).inc()
 
     def record_api(self, verb: str, resource: str) -> None:

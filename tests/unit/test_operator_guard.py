@@ -174,3 +174,19 @@ def test_a_storage_scheme_graft_cannot_write_is_refused_before_a_shared_cluster_
         h.apply("gs", checkpoints={"storage": "gs://x/"}, runtime={"cluster": {"name": "shared"}, "ttlSecondsAfterFinished": 0})
         assert h.reconcile("gs") is None
         assert "spec.checkpoints.storage" in h.status("gs")["message"] and dashboard.requests("POST") == []
+
+
+def test_an_event_the_api_server_chokes_on_never_ends_the_event_thread(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    post = h.kube.create_event
+
+    def create_event(body: dict[str, Any]) -> None:
+        if body["reason"] == "Poison":
+            raise RuntimeError("urllib3 gave up")
+        post(body)
+
+    monkeypatch.setattr(h.kube, "create_event", create_event)
+    h.ctl.events.start()
+    obj = {"apiVersion": "graft.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "j", "namespace": NS}}
+    h.ctl.events.post(obj, "Warning", "Poison", "x")
+    h.ctl.events.post(obj, "Normal", "After", "y")
+    wait_for(lambda: [e for e in h.kube.events if e["reason"] == "After"], timeout=10, what="the Event after the failing one")
