@@ -137,6 +137,14 @@ class Kube:
             return False
         return True
 
+    def create_generated_secret(self, body: dict[str, Any]) -> str:
+        """Create a Secret named by the API server from `metadata.generateName`; its name (the
+        per-job state key of graft.operator.builders.statekey: created, never read)."""
+        METRICS.record_api("create", "secrets")
+        created = self.core.create_namespaced_secret(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted
+        assert created.metadata is not None  # the API server returns the object it created
+        return str(created.metadata.name)
+
     def create_event(self, body: dict[str, Any]) -> None:
         METRICS.record_api("create", "events")
         self.core.create_namespaced_event(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -288,7 +289,10 @@ def test_deleting_a_job_mid_training_stops_its_ray_job(
     st = wait_for(lambda: (s := status(cp, "finetunejob", name, ns)).get("phase") == "Running" and s,
                   timeout=240, what=f"{name} Running")
     submission = st["jobSubmissionId"]
-    marker = f"{name}-"  # the driver's --result path: <storage>/<name>-<uid8>/result.json
+    job = ray_job(ray_head, submission)
+    assert job is not None
+    # The driver's encoded --result (<storage>/<name>-<uid8>/result.json): on this job's command line only.
+    marker = shlex.split(job["entrypoint"])[shlex.split(job["entrypoint"]).index("--result-b64") + 1]
     wait_for(lambda: _driver_running(ray_head, marker), timeout=60, what="the graft.jobs driver process")
 
     cp.kubectl("delete", "finetunejob", name, "-n", ns, "--wait=true", "--timeout=120s")

@@ -298,8 +298,12 @@ def test_a_precreated_spec_configmap_is_never_what_runs(tenants: Tenants, untouc
 def test_same_job_name_in_two_namespaces_writes_to_two_places(tenants: Tenants) -> None:
     cp = tenants.cp
     apply(cp, job("victim"), tenants.a)  # the victim's job name, in team-a
-    mine = wait_for(lambda: get(cp, RJ, "victim", tenants.a), what="team-a's RayJob")["spec"]["entrypoint"]
-    theirs = get(cp, RJ, "victim", tenants.b)["spec"]["entrypoint"]
+    def result_uri(rayjob: dict[str, Any]) -> str:
+        argv = shlex.split(rayjob["spec"]["entrypoint"])
+        return decode_arg(argv[argv.index("--result-b64") + 1])
+
+    mine = result_uri(wait_for(lambda: get(cp, RJ, "victim", tenants.a), what="team-a's RayJob"))
+    theirs = result_uri(get(cp, RJ, "victim", tenants.b))
     assert f"{MOUNT}/{tenants.a}/victim-" in mine and f"/{tenants.b}/" not in mine
     assert mine != theirs
 

@@ -19,7 +19,7 @@ from kubernetes.client import ApiException
 from graft.operator import kube as k
 
 READS = ("get", "list", "namespace_labels")
-WRITES = ("create", "create_secret", "patch", "patch_status", "delete", "create_event")
+WRITES = ("create", "create_secret", "create_generated_secret", "patch", "patch_status", "delete", "create_event")
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +115,14 @@ class FakeKube:
                 return False
             self.secrets[(md["namespace"], md["name"])] = copy.deepcopy(body)
         return True
+
+    def create_generated_secret(self, body: dict[str, Any]) -> str:
+        self.calls["create_generated_secret"] += 1
+        md = body["metadata"]
+        name = f"{md['generateName']}{uuid.uuid4().hex[:5]}"
+        with self._lock:
+            self.secrets[(md["namespace"], name)] = {**copy.deepcopy(body), "metadata": {**copy.deepcopy(md), "name": name}}
+        return name
 
     def patch(self, kind: k.Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.calls["patch"] += 1

@@ -4,11 +4,13 @@ resolved by the operator (same namespace, waiting while the named job runs) and 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from graft.api.argcodec import decode_arg
 from graft.api.errors import SpecError
 from graft.api.load import parse_as
 from graft.api.policy import FineTunePolicy
@@ -177,6 +179,12 @@ def teachers_own_model(h: Harness, root: Path) -> str:
     return f"{root}/{NS}/teacher-{teacher['metadata']['uid'][:8]}/model"
 
 
+def _spec_sent(rayjob: dict[str, Any]) -> str:
+    """The FineTuneJob document the RayJob's entrypoint carries (base64: graft.api.argcodec)."""
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    return decode_arg(argv[argv.index("--spec-b64") + 1])
+
+
 def test_the_student_waits_while_its_teacher_runs_then_trains_on_the_teachers_model(h: Harness, tmp_path: Path) -> None:
     apply_student(h)
     teacher_is(h, "Running")
@@ -187,7 +195,7 @@ def test_the_student_waits_while_its_teacher_runs_then_trains_on_the_teachers_mo
     h.reconcile("student")
     rayjob = h.rayjob("student")
     assert rayjob is not None
-    assert model in rayjob["spec"]["entrypoint"] and "finetunejob://" not in rayjob["spec"]["entrypoint"]
+    assert model in _spec_sent(rayjob) and "finetunejob://" not in _spec_sent(rayjob)
     assert h.status("student")["admitted"]["references"] == {
         "spec.model.source": model, "spec.distillation.teacher": model}
 
@@ -203,7 +211,7 @@ def test_a_recreated_rayjob_keeps_the_model_resolved_at_admission(h: Harness, tm
     h.ctl.on_event(k.RAYJOBS, "DELETED", {"metadata": {"name": "student", "namespace": NS}})
     h.reconcile("student")
     rayjob = h.rayjob("student")
-    assert rayjob is not None and model in rayjob["spec"]["entrypoint"]
+    assert rayjob is not None and model in _spec_sent(rayjob)
 
 
 def test_the_student_fails_when_its_teacher_failed(h: Harness) -> None:

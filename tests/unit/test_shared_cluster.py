@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from graft.api.argcodec import encode_arg
 from graft.api.endpoint import ModelEndpoint
 from graft.api.spec import ClusterRef, FineTuneJob
 from graft.api.status import FineTuneJobStatus, Phase
@@ -72,7 +73,8 @@ def test_serve_url_uses_dashboard_host_serve_port_and_route() -> None:
 
 def test_submission_runs_graft_jobs_with_spec_result_and_env() -> None:
     sub = build_submission(_job(), SETTINGS, "sid")
-    assert sub.entrypoint == "python -m graft.jobs --spec finetunejob.yaml --result /data/graft/team-a/sentiment-01234567/result.json"
+    result = encode_arg("/data/graft/team-a/sentiment-01234567/result.json")  # no raw tenant byte on the shell line
+    assert sub.entrypoint == f"python -m graft.jobs --spec finetunejob.yaml --result-b64 {result}"
     assert sub.env_vars["EXTRA"] == "1" and sub.env_vars["RAY_USAGE_STATS_ENABLED"] == "0"
     assert sub.env_vars["GRAFT_JOB_NAME"] == "sentiment"
     assert "name: sentiment" in sub.spec_yaml and "namespace: team-a" in sub.spec_yaml

@@ -34,6 +34,7 @@ from graft.operator.backends.pods import CLUSTER_LABEL, pod_problem
 from graft.operator.backends.shared import job_log_uri, persist_log
 from graft.operator.builders import build_rayjob, build_rayservice
 from graft.operator.builders.rayjob import job_result_uri
+from graft.operator.builders.statekey import state_key_secret
 from graft.operator.cache import Store
 from graft.operator.names import (
     ANNOTATION_MODEL_VERSION,
@@ -130,7 +131,9 @@ class RayJobBackend:
             owner = owner_reference(job.api_version, job.kind, name, job.metadata.uid_or_empty())
             ensure_auth_secret(self.kube, self.settings, owner, ns, job_labels(name))
             ensure_namespace_part(job.metadata.namespace or "", self.settings)
-            rj, created = self.kube.create(k.RAYJOBS, apply_kueue(build_rayjob(job, self.settings), job))
+            # A new state key per RayJob (graft.api.statekey): a re-created RayJob's attempt restores nothing.
+            key_secret = self.kube.create_generated_secret(state_key_secret(job))
+            rj, created = self.kube.create(k.RAYJOBS, apply_kueue(build_rayjob(job, self.settings, key_secret), job))
             self.store.put(k.RAYJOBS, rj)
             if created:
                 log.info("created RayJob %s/%s", job.metadata.namespace, rj["metadata"]["name"])

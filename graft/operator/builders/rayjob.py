@@ -13,6 +13,7 @@ from graft.api.argcodec import encode_arg
 from graft.api.spec import POD_SIZED_WORKERS_ENV, WORKER_POD_RESOURCE, FineTuneJob
 from graft.operator.builders.common import cpu_quantity, pod_template, resources, with_namespace_storage, worker_group
 from graft.operator.builders.secrets import with_secret_env
+from graft.operator.builders.statekey import with_state_key
 from graft.operator.names import job_labels, owner_reference, ray_name
 from graft.operator.rayauth import auth_options
 from graft.operator.result import RESULT_FILE
@@ -127,9 +128,10 @@ def _cluster_spec(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any
 CLUSTER_TTL_SECONDS = 60
 
 
-def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]:
+def build_rayjob(job: FineTuneJob, settings: OperatorSettings, state_key_secret: str | None = None) -> dict[str, Any]:
     """The RayJob that runs `graft.jobs` for this FineTuneJob (with its admitted runtime values
-    applied), owned by it: garbage collection deletes it with the job."""
+    applied), owned by it: garbage collection deletes it with the job. `state_key_secret`: the
+    Secret holding the job's state key (graft.operator.builders.statekey), given to every container."""
     name, namespace, _ = _meta(job)
     rt = job.spec.runtime
     spec: dict[str, Any] = {
@@ -141,6 +143,8 @@ def build_rayjob(job: FineTuneJob, settings: OperatorSettings) -> dict[str, Any]
     if rt.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = rt.active_deadline_seconds
     spec["rayClusterSpec"] = with_secret_env(_cluster_spec(job, settings), job.spec.runtime.secret_env)  # references only
+    if state_key_secret:
+        spec["rayClusterSpec"] = with_state_key(spec["rayClusterSpec"], state_key_secret)
     spec["rayClusterSpec"] = with_namespace_storage(spec["rayClusterSpec"], namespace, settings)  # its own part only
     # KubeRay deletes the Ray cluster this long after the job ends: long enough for the operator to
     # copy the job's log through the dashboard, short enough not to hold the nodes (the RayJob
