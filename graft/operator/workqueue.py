@@ -107,7 +107,7 @@ class WorkQueue:
     def _run(self) -> None:
         while (key := self._next()) is not None:
             try:
-                again = self.process(key)  # expected failures come back as a delay; a bug ends the worker
+                again = self.process(key)  # failures come back as a delay (graft.operator.guard); only a BaseException ends the worker
             finally:
                 self._done(key)
             if again is not None:

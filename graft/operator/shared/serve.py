@@ -70,7 +70,7 @@ def declarative_configs(details: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, app in (details.get("applications") or {}).items():
         cfg = app.get("deployed_app_config")
-        if app.get("source") == "declarative" and cfg:
+        if app.get("source") == "declarative" and isinstance(cfg, dict) and cfg:
             out[name] = cfg
     return out
 
