@@ -29,6 +29,8 @@ RESULT_CORE = frozenset({
     "precision", "modelUri", "checkpointUri", "startedAt", "finishedAt", "attempt", "failuresSurvived",
     "timeLostSeconds", "epochsTrained",
 })
+# The result's lists and maps: emptied (not dropped) when the budget is short, as the result document has them.
+_COLLECTIONS = frozenset({"labelNames", "bestConfig", "bestMetrics", "phaseSeconds", "resumes", "trials"})
 # Fields computed once from the result and then carried over: their notes are kept on later writes.
 _CARRIED = ("result", "bestConfig", "trials")
 _FIELD = re.compile(r"^[a-z][a-zA-Z]{0,31}$")  # a camelCase field name of the API (tenants' keys are named `*`)
@@ -172,7 +174,8 @@ def _shrink(doc: dict[str, Any], notes: list[str]) -> None:
     """Over the budget: the result down to its core fields, then the trials, best config and progress."""
     result = doc.get("result")
     if _size(doc) > STATUS_BUDGET_BYTES and isinstance(result, dict):
-        doc["result"] = {k: v if k in RESULT_CORE else type(v)() for k, v in result.items() if k in RESULT_CORE or isinstance(v, (list, dict))}
+        doc["result"] = {k: v if k in RESULT_CORE else type(v)() for k, v in result.items()
+                         if k in RESULT_CORE or (k in _COLLECTIONS and isinstance(v, (list, dict)))}
         notes.append(f"result: only its core fields are kept (status budget {STATUS_BUDGET_BYTES} bytes); the full result is result.json on the job's storage")
     for key in ("trials", "bestConfig", "progress"):
         if _size(doc) > STATUS_BUDGET_BYTES and doc.get(key):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from graft.api.result import TrainingResult, TrialRecord
+from graft.api.result import DistillationReport, TrainingResult, TrialRecord
 from graft.api.status import MAX_STATUS_ITEMS, MAX_STATUS_STRING, STATUS_BUDGET_BYTES, Admitted, FineTuneJobStatus, bound_status
 from graft.operator.backends.base import RunObservation, RunState
 from graft.operator.objects import known
@@ -75,6 +75,16 @@ def test_a_bounded_status_is_written_once_and_then_left_alone() -> None:
     prev = FineTuneJobStatus.model_validate(known(FineTuneJobStatus, first))
     st = compute_status(prev, JobObservation(generation=1, run=SUCCEEDED, result=again), NOW)
     assert status_patch(first, st) == {}
+
+
+def test_a_result_cut_to_its_core_still_reads_back_and_is_written_once() -> None:
+    report = DistillationReport(teacher="t" * 10_000, teacher_parameters=1, student_parameters=1, teacher_accuracy=0.9,
+                                student_accuracy=0.8, teacher_ms_per_image=1.0, student_ms_per_image=0.5)
+    first = _written(_result(label_names=["z" * MAX_STATUS_STRING] * 1000, distillation=report))
+    assert "distillation" not in first["result"]
+    again = TrainingResult.model_validate(first["result"])
+    prev = FineTuneJobStatus.model_validate(known(FineTuneJobStatus, first))
+    assert status_patch(first, compute_status(prev, JobObservation(generation=1, run=SUCCEEDED, result=again), NOW)) == {}
 
 
 def test_what_admission_decided_is_never_cut() -> None:
