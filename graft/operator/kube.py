@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import kubernetes
-from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi, NetworkingV1Api
 
 from graft.api.base import API_GROUP, API_VERSION
 from graft.operator.metrics import METRICS
@@ -144,6 +144,18 @@ class Kube:
         created = self.core.create_namespaced_secret(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted
         assert created.metadata is not None  # the API server returns the object it created
         return str(created.metadata.name)
+
+    def create_network_policy(self, body: dict[str, Any]) -> bool:
+        """Create a NetworkPolicy (a Ray cluster's, graft.operator.builders.netpol); False when one of
+        that name exists already."""
+        METRICS.record_api("create", "networkpolicies")
+        try:
+            NetworkingV1Api(self.client).create_namespaced_network_policy(body["metadata"]["namespace"], body)  # type: ignore[arg-type]  # a dict body is accepted
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return False
+        return True
 
     def create_event(self, body: dict[str, Any]) -> None:
         METRICS.record_api("create", "events")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -40,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-group", type=int, default=2000,
                    help="GID shared by the Ray pods and the operator on the storage PVC (docs/install.md#storage)")
     p.add_argument("--service-account", help="ServiceAccount of the Ray pods")
+    p.add_argument("--ray-ingress-from", type=_peers, metavar="JSON",
+                   help="JSON list of NetworkPolicy peers (the operator, KubeRay) admitted to every Ray cluster's pods "
+                        "besides its own; a NetworkPolicy per cluster is created only with it")
     p.add_argument("--ray-auth-key-file", help="operator key (>= 32 bytes) from which each Ray cluster's token is derived "
                    "(default: a random key per process; the chart mounts one from a Secret)")
     p.add_argument("--image-pull-policy", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent")
@@ -75,6 +79,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true")
 
 
+def _peers(text: str) -> list[dict[str, Any]]:
+    """--ray-ingress-from: a JSON list of NetworkPolicy peer objects."""
+    try:
+        peers = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(peers, list) or not all(isinstance(p, dict) for p in peers):
+        raise argparse.ArgumentTypeError("write a JSON list of NetworkPolicy peers, e.g. [{\"namespaceSelector\": {...}}]")
+    return peers
+
+
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -94,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         "storage_group": args.storage_group,
         "service_account": args.service_account,
         "ray_auth_key_file": getattr(args, "ray_auth_key_file", None),
+        "ray_ingress_from": getattr(args, "ray_ingress_from", None),
         "image_pull_policy": args.image_pull_policy,
         "resync_seconds": args.resync_seconds,
         "serve_port": getattr(args, "serve_port", None),

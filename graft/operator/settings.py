@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,9 @@ class OperatorSettings(BaseModel):
         "GID the Ray pods (supplementalGroups) and the operator share on the storage PVC: directories there are "
         "setgid 2770 of it, never world-writable (docs/install.md#storage)."))
     service_account: str | None = Field(default=None, description="ServiceAccount of the Ray pods.")
+    ray_ingress_from: list[dict[str, Any]] | None = Field(default=None, description=(
+        "NetworkPolicy peers (the Graft and KubeRay operators) admitted to every Ray cluster's pods besides the "
+        "cluster's own (graft.operator.builders.netpol); None: no NetworkPolicy is created."))
     ray_auth_key_file: str | None = Field(default=None, description=(
         "File with the operator's key (at least 32 bytes) from which each Ray cluster's token is derived "
         "(graft.operator.rayauth); unset: a random key per operator process."))

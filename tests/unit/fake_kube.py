@@ -19,7 +19,7 @@ from kubernetes.client import ApiException
 from graft.operator import kube as k
 
 READS = ("get", "list", "namespace_labels")
-WRITES = ("create", "create_secret", "create_generated_secret", "patch", "patch_status", "delete", "create_event")
+WRITES = ("create", "create_secret", "create_network_policy", "create_generated_secret", "patch", "patch_status", "delete", "create_event")
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +41,7 @@ class FakeKube:
         self.calls: Counter[str] = Counter()
         self.events: list[dict[str, Any]] = []
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name): created, never read back
+        self.network_policies: dict[tuple[str, str], dict[str, Any]] = {}
         self.labels = namespace_labels or {}
         self._rv = 0
         self._lock = threading.Lock()
@@ -123,6 +124,15 @@ class FakeKube:
         with self._lock:
             self.secrets[(md["namespace"], name)] = {**copy.deepcopy(body), "metadata": {**copy.deepcopy(md), "name": name}}
         return name
+
+    def create_network_policy(self, body: dict[str, Any]) -> bool:
+        self.calls["create_network_policy"] += 1
+        md = body["metadata"]
+        with self._lock:
+            if (md["namespace"], md["name"]) in self.network_policies:
+                return False
+            self.network_policies[(md["namespace"], md["name"])] = copy.deepcopy(body)
+        return True
 
     def patch(self, kind: k.Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.calls["patch"] += 1

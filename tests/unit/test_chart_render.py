@@ -31,6 +31,7 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},  # Ray token Secrets: never read
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]},  # one per Ray cluster
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 NAMESPACED_PEERING_RULE = {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
@@ -286,7 +287,8 @@ def test_an_unknown_submission_mode_is_refused_by_the_values_schema() -> None:
 
 def test_default_operator_values_match_the_operator_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
     # The chart adds the key file it mounts (templates/ray-auth-key.yaml); the rest are the operator's defaults.
-    assert settings_from_args(operator_args(rendered["defaults"])) == OperatorSettings(ray_auth_key_file=RAY_AUTH_KEY_FILE)
+    settings = settings_from_args(operator_args(rendered["defaults"]))
+    assert settings == OperatorSettings(ray_auth_key_file=RAY_AUTH_KEY_FILE, ray_ingress_from=settings.ray_ingress_from)
 
 
 @pytest.mark.tenancy
@@ -344,3 +346,19 @@ def test_the_ray_auth_key_is_a_generated_secret_only_the_operator_pod_mounts(ren
     pod = one(docs, "Deployment", "graft", "graft-system")["spec"]["template"]["spec"]
     assert {"name": "ray-auth-key", "secret": {"secretName": "graft-ray-auth-key", "defaultMode": 0o440}} in pod["volumes"]
     assert f"--ray-auth-key-file={RAY_AUTH_KEY_FILE}" in container(docs)["args"]
+
+
+@pytest.mark.tenancy
+def test_ray_clusters_admit_the_operator_and_kuberay_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The peers every Ray cluster's NetworkPolicy admits (graft.operator.builders.netpol): the
+    operator's pods in the release namespace, then KubeRay's; none when the value is off."""
+    peers = settings_from_args(operator_args(rendered["defaults"])).ray_ingress_from
+    assert peers == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "graft-system"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "graft", "app.kubernetes.io/instance": "graft",
+                                         "app.kubernetes.io/component": "operator"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}},
+    ]
+    off = render_chart({"networkPolicy": {"rayClusters": False}})
+    assert settings_from_args(operator_args(off)).ray_ingress_from is None

@@ -101,6 +101,11 @@ one Role per namespace otherwise). Argument: the root context.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
+# The NetworkPolicy of each Ray cluster (graft.operator.builders.netpol): created, owned by the job
+# or endpoint, deleted by garbage collection.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
 # kopf posts handler progress and errors as Events (it only ever creates them).
 - apiGroups: [""]
   resources: ["events"]

@@ -33,12 +33,14 @@ from graft.operator.backends.base import Event, RunObservation, RunState, ServeO
 from graft.operator.backends.pods import CLUSTER_LABEL, pod_problem
 from graft.operator.backends.shared import job_log_uri, persist_log
 from graft.operator.builders import build_rayjob, build_rayservice
+from graft.operator.builders.netpol import ray_network_policy
 from graft.operator.builders.rayjob import job_result_uri
 from graft.operator.builders.statekey import state_key_secret
 from graft.operator.cache import Store
 from graft.operator.names import (
     ANNOTATION_MODEL_VERSION,
     ANNOTATION_SPEC_HASH,
+    LABEL_MANAGED_BY,
     endpoint_labels,
     job_labels,
     owner_reference,
@@ -96,6 +98,21 @@ def observe_rayjob(rayjob: dict[str, Any] | None, suspend: bool, queue: str | No
     )
 
 
+def ensure_network_policy(kube: k.Kube, settings: OperatorSettings, owner: dict[str, object], namespace: str,
+                          labels: dict[str, str], *, serve_port: int | None = None, submitter: bool = False) -> None:
+    """Create the NetworkPolicy of the Ray cluster of `owner` (graft.operator.builders.netpol) unless
+    the operator was given no peers to admit (settings.ray_ingress_from) or it exists."""
+    if settings.ray_ingress_from is None:
+        return
+    name = str(owner["name"])
+    selector = {key: v for key, v in labels.items() if key != LABEL_MANAGED_BY}  # the owner's own label
+    body = ray_network_policy(namespace=namespace, ray_name=ray_name(name), owner=owner, labels=labels,
+                              pod_selector=selector, peers=settings.ray_ingress_from, serve_port=serve_port,
+                              submitter=submitter)
+    if kube.create_network_policy(body):
+        log.info("created the NetworkPolicy of the Ray cluster of %s/%s", namespace, name)
+
+
 def ensure_auth_secret(kube: k.Kube, settings: OperatorSettings, owner: dict[str, object], namespace: str,
                        labels: dict[str, str]) -> None:
     """Create the Ray token Secret of the RayJob/RayService of `owner` (an ownerReference) unless it
@@ -130,6 +147,7 @@ class RayJobBackend:
             ns, name = job.metadata.namespace or "", job.metadata.name
             owner = owner_reference(job.api_version, job.kind, name, job.metadata.uid_or_empty())
             ensure_auth_secret(self.kube, self.settings, owner, ns, job_labels(name))
+            ensure_network_policy(self.kube, self.settings, owner, ns, job_labels(name), submitter=True)
             ensure_namespace_part(job.metadata.namespace or "", self.settings)
             # A new state key per RayJob (graft.api.statekey): a re-created RayJob's attempt restores nothing.
             key_secret = self.kube.create_generated_secret(state_key_secret(job))
@@ -222,6 +240,8 @@ class RayServiceBackend:
         if rs is None or (rs["metadata"].get("annotations") or {}).get(ANNOTATION_SPEC_HASH) != desired["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
             # Also before an update: a RayService created before token authentication gains it then.
             ensure_auth_secret(self.kube, self.settings, desired["metadata"]["ownerReferences"][0], ns, endpoint_labels(name))
+            ensure_network_policy(self.kube, self.settings, desired["metadata"]["ownerReferences"][0], ns,
+                                  endpoint_labels(name), serve_port=self.settings.serve_port)
         if rs is None:
             ensure_namespace_part(ns, self.settings)
             rs, _ = self.kube.create(k.RAYSERVICES, desired)
