@@ -59,10 +59,11 @@ def attempt(what: str, action: Callable[[], T], expected: tuple[type[BaseExcepti
         return Failed(exc, expected=False)
 
 
-def settle(backoff: Backoff, key: tuple[str, str, str], outcome: T | Failed, record: Callable[[str], None]) -> T | float:
+def settle(backoff: Backoff, key: tuple[str, str, str], outcome: T | Failed, record: Callable[[str, bool], None]) -> T | float:
     """After one object's pass (key: kind, namespace, name): count it, and say when to look again.
-    An expected failure: in RETRY_SECONDS. An unexpected one: `record(message)` puts it on the
-    object, and the next try waits `backoff`'s growing delay."""
+    An expected failure: in RETRY_SECONDS. An unexpected one: `record(message, first)` puts it on
+    the object (`first`: the first failure since the last pass that got through), and the next try
+    waits `backoff`'s growing delay."""
     kind, namespace, name = key
     if not isinstance(outcome, Failed):
         backoff.succeeded(key)
@@ -75,7 +76,7 @@ def settle(backoff: Backoff, key: tuple[str, str, str], outcome: T | Failed, rec
         return RETRY_SECONDS
     METRICS.record_reconcile(kind, "error")
     delay = backoff.failed(key)
-    record(error_message(outcome.error, delay))
+    record(error_message(outcome.error, delay), backoff.failures(key) == 1)
     return delay
 
 

@@ -96,17 +96,19 @@ class Loop:
         return self._settle("FineTuneJob", k.FINETUNEJOBS, namespace, name, outcome)
 
     def _settle(self, kind: str, resource: k.Kind, namespace: str, name: str, outcome: float | None | Failed) -> float | None:
-        def record(message: str) -> None:
+        def record(message: str, first: bool) -> None:
             raw = self.store.get(resource, namespace, name)
             if raw is not None:
-                self._record_error(resource, raw, message)
+                self._record_error(resource, raw, message, event=first)
 
         return settle(self.backoff, (kind, namespace, name), outcome, record)
 
-    def _record_error(self, resource: k.Kind, raw: Raw, message: str) -> None:
+    def _record_error(self, resource: k.Kind, raw: Raw, message: str, event: bool) -> None:
         """The `Reconciled` condition (reason ReconcileError) through the one status write of each
-        kind, and one Warning Event. A failing write is logged: the retry records it again."""
-        self.events.post(raw, "Warning", "ReconcileError", message)
+        kind, and (`event`: the first failure in a row) one Warning Event. A failing write is logged:
+        the retry records it again."""
+        if event:
+            self.events.post(raw, "Warning", "ReconcileError", message)
         try:
             if resource == k.FINETUNEJOBS:
                 prev: FineTuneJobStatus | None = previous_status(FineTuneJobStatus, raw)

@@ -72,6 +72,10 @@ def test_the_failure_is_recorded_on_the_object_as_a_condition_an_event_and_a_met
     assert cond["message"].startswith("KeyError: 'labels'") and "retrying in 10s" in cond["message"]
     wait_for(lambda: [e for e in h.kube.events if e["reason"] == RECONCILE_ERROR], timeout=10, what="the ReconcileError Event")
     assert _errors("FineTuneJob", "KeyError") == before + 1
+    h.reconcile("hostile")
+    h.ctl.events.post({"metadata": {"name": "marker", "namespace": NS}}, "Normal", "Marker", "")  # queued after any second one
+    wait_for(lambda: [e for e in h.kube.events if e["reason"] == "Marker"], timeout=10, what="the marker Event")
+    assert [e["reason"] for e in h.kube.events].count(RECONCILE_ERROR) == 1  # one Event per failing streak, not per retry
 
 
 def test_a_failing_object_is_retried_with_growing_delays_up_to_a_cap(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
