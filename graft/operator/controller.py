@@ -63,6 +63,7 @@ class Controller:
                 self.loop.forget_job(ns, name)
             elif kind == k.MODELENDPOINTS:
                 self.loop.finalizers.forget(kind, ns, name)
+                self.loop.backoff.succeeded((ENDPOINT, ns, name))
             owner = self._owner(kind, obj)
             if owner is not None:
                 self.queue.add(owner)

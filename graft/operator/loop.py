@@ -254,6 +254,7 @@ class Loop:
         self.gate.settled(namespace, name)
         self.finalizers.forget(k.FINETUNEJOBS, namespace, name)
         self.progress_reads.forget((namespace, name))
+        self.backoff.succeeded(("FineTuneJob", namespace, name))
 
     # ------------------------------------------------------------------ ModelEndpoint
     def reconcile_endpoint(self, namespace: str, name: str) -> float | None:

@@ -115,6 +115,14 @@ def test_the_condition_goes_and_the_backoff_restarts_once_a_pass_succeeds(h: Har
     assert h.ctl.loop.backoff.failures(("FineTuneJob", NS, "flaky")) == 0
 
 
+def test_a_deleted_object_leaves_nothing_behind_in_the_backoff(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    _poison(h, monkeypatch, "hostile", TypeError("x"))
+    h.apply("hostile")
+    h.reconcile("hostile")
+    h.ctl.on_event(k.FINETUNEJOBS, "DELETED", h.kube.find(k.FINETUNEJOBS, NS, "hostile") or {})
+    assert h.ctl.loop.backoff.failures(("FineTuneJob", NS, "hostile")) == 0
+
+
 def test_an_endpoint_that_raises_is_recorded_and_retried(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(endpoint: Any) -> Any:
         raise KeyError("applications")
