@@ -627,11 +627,14 @@ class FineTuneJobSpec(ApiModel):
 
     def sources(self) -> list[tuple[str, str, Literal["model", "dataset"]]]:
         """(field path, value, kind) of every set source a job reads: the model, the distillation
-        teacher (a model too), the dataset and its validation file. One list for every check of them."""
+        teacher (a model too), the dataset, its IDX labels file and its validation file. One list for
+        every check of them (admission, policy, the job's own partition check)."""
         out: list[tuple[str, str, Literal["model", "dataset"]]] = [("spec.model.source", self.model.source, "model")]
         if self.distillation is not None:
             out.append(("spec.distillation.teacher", self.distillation.teacher, "model"))
         out.append(("spec.dataset.source", self.dataset.source, "dataset"))
+        if self.dataset.labels_source is not None:
+            out.append(("spec.dataset.labelsSource", self.dataset.labels_source, "dataset"))
         if self.dataset.validation.source is not None:
             out.append(("spec.dataset.validation.source", self.dataset.validation.source, "dataset"))
         return out

@@ -68,3 +68,9 @@ def test_double_percent_encoding_is_refused() -> None:
 
 def test_own_part_in_a_file_uri_is_allowed() -> None:
     assert admit_job(job(model={"source": "file:///mnt/graft/team-a/old/model"}), CTX).allowed
+
+
+@pytest.mark.parametrize("value", SPELLINGS)
+def test_idx_labels_file_in_another_part_is_refused_in_every_spelling(value: str) -> None:
+    adm = admit_job(job(dataset={"source": "/mnt/graft/team-a/train-images-idx3-ubyte", "labelsSource": value}), CTX)
+    assert not adm.allowed and refused_for(adm.violations, "spec.dataset.labelsSource")
