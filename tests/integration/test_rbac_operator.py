@@ -30,7 +30,7 @@ NEEDED: list[tuple[str, str, str, str | None]] = [
     *[(v, "ray.io", "rayjobs", None) for v in ("get", "list", "watch", "create", "patch", "delete")],
     *[(v, "ray.io", "rayservices", None) for v in ("get", "list", "watch", "create", "patch")],
     ("create", "", "events", None),
-    ("create", "", "secrets", None),  # the Ray token Secrets (graft.operator.rayauth): created, never read
+    ("create", "", "secrets", None),  # Ray token and state-key Secrets (rayauth, builders/statekey): created, never read
     ("create", "networking.k8s.io", "networkpolicies", None),  # one per Ray cluster (graft.operator.builders.netpol)
     ("list", "", "pods", None),
     ("watch", "", "pods", None),

@@ -96,8 +96,9 @@ one Role per namespace otherwise). Argument: the root context.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# The Ray token Secret of each RayJob/RayService (graft.operator.rayauth): created, never read,
-# listed or updated (the token is re-derived from the operator's key).
+# The Ray token Secret of each RayJob/RayService (graft.operator.rayauth) and the state-key Secret of
+# each RayJob (graft.operator.builders.statekey, generateName): created, never read, listed or
+# updated (the token is re-derived from the operator's key; the state key only the pods read).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
