@@ -5,7 +5,7 @@ dashboard; K8sJobMode, KubeRay's default: a submitter pod runs `ray job submit` 
 The operator passes the spec and the result URI base64-encoded (graft.api.argcodec), so no tenant
 byte appears raw in the entrypoint. Each case installs the mode, applies the smoke job with label
 names full of `$(...)`, backticks, quotes, `;` and newlines whose commands would create marker files
-on the storage every pod mounts, lets KubeRay run it, and reads back the job's result.json: the label
+in the tenant's part of the storage (where the job's own result.json lands), lets KubeRay run it, and reads back the job's result.json: the label
 names arrive byte-for-byte and no marker exists. A change of submission path or KubeRay version that
 put tenant text through a shell fails here.
 """
@@ -31,9 +31,10 @@ from tests.kuberay.test_smoke_kuberay import smoke_job
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.tenancy, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
-def payloads(storage: Path) -> list[str]:
-    """Two label names; every command in them would create a file under `storage/pwned-*`."""
-    m = f"{storage}/pwned"
+def payloads(part: Path) -> list[str]:
+    """Two label names; every command in them would create a file `pwned-*` in `part`, the tenant's
+    part of the storage, which the Ray pods write (the job's result.json lands there)."""
+    m = f"{part}/pwned"
     return [
         f"$(touch {m}-dollar)`touch {m}-tick`${{IFS}}'",
         f"\"; touch {m}-semi; echo '\n&& touch {m}-newline || touch {m}-or | tee {m}-pipe #",
@@ -66,7 +67,7 @@ def run_job(release: Release, name: str) -> tuple[dict[str, Any], dict[str, Any]
     """Apply the smoke job (no serving) with the payload label names; (its RayJob, its result.json)."""
     doc = smoke_job()
     doc["metadata"]["name"] = name
-    doc["spec"]["dataset"]["labelNames"] = payloads(release.storage)
+    doc["spec"]["dataset"]["labelNames"] = payloads(release.storage / release.tenant)
     doc["spec"].pop("serving", None)
     release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
     rayjob = wait_until(lambda: release.get("rayjob", name), timeout=120, interval=2, what=f"the RayJob of {name}")
@@ -91,5 +92,5 @@ def test_shell_metacharacters_in_the_spec_reach_the_job_as_text(release: Release
     release.timings[f"{mode} job"] = time.monotonic() - t0
     assert rayjob["spec"]["submissionMode"] == mode
     assert "touch" not in rayjob["spec"]["entrypoint"]  # the spec travels encoded
-    assert result["labelNames"] == payloads(release.storage)  # byte-for-byte
-    assert not list(release.storage.glob("pwned*")), "a command in the spec ran"
+    assert result["labelNames"] == payloads(release.storage / release.tenant)  # byte-for-byte
+    assert not list(release.storage.rglob("pwned*")), "a command in the spec ran"
