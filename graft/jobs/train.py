@@ -271,8 +271,9 @@ class _Worker:
 
         if checkpoint is None:
             return Progress()
-        with checkpoint.as_directory() as d:
-            src = Path(d)
+        # A private copy: what is verified is exactly what loads (storage can change in between).
+        src = Path(checkpoint.to_directory(tempfile.mkdtemp(prefix=f"graft-restore-r{self.rank}-")))
+        try:
             try:
                 verify_checkpoint(src, state_key())
                 problem = None
@@ -285,6 +286,8 @@ class _Worker:
             _, progress = read_meta(src)
             self.engine.load(src)
             load_rng(src, self.rank)
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
         progress.restarts += 1
         if self.rank == 0:
             print(f"[graft] trial {self.cfg.trial_id}: restored the checkpoint of epoch {progress.epoch} (step {progress.global_step}, restart {progress.restarts})", flush=True)

@@ -58,6 +58,7 @@ from graft.jobs.state_signer import TUNER_FILE, StateSigner, restorable
 from graft.jobs.tasks import TaskData
 from graft.jobs.tracker import PROGRESS_FILE, TrialTracker
 from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
+from graft.jobs.verified_fs import verified_filesystem
 
 TRIAL_DRIVER_RESOURCE = "graft_trial_driver"
 FALLBACK_DRIVER_CPU = 0.01
@@ -289,7 +290,8 @@ def run_tuning(
             resume_unfinished=True,
             resume_errored=True,
             param_space=param_space(spec.tuning),
-            storage_filesystem=filesystem,
+            # Every state file Ray reads is checked as it is read (no window after the check above).
+            storage_filesystem=verified_filesystem(filesystem, experiment, signer.manifest, key, ignore),
         )
         # The restored Tuner carries the callbacks pickled by the first attempt (their event sink
         # dropped); this attempt's tracker, loaded from graft_progress.json, takes their place.

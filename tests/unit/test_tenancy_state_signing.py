@@ -154,3 +154,22 @@ def test_without_the_env_the_key_is_a_private_file_that_stays_the_same(tmp_path:
 def test_the_env_key_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRAFT_STATE_KEY", "from-the-secret")
     assert state_key() == b"from-the-secret"
+
+
+def test_a_state_file_swapped_after_the_check_is_refused_when_ray_reads_it(tmp_path: Path) -> None:
+    """The restored experiment reads through graft.jobs.verified_fs: each read is checked, not only the directory beforehand."""
+    import pyarrow.fs as pafs
+
+    from graft.jobs.verified_fs import verified_filesystem
+
+    exp, signer = _experiment(tmp_path)
+    manifest = verify_experiment(FS, str(exp), KEY, IGNORE)
+    fs = verified_filesystem(None, str(exp), manifest, KEY, IGNORE)
+    with fs.open_input_stream(f"{exp}/{TUNER_FILE}") as f:
+        assert pickle.loads(f.readall()) == {"tuner": "state"}
+    marker = tmp_path / "pwned"
+    (exp / TUNER_FILE).write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(OSError, match="this job did not write it"):
+        fs.open_input_file(f"{exp}/{TUNER_FILE}")
+    assert not marker.exists()
+    assert isinstance(pickle.loads(pickle.dumps(fs)), pafs.FileSystem) and KEY not in pickle.dumps(fs)
