@@ -10,8 +10,10 @@ from pydantic import ValidationError
 
 from graft.api.endpoint import ModelEndpoint
 from graft.api.policy import FineTunePolicy
+from graft.api.result import TrainingResult
 from graft.api.spec import FineTuneJob
 from graft.operator.admission import AdmissionContext, admit_endpoint, admit_job
+from graft.operator.builders.endpoint import build_endpoint
 from graft.operator.policy import Admission, apply_kueue, kueue_labels
 from graft.operator.settings import OperatorSettings
 
@@ -58,6 +60,17 @@ def test_endpoint_remote_code_needs_every_selecting_policy() -> None:
 def test_endpoint_remote_code_on_a_shared_serve_cluster_is_refused_too() -> None:
     ep = remote_endpoint(cluster={"address": "http://ray-head.team-a.svc:8265"})
     assert "spec.model.trustRemoteCode" in endpoint_violations(ep, policy())
+
+
+def test_an_endpoint_a_job_promotes_into_carries_remote_code_under_the_same_rule() -> None:
+    trained = FineTuneJob.model_validate({"metadata": {"name": "ft", "namespace": "team-a"}, "spec": {
+        "model": {"source": "hf://org/custom", "trustRemoteCode": True}, "dataset": {"source": "s3://data/imdb.csv"}}})
+    result = TrainingResult.model_validate({"jobName": "ft", "status": "succeeded", "metric": "eval_accuracy", "mode": "max",
+                                            "bestScore": 0.9, "modelUri": "s3://models/team-a/ft/model",
+                                            "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:10:00Z"})
+    promoted = ModelEndpoint.model_validate({**build_endpoint(trained, result, "ft"), "metadata": {"name": "ft", "namespace": "team-a"}})
+    assert "spec.model.trustRemoteCode" in endpoint_violations(promoted, policy())  # the policy no longer allows it
+    assert endpoint_violations(promoted, policy(allowTrustRemoteCode=True)) == ""
 
 
 def test_endpoint_remote_code_runs_where_every_policy_allows_it() -> None:
