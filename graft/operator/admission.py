@@ -115,10 +115,10 @@ def _env_key_violations(
             out.append(f"{path}: {key} is not in the default environment allowlist and no FineTunePolicy selects "
                        "this namespace; remove it, or ask a cluster administrator to list it in a policy's allowedEnvKeys")
         else:
-            out += [f"{path}: {key} is not allowed by allowedEnvKeys of {_by(policy)} (allowed: the defaults"
-                    f"{', ' if policy.spec.allowed_env_keys else ''}{', '.join(policy.spec.allowed_env_keys)}); remove it, "
-                    "or ask a cluster administrator to add it to allowedEnvKeys"
-                    for policy in selected if not env_key_allowed(key, policy.spec.allowed_env_keys, from_secret=from_secret)]
+            refusing = [p for p in selected if not env_key_allowed(key, p.spec.allowed_env_keys, from_secret=from_secret)]
+            out += [f"{path}: {key} is not allowed by allowedEnvKeys of {_by(p)} (allowed: "
+                    f"{', '.join(['the defaults', *p.spec.allowed_env_keys])}); remove it, or ask a cluster "
+                    "administrator to add it to allowedEnvKeys" for p in refusing]
     return out
 
 
