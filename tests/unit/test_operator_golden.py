@@ -73,6 +73,9 @@ def without_spec(obj: dict[str, Any]) -> dict[str, Any]:
 CASES = {
     "rayjob": lambda: without_spec(build_rayjob(job(), SETTINGS)),
     "rayjob-kueue": lambda: without_spec(apply_kueue(build_rayjob(job(queueName="team-a"), SETTINGS), job(queueName="team-a"))),
+    # Secrets as named keys only (valueFrom.secretKeyRef in every Ray container), never a whole Secret (envFrom).
+    "rayjob-secret-env": lambda: without_spec(build_rayjob(job(secretEnv=[
+        {"name": "AWS_ACCESS_KEY_ID", "secretKeyRef": {"name": "s3-credentials", "key": "id"}}]), SETTINGS)),
     "rayservice": lambda: build_rayservice(endpoint(), SETTINGS),
     # spec.auth: the token as a secretKeyRef in every Ray container, never a value.
     "rayservice-bearer-token": lambda: build_rayservice(
