@@ -43,9 +43,10 @@ class OperatorProcess:
         """The command line (after the liveness port is chosen)."""
         return [sys.executable, "-m", "graft", "operator", "--kubeconfig", str(self.cp.kubeconfig),
                 "--namespace", self.namespace, "--resync-seconds", "2", "--ray-image", "example.org/graft-ray:test",
-                # Storage every Ray pod reaches (a PVC mounted at the test's directory), read by the operator too.
+                # Storage every Ray pod reaches (a PVC mounted at the test's directory), read by the operator too;
+                # the root is the mount itself, as the chart sets it (a namespace's pods mount <root>/<namespace>).
                 "--storage-pvc", "graft-test", "--storage-mount-path", str(self.log_dir),
-                "--result-storage", str(self.log_dir / "storage-default"),
+                "--result-storage", str(self.log_dir),
                 "--liveness", f"http://127.0.0.1:{self.port}/healthz", *open_tenancy(self.extra), *self.extra]
 
     def start(self, timeout: float = 90.0) -> OperatorProcess:
