@@ -112,7 +112,7 @@ def outcome(release: Release, attacker_ns: str) -> dict[str, Any]:
         return ftj if (ftj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Rejected") else None
 
     ftj = wait_until(ended, timeout=1200, interval=3, what=waiting(release, f"FineTuneJob {NAME} to finish"))
-    return {"answers": answers, "ftj": ftj}
+    return {"answers": answers, "ftj": ftj, "policy": release.get("networkpolicy", f"{NAME}-ray-ingress")}
 
 
 def test_a_pod_of_another_tenant_cannot_submit_a_job_to_the_ray_head(outcome: dict[str, Any]) -> None:
@@ -122,3 +122,11 @@ def test_a_pod_of_another_tenant_cannot_submit_a_job_to_the_ray_head(outcome: di
 def test_the_owners_job_runs_to_the_end_with_the_token(outcome: dict[str, Any]) -> None:
     st = outcome["ftj"]["status"]
     assert st["phase"] == "Succeeded", json.dumps(st, indent=1)[-3000:]
+
+
+def test_the_cluster_has_its_network_policy_for_a_cni_that_enforces_it(outcome: dict[str, Any]) -> None:
+    """Created by the operator with the chart's peers; the test node's bridge CNI does not enforce it."""
+    policy = outcome["policy"]
+    assert policy is not None
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"graft.dev/finetunejob": NAME}}
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == outcome["ftj"]["metadata"]["uid"]
