@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import ray.cloudpickle as ray_pickle
 from ray import tune
 
 from graft.jobs.signing import (
@@ -46,6 +47,18 @@ class StateSigner(tune.Callback):
         """Accept `pickled` as tuner.pkl (the bytes Tune wrote when the Tuner was created)."""
         if self.manifest.add(TUNER_FILE, digest(self.key, pickled)):
             self.write()
+
+    def sign_new_tuner(self, tuner: Any) -> None:
+        """Sign the tuner.pkl a new `tune.Tuner` wrote, with the bytes this process pickles (never
+        as read back from storage): Tune pickles the same state the same way."""
+        local = tuner._local_tuner
+        assert local is not None  # a local (not Ray Client) Tuner
+        pickled = ray_pickle.dumps(local.__getstate__())
+        if self.fs.cat_file(f"{self.path}/{TUNER_FILE}") != pickled:
+            print("[graft] tuner.pkl on storage is not what this job pickled: a later attempt will not restore this experiment",
+                  file=sys.stderr, flush=True)
+            return
+        self.sign_tuner(pickled)
 
     def sign_staging(self) -> None:
         if self.staging is None or self.fs is None or not self.staging.is_dir():

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import ray
-import ray.cloudpickle as ray_pickle
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -54,7 +52,7 @@ from graft.jobs.placement import (
 )
 from graft.jobs.search_space import apply_config, describe, param_space
 from graft.jobs.signing import state_key
-from graft.jobs.state_signer import TUNER_FILE, StateSigner, restorable
+from graft.jobs.state_signer import StateSigner, restorable
 from graft.jobs.tasks import TaskData
 from graft.jobs.tracker import PROGRESS_FILE, TrialTracker
 from graft.jobs.train import WorkerConfig, default_env, train_loop_per_worker
@@ -300,7 +298,7 @@ def run_tuning(
         local.get_run_config().callbacks = [tracker, signer]
     else:
         tuner = _new_tuner(spec, trainable, run_name, runs_path, filesystem, [tracker, signer])
-        _sign_tuner(tuner, signer, signed_fs, signed_path)
+        signer.sign_new_tuner(tuner)
     grid = tuner.fit()
     signer.sign_staging()
     final_sweep()
@@ -314,19 +312,6 @@ def run_tuning(
         if state is not None and (state.error is None or state.error == NO_ERROR_RECORDED):
             state.error = explain_error(str(r.error))
     return TuneOutcome(run_name=run_name, tracker=tracker, errors=errors)
-
-
-def _sign_tuner(tuner: tune.Tuner, signer: StateSigner, fs: Any, path: str) -> None:
-    """Sign tuner.pkl with the bytes this process pickled (never as read back from storage): Tune
-    pickles the same state the same way, and the bytes on storage must be those."""
-    local = tuner._local_tuner
-    assert local is not None  # a local (not Ray Client) Tuner
-    pickled = ray_pickle.dumps(local.__getstate__())
-    if fs.cat_file(f"{path}/{TUNER_FILE}") != pickled:
-        print("[graft] tuner.pkl on storage is not what this job pickled: a later attempt will not restore this experiment",
-              file=sys.stderr, flush=True)
-        return
-    signer.sign_tuner(pickled)
 
 
 def _new_tuner(spec: FineTuneJobSpec, trainable: Any, run_name: str, runs_path: str, filesystem: Any, callbacks: list[Any]) -> tune.Tuner:
