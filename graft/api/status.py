@@ -18,7 +18,7 @@ CONDITIONS_LIST_MAP: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kuber
 
 # Bounds of everything the operator writes to status (`bound_status`), whatever a job's result holds:
 # a status over etcd's 1.5 MiB object limit would fail every write, retried forever. The full result
-# stays in result.json on the job's storage; `status.omitted` names what the status left out.
+# stays in result.json on the job's storage (`status.resultUri`); `status.omitted` names what the status left out.
 MAX_STATUS_STRING = 4096  # characters of one string (a message, a label, a metric name, an object key)
 MAX_STATUS_ITEMS = 100  # items of one list or entries of one object (labels, metrics, resumes)
 STATUS_BUDGET_BYTES = 256 * 1024  # the whole status as JSON, leaving the object room for its spec
@@ -129,13 +129,14 @@ class FineTuneJobStatus(ApiModel):
     model_uri: str | None = None
     endpoint: str | None = Field(default=None, description="URL of the endpoint serving this job's model.")
     log_uri: str | None = Field(default=None, description="Copy of the finished job's training log (shared Ray clusters).")
+    result_uri: str | None = Field(default=None, description="Where the finished job's full result document (result.json) is on its storage.")
     trials: list[TrialSummary] = Field(default_factory=list)
     promotion: Promotion | None = None
     result: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
     omitted: list[str] | None = Field(
-        default=None, description="What the status left out to stay small (bound_status); the full result is in result.json on the job's storage."
+        default=None, description="What the status left out to stay small (bound_status); the full result is at resultUri."
     )
 
 
@@ -176,7 +177,8 @@ def _shrink(doc: dict[str, Any], notes: list[str]) -> None:
     if _size(doc) > STATUS_BUDGET_BYTES and isinstance(result, dict):
         doc["result"] = {k: v if k in RESULT_CORE else type(v)() for k, v in result.items()
                          if k in RESULT_CORE or (k in _COLLECTIONS and isinstance(v, (list, dict)))}
-        notes.append(f"result: only its core fields are kept (status budget {STATUS_BUDGET_BYTES} bytes); the full result is result.json on the job's storage")
+        where = doc.get("resultUri") or "result.json on the job's storage"
+        notes.append(f"result: only its core fields are kept (status budget {STATUS_BUDGET_BYTES} bytes); the full result is {where}")
     for key in ("trials", "bestConfig", "progress"):
         if _size(doc) > STATUS_BUDGET_BYTES and doc.get(key):
             doc.pop(key)

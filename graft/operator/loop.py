@@ -186,10 +186,12 @@ class Loop:
         a failed one is read once for the reason graft.jobs gave (StorageFailed), and fails without it."""
         if obs.run is None or obs.run.state not in (RunState.SUCCEEDED, RunState.FAILED):
             return obs
+        source = backend.result_source(job, obs.run)
+        obs = _replace(obs, result_uri=source.uri)
         if prev is not None and prev.result:
             return _replace(obs, result=TrainingResult.model_validate(prev.result))
         try:
-            return _replace(obs, result=read_result(backend.result_source(job, obs.run)))
+            return _replace(obs, result=read_result(source))
         except ResultUnavailable as exc:
             return _replace(obs, result_error=str(exc)) if obs.run.state == RunState.SUCCEEDED else obs
 

@@ -56,6 +56,7 @@ class JobObservation:
     run: RunObservation | None = None
     result: TrainingResult | None = None
     result_error: str | None = None  # why the result could not be read (yet)
+    result_uri: str | None = None  # where the result document is on the job's storage (None: no storage)
     progress: Progress | None = None
     promotion: Promotion | None = None
     endpoint_url: str | None = None
@@ -181,6 +182,7 @@ def compute_status(previous: FineTuneJobStatus | None, obs: JobObservation, now:
         st.log_uri = run.log_uri or st.log_uri
         if run.start_time and not st.start_time:
             st.start_time = run.start_time
+    st.result_uri = obs.result_uri or st.result_uri
     if run is not None and run.state == RunState.SUCCEEDED:
         if obs.result is not None and obs.result.status == "succeeded":
             phase, reason = Phase.SUCCEEDED, "TrainingSucceeded"

@@ -92,3 +92,13 @@ def test_what_admission_decided_is_never_cut() -> None:
     st = FineTuneJobStatus(admitted=Admitted(references=refs), message="m" * (MAX_STATUS_STRING + 1))
     doc = bound_status(st.to_wire())
     assert doc["admitted"]["references"] == refs and len(doc["message"]) == MAX_STATUS_STRING
+
+
+def test_a_result_cut_to_its_core_names_where_the_full_result_is() -> None:
+    uri = "s3://b/team-a/j-0123abcd/result.json"
+    label = "z" * (MAX_STATUS_STRING * 2)
+    result = _result(label_names=[label] * 10_000, best_config={f"k{i}": label for i in range(1000)})
+    st = compute_status(None, JobObservation(generation=1, run=SUCCEEDED, result=result, result_uri=uri), NOW)
+    status = status_patch(None, st)
+    assert status["resultUri"] == uri
+    assert any(n.startswith("result: only its core fields are kept") and n.endswith(f"the full result is {uri}") for n in status["omitted"])
