@@ -184,16 +184,17 @@ class Loop:
     def _with_result(self, job: FineTuneJob, prev: FineTuneJobStatus | None, obs: JobObservation, backend: JobBackend) -> JobObservation:
         """The result of a Ray job that ended. A succeeded job waits for it (it decides the phase);
         a failed one is read once for the reason graft.jobs gave (StorageFailed), and fails without it."""
-        if obs.run is None or obs.run.state not in (RunState.SUCCEEDED, RunState.FAILED):
+        run = obs.run
+        if run is None or run.state not in (RunState.SUCCEEDED, RunState.FAILED):
             return obs
-        source = backend.result_source(job, obs.run)
+        source = backend.result_source(job, run)
         obs = _replace(obs, result_uri=source.uri)
         if prev is not None and prev.result:
             return _replace(obs, result=TrainingResult.model_validate(prev.result))
         try:
             return _replace(obs, result=read_result(source))
         except ResultUnavailable as exc:
-            return _replace(obs, result_error=str(exc)) if obs.run.state == RunState.SUCCEEDED else obs
+            return _replace(obs, result_error=str(exc)) if run.state == RunState.SUCCEEDED else obs
 
     def _finish(self, raw: Raw, job: FineTuneJob, status: FineTuneJobStatus, obs: JobObservation, now: datetime) -> float | None:
         """A terminal job: promote once, collect the RayJob after its TTL, write status once."""
