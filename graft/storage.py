@@ -62,6 +62,15 @@ def local_path(uri: str) -> Path:
 
 
 DIR_MODE = 0o2770
+STORAGE_UMASK = 0o007
+
+
+def set_storage_umask() -> int:
+    """Set this process's umask to `STORAGE_UMASK` (inherited by every process it starts) and return
+    the previous one: whatever it creates on job storage (Ray's checkpoints and trial directories
+    under `runs/` included) is group-writable and never world-accessible, so the operator, in the
+    storage group, can delete a finished job's directory at TTL cleanup."""
+    return os.umask(STORAGE_UMASK)
 
 
 def ensure_dir(path: Path) -> Path:

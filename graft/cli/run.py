@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from graft.api import FineTuneJob, load_job
 from graft.api.result import TrainingResult
-from graft.storage import RUNS_DIR
+from graft.storage import RUNS_DIR, set_storage_umask
 
 if TYPE_CHECKING:  # rich is in [train], not in the operator image, whose `graft` builds this parser too
     from graft.cli.console import RunConsole
@@ -87,6 +87,8 @@ def absolute_local_sources(job: FineTuneJob) -> FineTuneJob:
 
 def main(args: argparse.Namespace) -> int:
     from graft.cli.references import resolve_run_references
+
+    set_storage_umask()  # the local Ray started below inherits it (runs/ stays group-writable)
 
     job = resolve_run_references(absolute_local_sources(load_job(args.file)), Path(args.runs), source=args.file)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(job)

@@ -32,6 +32,7 @@ from graft.jobs.events import (
     TrialStoppedEvent,
 )
 from graft.jobs.joblog import JobLog
+from graft.storage import set_storage_umask
 
 
 def load_job_document(path: Path) -> FineTuneJob:
@@ -134,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="working directory (default: next to --result)")
     parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     args = parser.parse_args(argv)
+    set_storage_umask()  # before Ray starts: a local Ray's workers inherit it (runs/ stays group-writable)
 
     try:
         args.result = _decoded(args.result_b64, "--result-b64") if args.result_b64 else args.result

@@ -8,8 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 from graft.operator.settings import OperatorSettings
+from graft.storage import STORAGE_UMASK
 
 STORAGE_VOLUME = "graft-storage"
+# KubeRay runs a Ray container as `/bin/bash -c -- "<command> <args> && ulimit -n 65536; ray start ..."`
+# (v1.6.0 common/pod.go BuildPod; no login shell unless its ENABLE_LOGIN_SHELL is set, so an image's
+# /etc/profile.d is not read): this umask applies to `ray start` and every Ray process below it.
+RAY_CONTAINER_ARGS = [f"umask {STORAGE_UMASK:04o}"]
 
 
 def cpu_quantity(cpus: float) -> str:
@@ -47,6 +52,7 @@ def pod_template(
         "name": container_name,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
+        "args": list(RAY_CONTAINER_ARGS),
         "resources": container_resources,
     }
     if mounts:
