@@ -5,6 +5,7 @@
 #   scripts/cluster.sh deps     install the Debian packages it needs (apt-get, as root):
 #                               containerd runc containernetworking-plugins iptables
 #                               conntrack busybox-static gcc libc6-dev
+#                               ipset (kube-router, the tenancy tests' NetworkPolicy enforcer)
 #   scripts/cluster.sh build    build/cache the binaries (scripts/controlplane.sh, all components)
 #   scripts/cluster.sh up       deps + build, then start it; prints KUBECONFIG=<file>
 #   scripts/cluster.sh status   running or not; nodes and pods
@@ -19,7 +20,7 @@
 # Details: docs/testing-control-plane.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-PACKAGES="containerd runc containernetworking-plugins iptables conntrack busybox-static gcc libc6-dev"
+PACKAGES="containerd runc containernetworking-plugins iptables conntrack busybox-static gcc libc6-dev ipset"
 
 deps() {
   local missing=()
