@@ -13,6 +13,7 @@ The tests run in order on one job (module fixtures); each asserts one stage.
 from __future__ import annotations
 
 import json
+import stat
 import time
 from typing import Any, Iterator
 
@@ -32,6 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.timeout(2400)]
 
 EXAMPLE = yaml.safe_load((REPO / "examples" / "finetune-kubernetes.yaml").read_text())
 NAME = ENDPOINT = "smoke"
+TTL_SECONDS = 45  # long enough to look at runs/ after the job ends, then the operator deletes it
 
 
 def smoke_job() -> dict[str, Any]:
@@ -43,6 +45,7 @@ def smoke_job() -> dict[str, Any]:
     spec["resources"]["workers"] = 1
     spec["tuning"] = {"metric": "eval_accuracy", "numTrials": 1}
     spec["serving"] = {**spec["serving"], "endpoint": ENDPOINT, "minReplicas": 1, "maxReplicas": 1}
+    spec["runtime"] = {**spec.get("runtime", {}), "ttlSecondsAfterFinished": TTL_SECONDS}
     return doc
 
 
@@ -94,6 +97,23 @@ def test_the_result_records_the_precision_auto_resolved_to(release: Release, run
     result = json.loads((release.storage / release.tenant / f"{NAME}-{uid8}" / "result.json").read_text())
     auto = "bf16" if cpu_bf16_is_fast() else "fp32"  # the pods run on this machine's CPU
     assert (result["precision"], result["trials"][0]["precision"]) == (auto, auto), result
+
+
+@pytest.mark.tenancy
+def test_what_ray_wrote_under_runs_is_group_shared_and_the_ttl_cleanup_deletes_it(release: Release, run: dict[str, Any]) -> None:
+    """Ray (uid 1000) created runs/ and everything in it with umask 0007 (the Ray containers' args, issue 21):
+    directories rwx for the group, nothing for others, so the operator (uid 65532, in the storage group)
+    deletes it at the TTL."""
+    runs = release.storage / release.tenant / f"{NAME}-{run['ftj']['metadata']['uid'][:8]}" / "runs"
+    made = [runs, *runs.rglob("*")]
+    assert len(made) > 1, f"nothing under {runs}"
+    modes = {p: p.lstat().st_mode for p in made}
+    wrong = [f"{p} {oct(m)}" for p, m in modes.items() if not stat.S_ISLNK(m) and (
+             m & stat.S_IRWXO or (stat.S_ISDIR(m) and m & stat.S_IRWXG != stat.S_IRWXG))]  # directories: the group deletes their entries
+    assert not wrong, wrong[:20]
+    wait_until(lambda: not runs.exists(), timeout=TTL_SECONDS + 240, interval=3,
+               what=waiting(release, f"the operator's TTL cleanup to delete {runs}"))
+    assert (runs.parent / "result.json").is_file()  # what the cleanup keeps
 
 
 def test_the_rayservice_answers_predict_through_its_service(served: str) -> None:
