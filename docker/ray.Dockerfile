@@ -17,4 +17,12 @@ RUN pip install --no-deps --require-hashes -r /home/ray/graft-src/ray-image.txt 
  && python -c "import graft.jobs, graft.serving.args, ray; assert ray.__version__ == '2.60.0', ray.__version__" \
  && rm -rf /home/ray/graft-src
 
+# Everything Ray creates (runs/ on the shared job storage included) is group-writable and closed to
+# others, so the operator, in the storage group, deletes a finished job's runs/ at its TTL: KubeRay
+# v1.6.0 starts Ray containers with `/bin/bash -c` (a login shell, reading /etc/profile, only with
+# its ENABLE_LOGIN_SHELL), and a non-interactive bash first sources $BASH_ENV. Graft's own Ray
+# clusters also run `umask 0007` before `ray start` (their container args); this covers shared clusters.
+USER root
+RUN mkdir -p /etc/graft && echo 'umask 0007' > /etc/graft/umask.sh && chmod 0644 /etc/graft/umask.sh
+ENV BASH_ENV=/etc/graft/umask.sh
 USER ray

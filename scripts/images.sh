@@ -15,8 +15,8 @@
 #          pip-installed inside the base (chroot on an overlay mount); key: base + lock + pip version
 #   data   (Ray image only) Debian data packages the examples read by path, unpacked with dpkg-deb:
 #          Fashion-MNIST at /usr/share/datasets/fashion-mnist; key: package names and versions
-#   graft  this checkout's graft wheel (--no-deps), then a smoke test inside the image;
-#          key: deps key + pyproject.toml, README.md, graft/**
+#   graft  this checkout's graft wheel (--no-deps), then a smoke test inside the image (the Ray image
+#          also gets /etc/graft/umask.sh, its BASH_ENV); key: deps key + those commands + pyproject.toml, README.md, graft/**
 # The image config (ENV, USER, WORKDIR, ENTRYPOINT, CMD) is read from docker/<image>.Dockerfile,
 # which stays the way to build the same images on the upstream bases (`docker build`).
 # Environment: GRAFT_CACHE; CONTAINERD_ADDRESS (socket for `load`, default /run/containerd/containerd.sock);
@@ -142,9 +142,9 @@ source_key() {
 
 # The top layer: this checkout's graft wheel (--no-deps: the lock brought everything), then the
 # image's smoke test.
-build_graft() {  # $1: image name, $2: smoke test run inside the image
+build_graft() {  # $1: image name, $2: run inside the image after the install (files it adds, its smoke test; in the key)
   local image=$1 smoke=$2 key
-  key=$( (echo "$deps_dir"; source_key) | sha)
+  key=$( (echo "$deps_dir"; echo "$smoke"; source_key) | sha)
   graft_dir=$cache/$image-graft-$key
   [ -f "$graft_dir/layer.digest" ] && return
   log "$image graft: wheel of this checkout -> $graft_dir"
@@ -197,7 +197,9 @@ build_image() {  # sets layers=(...) for image $1
   build_deps "$image"
   case $image in
     ray)
-      build_graft ray "python -c \"import graft.jobs, graft.serving.args, ray; assert ray.__version__ == '2.60.0', ray.__version__\""
+      # /etc/graft/umask.sh: the BASH_ENV of docker/ray.Dockerfile (umask 0007 for everything Ray creates)
+      build_graft ray "mkdir -p /etc/graft && echo 'umask 0007' > /etc/graft/umask.sh && chmod 0644 /etc/graft/umask.sh &&
+    python -c \"import graft.jobs, graft.serving.args, ray; assert ray.__version__ == '2.60.0', ray.__version__\""
       build_data
       layers=("$base_dir/rootfs" "$deps_dir/layer" "$data_dir/layer" "$graft_dir/layer") ;;
     operator)
