@@ -105,6 +105,20 @@ def test_rayjob_status_drives_the_job_through_pending_running_succeeded(
     assert {"Pending", "Running", "Succeeded"} <= set(events)
 
 
+@pytest.mark.tenancy
+def test_a_finished_job_records_where_its_full_result_document_is(operator: OperatorProcess, namespace: str, tmp_path: Path) -> None:
+    """status.resultUri: where `status.omitted` sends a reader of a result cut to fit the status."""
+    from graft.operator.result import result_uri
+
+    cp, storage = operator.cp, str(tmp_path / namespace / "storage")
+    apply(cp, finetunejob("where", storage=storage, serving={"enabled": False}), namespace)
+    rayjob(cp, "where", namespace)
+    write_result(storage, namespace, "where", uid(cp, "where", namespace), score=0.5)
+    set_rayjob_status(cp, "where", namespace, "Complete", "SUCCEEDED")
+    wait_for(phase_is(cp, FTJ, "where", namespace, "Succeeded"), what="Succeeded")
+    assert status(cp, FTJ, "where", namespace)["resultUri"] == result_uri(storage, namespace, "where", uid(cp, "where", namespace))
+
+
 def test_a_failed_rayjob_fails_the_job_with_kuberays_reason(operator: OperatorProcess, namespace: str) -> None:
     cp = operator.cp
     apply(cp, finetunejob("bad"), namespace)
