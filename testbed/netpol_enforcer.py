@@ -10,6 +10,7 @@ the pods of the node.
     enforcer = NetpolEnforcer(node).start()   # rules in place for the pods and policies there now
     enforcer.enforces(pod_ip, policy)         # True once that policy filters the pod's ingress
     enforcer.stop()                           # process stopped, its chains and ipsets removed
+                                              # (remove_state(): also after a crashed run)
 
 A test-node enforcer only: kube-router v2.1.0 has reported security flaws, see
 docs/testing-control-plane.md. Standard library only.
@@ -18,6 +19,7 @@ docs/testing-control-plane.md. Standard library only.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -29,9 +31,13 @@ from testbed.process import Process, ProcessError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "kuberouter.sh"
-# The chains and ipsets kube-router's firewall creates (its cleanup mode removes them).
+# The chains (filter table) and ipsets kube-router's firewall creates. Its own cleanup mode
+# (`--cleanup-config`) does not remove them in v2.1.0: it runs the firewall's cleanup on a controller
+# with no iptables handlers (a no-op that logs success), then panics in the service proxy's cleanup.
+# remove_state() removes them instead.
 CHAIN_PREFIXES = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
 IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
+BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT")
 
 
 def kube_router_binary() -> Path:
@@ -43,13 +49,41 @@ def kube_router_binary() -> Path:
     return Path(lines[-1])
 
 
+def _filter_rules() -> list[str]:
+    return subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True,
+                          check=False).stdout.splitlines()
+
+
+def _chains() -> list[str]:
+    return [ln[1:].split()[0] for ln in _filter_rules() if ln.startswith(":") and ln[1:].startswith(CHAIN_PREFIXES)]
+
+
+def _ipsets() -> list[str]:
+    names = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=False).stdout.split()
+    return [n for n in names if n.startswith(IPSET_PREFIXES)]
+
+
 def leftovers() -> list[str]:
     """kube-router's chains (filter table) and ipsets still on the host."""
-    rules = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True, check=False).stdout
-    chains = [ln[1:].split()[0] for ln in rules.splitlines()
-              if ln.startswith(":") and ln[1:].startswith(CHAIN_PREFIXES)]
-    sets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True, check=False).stdout.split()
-    return chains + [s for s in sets if s.startswith(IPSET_PREFIXES)]
+    return _chains() + _ipsets()
+
+
+def remove_state() -> list[str]:
+    """Remove kube-router's firewall state: the jumps from the built-in chains (their comments hold
+    spaces, hence shlex), its chains (flushed, then deleted), then its ipsets (no rule refers to them
+    any more). Returns what is left (empty when clean)."""
+    for ln in _filter_rules():
+        parts = shlex.split(ln)
+        if parts[:1] == ["-A"] and parts[1] in BUILTIN_CHAINS and "-j" in parts \
+                and parts[parts.index("-j") + 1].startswith(CHAIN_PREFIXES):
+            subprocess.run(["iptables", "-D", *parts[1:]], capture_output=True, check=False)
+    chains = _chains()
+    for action in ("-F", "-X"):
+        for chain in chains:
+            subprocess.run(["iptables", action, chain], capture_output=True, check=False)
+    for name in _ipsets():
+        subprocess.run(["ipset", "destroy", name], capture_output=True, check=False)
+    return leftovers()
 
 
 class NetpolEnforcer:
@@ -71,6 +105,7 @@ class NetpolEnforcer:
         ]
 
     def start(self, timeout: float = 120.0) -> "NetpolEnforcer":
+        remove_state()  # a crashed run's rules would filter before this run's
         self._proc = Process("kube-router", self.argv(), self.log, env=dict(os.environ),
                              die_with_parent=True).start()
         try:
@@ -99,10 +134,8 @@ class NetpolEnforcer:
                    for ln in self.rules().splitlines())
 
     def stop(self) -> list[str]:
-        """Stop kube-router and run its cleanup mode; returns its chains and ipsets still left."""
+        """Stop kube-router and remove its chains and ipsets; returns what is left (empty: clean)."""
         if self._proc is not None:
             self._proc.stop(timeout=15)
             self._proc = None
-        subprocess.run([str(self.binary), "--cleanup-config"], capture_output=True, text=True,
-                       timeout=120, check=False)
-        return leftovers()
+        return remove_state()

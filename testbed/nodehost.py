@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -200,7 +201,7 @@ def remove_chains() -> None:
         binary, table = key.split()
         rules = run(binary, "-t", table, "-S", check=False).stdout.splitlines()
         for ln in rules:
-            parts = ln.split()
+            parts = shlex.split(ln)  # comments with spaces are quoted: `-m comment --comment "a b"`
             if parts[:1] == ["-A"] and not parts[1].startswith(CHAIN_PREFIXES) and any(
                 c in parts for c in chains
             ):
