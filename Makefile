@@ -14,7 +14,7 @@ export GRAFT_CACHE ?= $(HOME)/.cache/graft
 export TORCH_EXTENSIONS_DIR ?= $(GRAFT_CACHE)/torch-extensions
 export PIP_CACHE_DIR ?= $(GRAFT_CACHE)/pip
 
-.PHONY: venv datasets images lock demo test test-all test-slow test-node test-unit test-integration test-e2e controlplane controlplane-fast node-deps cluster-up cluster-down crds check-crds lint bench chart-docs clean
+.PHONY: venv datasets images netpol-enforcer lock demo test test-all test-slow test-node test-unit test-integration test-e2e controlplane controlplane-fast node-deps cluster-up cluster-down crds check-crds lint bench chart-docs clean
 
 venv:
 	scripts/venv.sh
@@ -61,13 +61,17 @@ images: venv
 test: venv node-deps controlplane-fast datasets images lint check-crds
 	scripts/test.sh -m "not slow"
 
-test-all: venv node-deps controlplane datasets images lint check-crds
+# kube-router, the test node's NetworkPolicy enforcer for the slow tenancy node test (cold: ~3 min).
+netpol-enforcer:
+	scripts/kuberouter.sh >/dev/null
+
+test-all: venv node-deps controlplane netpol-enforcer datasets images lint check-crds
 	scripts/test.sh
 
-test-slow: venv node-deps controlplane datasets images
+test-slow: venv node-deps controlplane netpol-enforcer datasets images
 	scripts/test.sh -m slow
 
-test-node: venv node-deps controlplane datasets images
+test-node: venv node-deps controlplane netpol-enforcer datasets images
 	scripts/test.sh -m kuberay
 
 # ruff (lint + import order) and mypy, configured in pyproject.toml.
