@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Iterator
 
@@ -79,3 +80,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return next(i for i, m in enumerate(LAYERS) if item.get_closest_marker(m) is not None)
 
     items.sort(key=layer)  # stable: keeps file order within a layer
+
+
+@pytest.fixture(autouse=True)
+def _umask_left_as_found() -> Iterator[None]:
+    """Each test leaves the process umask as it found it: `graft.jobs` and `graft run`, called in
+    process, set the storage umask (0007) for the rest of their process, and files this process
+    writes later (PKI, manifests, node directories) must not depend on which tests ran first."""
+    found = os.umask(0)
+    os.umask(found)
+    yield
+    os.umask(found)

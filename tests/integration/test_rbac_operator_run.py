@@ -5,6 +5,7 @@ FineTunePolicy rejects another, without a single Forbidden."""
 
 from __future__ import annotations
 
+import secrets
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -42,11 +43,18 @@ RELEASE, RELEASE_NS = "runas", "runas-system"
 HARNESS_FLAGS = ("--liveness", "--metrics-port", "--resync-seconds", "--namespace")
 
 
-def chart_arguments(docs: list[dict[str, Any]]) -> list[str]:
+RAY_AUTH_KEY_FLAG = "--ray-auth-key-file"
+
+
+def chart_arguments(docs: list[dict[str, Any]], ray_auth_key: Path) -> list[str]:
+    """The chart's operator arguments, less the harness's own, with the Ray auth key file (a Secret
+    volume in the pod) at `ray_auth_key` on this machine."""
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "operator"
-    return [a for a in args[1:] if not a.startswith(HARNESS_FLAGS)]
+    assert any(a.startswith(RAY_AUTH_KEY_FLAG) for a in args), "the chart no longer passes the Ray auth key file"
+    return [f"{RAY_AUTH_KEY_FLAG}={ray_auth_key}" if a.startswith(RAY_AUTH_KEY_FLAG) else a
+            for a in args[1:] if not a.startswith(HARNESS_FLAGS)]
 
 
 @dataclass
@@ -79,12 +87,14 @@ def chart_operator(graft_crds: ControlPlane, namespace: str, tmp_path: Path) -> 
     docs = render_chart(values, release=RELEASE, namespace=RELEASE_NS)
     apply_objects(cp, [d for d in docs if d["kind"] == "KopfPeering"])
     port = free_port()
-    op = OperatorProcess(cp, namespace, tmp_path, *chart_arguments(docs), "--kubeconfig", str(kubeconfig),
+    key = tmp_path / "ray-auth-key"
+    key.write_text(secrets.token_hex(32))
+    op = OperatorProcess(cp, namespace, tmp_path, *chart_arguments(docs, key), "--kubeconfig", str(kubeconfig),
                          "--metrics-port", str(port)).start()
     yield ChartOperator(op, f"http://127.0.0.1:{port}/metrics")
     op.stop()
     log = op.log_path.read_text(errors="replace")
-    assert "Forbidden" not in log and "403" not in log, f"the operator hit RBAC refusals:\n{op.log_tail(80)}"
+    assert "Forbidden" not in log and "(403)" not in log, f"the operator hit RBAC refusals:\n{op.log_tail(80)}"
 
 
 def test_whole_job_lifecycle_needs_only_the_chart_rbac(chart_operator: ChartOperator, namespace: str,

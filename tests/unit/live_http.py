@@ -3,7 +3,7 @@ client that counts the bytes it sends: what serving tests use to show a limit ho
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 import threading
 import time
@@ -66,15 +66,17 @@ def post_chunked(address: tuple[str, int], path: str, total: int, headers: dict[
     sent = 0
     with socket.create_connection(address, timeout=5) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answered = selectors.DefaultSelector()  # epoll: select() fails on descriptors >= 1024 in a long session
+        answered.register(sock, selectors.EVENT_READ)
         while sent < total:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
+            if answered.select(timeout=0):
                 break
             try:
                 sock.sendall(framed)
             except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the server stopped reading
                 break
             sent += chunk
+        answered.close()
         head = b""
         while b"\r\n\r\n" not in head:
             data = sock.recv(65536)
