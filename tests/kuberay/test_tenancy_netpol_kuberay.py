@@ -25,14 +25,11 @@ from testbed.controlplane import ControlPlane
 from testbed.kubenode import KubeNode
 from testbed.netpol_enforcer import NetpolEnforcer
 from testbed.process import wait_until
-from tests.kuberay.diagnose import waiting
 from tests.kuberay.release import Release, installed
-from tests.kuberay.test_smoke_kuberay import smoke_job
-from tests.kuberay.test_tenancy_ray_auth_kuberay import head_ip
+from tests.kuberay.victim import NAME, run_script_in_pod, start_victim_job, victim_finished
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.tenancy, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-NAME = "victim"
 POLICY = f"{NAME}-ray-ingress"
 HEAD_PORTS = {"dashboard": 8265, "gcs": 6379, "client": 10001}
 DNS = f"{cfg.DNS_IP}:53"
@@ -82,29 +79,6 @@ def attacker_ns(control_plane: ControlPlane, release: Release) -> Iterator[str]:
         control_plane.delete_namespace(ns, wait=True, timeout=120)
 
 
-def probe_from_pod(release: Release, namespace: str, targets: list[str]) -> dict[str, str]:
-    """Run PROBE against `targets` in a pod of `namespace` (the Ray image: Python is there)."""
-    image = next(c["image"] for p in release.items("pods", "-l", f"ray.io/node-type=head,graft.dev/finetunejob={NAME}")
-                 for c in p["spec"]["containers"])
-    pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe-team-b", "namespace": namespace},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "attacker", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "-c", PROBE, *targets],
-            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-        }]},
-    }
-    release.kubectl("apply", "-f", "-", input=json.dumps(pod))
-
-    def done() -> bool:
-        got = release.get("pod", "probe-team-b", namespace) or {}
-        return (got.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-    wait_until(done, timeout=300, interval=2, what=waiting(release, "the attacker pod to finish"))
-    out = release.kubectl("logs", "probe-team-b", "-n", namespace).stdout.strip().splitlines()
-    return dict(json.loads(out[-1]))
-
-
 def connects_from_node(ip: str, port: int) -> bool:
     """A TCP connection from this host (the node: where the KubeRay operator and the kubelet run)."""
     try:
@@ -119,23 +93,13 @@ def outcome(release: Release, attacker_ns: str, enforcer: NetpolEnforcer) -> dic
     """The victim's job applied; once its head runs the Ray job and the enforcer filters the head's
     ingress through the policy, the probes from the other namespace and from the node; the job
     followed to its end."""
-    doc = smoke_job()
-    doc["metadata"]["name"] = NAME
-    doc["spec"].pop("serving", None)
-    release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
-    ip = str(wait_until(lambda: head_ip(release), timeout=900, interval=2,
-                        what=waiting(release, f"the Ray head of {NAME} to run its job")))
+    ip = start_victim_job(release)
     wait_until(lambda: enforcer.enforces(ip, POLICY), timeout=120, interval=1,
                what=f"kube-router to filter {ip} through {POLICY}")
     targets = [f"{ip}:{port}" for port in HEAD_PORTS.values()] + [DNS]
-    probes = probe_from_pod(release, attacker_ns, targets)
+    probes = run_script_in_pod(release, attacker_ns, "probe-team-b", PROBE, targets)
     from_node = {name: connects_from_node(ip, port) for name, port in HEAD_PORTS.items()}
-
-    def ended() -> dict[str, Any] | None:
-        ftj = release.get("finetunejob", NAME) or {}
-        return ftj if (ftj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Rejected") else None
-
-    ftj = wait_until(ended, timeout=1200, interval=3, what=waiting(release, f"FineTuneJob {NAME} to finish"))
+    ftj = victim_finished(release)
     head = {name: probes[f"{ip}:{port}"] for name, port in HEAD_PORTS.items()}
     return {"head": head, "dns": probes[DNS], "from_node": from_node, "ftj": ftj}
 

@@ -19,14 +19,11 @@ import pytest
 from testbed.addons import KubeRayOperator
 from testbed.controlplane import ControlPlane
 from testbed.kubenode import KubeNode
-from testbed.process import wait_until
-from tests.kuberay.diagnose import waiting
 from tests.kuberay.release import Release, installed
-from tests.kuberay.test_smoke_kuberay import smoke_job
+from tests.kuberay.victim import NAME, run_script_in_pod, start_victim_job, victim_finished
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kuberay, pytest.mark.tenancy, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-NAME = "victim"
 # Run by the attacker pod: POST a job to the dashboard at argv[1] without a token and with a guessed
 # one; prints {"none": status, "guess": status} (a string when the head cannot be reached at all).
 ATTACK = """
@@ -62,56 +59,13 @@ def attacker_ns(control_plane: ControlPlane, release: Release) -> Iterator[str]:
         control_plane.delete_namespace(ns, wait=True, timeout=120)
 
 
-def head_ip(release: Release) -> str | None:
-    """The pod IP of the victim's Ray head once its RayJob has handed the Ray job to the dashboard."""
-    rayjob = release.get("rayjob", NAME) or {}
-    if (rayjob.get("status") or {}).get("jobDeploymentStatus") != "Running":
-        return None
-    heads = release.items("pods", "-l", f"ray.io/node-type=head,graft.dev/finetunejob={NAME}")
-    ips = [p["status"].get("podIP") for p in heads if p["status"].get("phase") == "Running"]
-    return ips[0] if ips and ips[0] else None
-
-
-def attack(release: Release, namespace: str, dashboard: str) -> dict[str, Any]:
-    """Run ATTACK in a pod of `namespace` (the Ray image: Python is there) and return what it printed."""
-    image = next(c["image"] for p in release.items("pods", "-l", f"ray.io/node-type=head,graft.dev/finetunejob={NAME}")
-                 for c in p["spec"]["containers"])
-    pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "submit-to-team-b", "namespace": namespace},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "attacker", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "-c", ATTACK, dashboard],
-            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-        }]},
-    }
-    release.kubectl("apply", "-f", "-", input=json.dumps(pod))
-
-    def done() -> bool:
-        got = release.get("pod", "submit-to-team-b", namespace) or {}
-        return (got.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-    wait_until(done, timeout=300, interval=2, what=waiting(release, "the attacker pod to finish"))
-    out = release.kubectl("logs", "submit-to-team-b", "-n", namespace).stdout.strip().splitlines()
-    return dict(json.loads(out[-1]))
-
-
 @pytest.fixture(scope="module")
 def outcome(release: Release, attacker_ns: str) -> dict[str, Any]:
     """The victim's job applied in the release's tenant namespace; the attack while its cluster runs;
     the job followed to its end."""
-    doc = smoke_job()
-    doc["metadata"]["name"] = NAME
-    doc["spec"].pop("serving", None)
-    release.kubectl("apply", "-n", release.tenant, "-f", "-", input=json.dumps(doc))
-    ip = wait_until(lambda: head_ip(release), timeout=900, interval=2,
-                    what=waiting(release, f"the Ray head of {NAME} to run its job"))
-    answers = attack(release, attacker_ns, f"http://{ip}:8265")
-
-    def ended() -> dict[str, Any] | None:
-        ftj = release.get("finetunejob", NAME) or {}
-        return ftj if (ftj.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Rejected") else None
-
-    ftj = wait_until(ended, timeout=1200, interval=3, what=waiting(release, f"FineTuneJob {NAME} to finish"))
+    ip = start_victim_job(release)
+    answers = run_script_in_pod(release, attacker_ns, "submit-to-team-b", ATTACK, [f"http://{ip}:8265"])
+    ftj = victim_finished(release)
     return {"answers": answers, "ftj": ftj, "policy": release.get("networkpolicy", f"{NAME}-ray-ingress")}
 
 
