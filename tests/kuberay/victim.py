@@ -18,6 +18,7 @@ from tests.kuberay.test_smoke_kuberay import smoke_job
 
 NAME = "victim"
 ENDED = ("Succeeded", "Failed", "Rejected")
+HEAD_PODS = f"ray.io/node-type=head,graft.dev/finetunejob={NAME}"  # label selector of its Ray head pod
 
 
 def start_victim_job(release: Release) -> str:
@@ -36,7 +37,7 @@ def head_ip(release: Release) -> str | None:
     rayjob = release.get("rayjob", NAME) or {}
     if (rayjob.get("status") or {}).get("jobDeploymentStatus") != "Running":
         return None
-    heads = release.items("pods", "-l", f"ray.io/node-type=head,graft.dev/finetunejob={NAME}")
+    heads = release.items("pods", "-l", HEAD_PODS)
     ips = [p["status"].get("podIP") for p in heads if p["status"].get("phase") == "Running"]
     return ips[0] if ips and ips[0] else None
 
@@ -56,7 +57,7 @@ def victim_finished(release: Release) -> dict[str, Any]:
 def run_script_in_pod(release: Release, namespace: str, pod_name: str, script: str, args: list[str]) -> dict[str, Any]:
     """Run `python -c script *args` in a pod of `namespace` (the victim's Ray image: Python is
     there) and return the JSON object its last line of output holds."""
-    image = next(c["image"] for p in release.items("pods", "-l", f"ray.io/node-type=head,graft.dev/finetunejob={NAME}")
+    image = next(c["image"] for p in release.items("pods", "-l", HEAD_PODS)
                  for c in p["spec"]["containers"])
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name, "namespace": namespace},
